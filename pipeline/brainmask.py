@@ -1,0 +1,92 @@
+"""Brain masks for scans that arrive without one.
+
+An already skull-stripped scan (a compact foreground smaller than a head) is used as it is:
+its foreground is the mask. A scan with skull gets a first estimate from an eroded head mask,
+which drives an affine registration to the template; the template brain mask warped back and
+refined by intensity is the result.
+
+Example:
+    >>> mask, source = derive_brain_mask(data, affine, template, params)   # doctest: +SKIP
+    >>> source
+    'stripped'
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from pipeline.config import Params
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    return np.asarray(labels == (int(np.argmax(sizes)) + 1))
+
+
+def _ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    r = np.maximum(np.round(radius_mm / spacing).astype(int), 1)
+    grid = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
+    dist = sum((g * s / radius_mm) ** 2 for g, s in zip(grid, spacing, strict=True))
+    return np.asarray(dist <= 1.0)
+
+
+def foreground(data: np.ndarray) -> np.ndarray:
+    """Largest connected component above the Otsu threshold, holes filled."""
+    fg = data > threshold_otsu(data[data > data.min()]) if np.any(data > data.min()) else data > 0
+    return np.asarray(ndimage.binary_fill_holes(largest_component(fg)))
+
+
+def is_skull_stripped(data: np.ndarray, spacing: np.ndarray, max_volume_ml: float) -> bool:
+    """True when the non-background region is small enough to be a brain, not a head."""
+    nonzero = largest_component(data > data.min())
+    volume_ml = float(nonzero.sum()) * float(np.prod(spacing)) / 1000.0
+    return volume_ml <= max_volume_ml
+
+
+def derive_brain_mask(
+    data: np.ndarray, affine: np.ndarray, params: Params
+) -> tuple[np.ndarray, str]:
+    """Return ``(mask, source)`` for a canonical-orientation scan without a given mask.
+
+    ``source`` is ``"stripped"`` when the scan was already skull-stripped, else ``"derived"``.
+    """
+    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    bm = params.prepare.brain_mask
+    if is_skull_stripped(data, spacing, bm.stripped_max_volume_ml):
+        mask = ndimage.binary_fill_holes(largest_component(data > data.min()))
+        return np.asarray(mask), "stripped"
+    head = foreground(data)
+    rough = largest_component(ndimage.binary_erosion(head, _ball(bm.skull_erosion_mm, spacing)))
+    if not rough.any():
+        rough = head
+    return _refine_with_template(data, affine, rough, head, spacing, params), "derived"
+
+
+def _refine_with_template(data: np.ndarray, affine: np.ndarray, rough: np.ndarray,
+                          head: np.ndarray, spacing: np.ndarray, params: Params) -> np.ndarray:
+    from pipeline import geometry, registration
+    from pipeline.template import load_template
+
+    tpl = load_template(params.template.resolution_mm, tuple(params.template.crop_shape))
+    moving = geometry.to_sitk(data.astype(np.float32), affine)
+    moving_mask = geometry.to_sitk(rough.astype(np.uint8), affine)
+    fixed = geometry.to_sitk(tpl.image, tpl.affine)
+    fixed_mask = geometry.to_sitk(tpl.brain.astype(np.uint8), tpl.affine)
+    tx = registration.register_affine(moving, moving_mask, fixed, fixed_mask,
+                                      params.prepare.registration, params.seed)
+    warped = geometry.from_sitk(geometry.resample(
+        geometry.to_sitk(tpl.brain.astype(np.float32), tpl.affine), moving, tx.GetInverse()))
+    prior = warped > 0.5
+    support = ndimage.binary_dilation(prior, _ball(params.prepare.brain_mask.refine_dilation_mm,
+                                                   spacing)) & head
+    inside = data[prior]
+    if inside.size == 0:
+        return rough
+    tissue = support & (data > threshold_otsu(data[support]) * 0.5)
+    mask = largest_component(ndimage.binary_opening(tissue | (prior & head)))
+    return np.asarray(ndimage.binary_fill_holes(mask))

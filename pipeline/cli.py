@@ -1,0 +1,92 @@
+"""``vae-anomaly``: one subcommand per pipeline stage, plus ``score`` for new scans.
+
+Exit status: 0 success; 1 one or more inputs failed (one ``error: <path>: <reason>`` line
+each on stderr, the others still processed); 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+STAGES = ("cohort", "prepare", "train", "calibrate", "evaluate", "report")
+
+
+class UsageError(Exception):
+    """Bad command line or configuration: exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vae-anomaly", description=__doc__.splitlines()[0])
+    ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in STAGES:
+        sp = sub.add_parser(name, help=f"run the {name} stage (as dvc.yaml does)")
+        sp.add_argument("--params", type=Path, default=None,
+                        help="parameter file (default: configs/params.yaml of the project)")
+    sc = sub.add_parser("score", help="score native-space NIfTI scans")
+    sc.add_argument("scans", nargs="+", type=Path, help="NIfTI scans (.nii or .nii.gz)")
+    sc.add_argument("--out", type=Path, required=True, help="output folder")
+    sc.add_argument("--model", default=None,
+                    help="model folder or MLflow URI (default: models:/<configured>@champion)")
+    sc.add_argument("--brain-mask", type=Path, action="append", default=None,
+                    help="brain mask on the scan's grid (repeat once per scan, in order)")
+    sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sc.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    return ap
+
+
+def _stage(name: str, params_path: Path | None) -> int:
+    import importlib
+
+    from pipeline.config import ConfigError, load_params
+
+    try:
+        params = load_params(params_path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    module = importlib.import_module(f"pipeline.stages.{name}")
+    module.run(params)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("matplotlib", "PIL", "alembic", "mlflow", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    run: Callable[[], int]
+    if args.command == "score":
+        from pipeline.score import score_command
+
+        def run() -> int:
+            return score_command(args)
+    else:
+        def run() -> int:
+            return _stage(args.command, args.params)
+    try:
+        return run()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {args.command}: {first}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

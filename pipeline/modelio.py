@@ -1,0 +1,181 @@
+"""Model folders (weights + JSON, never pickle) and their MLflow model versions.
+
+A model folder holds ``weights.safetensors``, ``model.json`` (architecture, the full
+parameters it was prepared/trained with, what it was trained on, the weights' SHA-256) and,
+once calibrated, ``calibration.safetensors`` + ``calibration.json``.
+
+Example:
+    >>> loaded = load_model("models/vae")                         # doctest: +SKIP
+    >>> loaded = load_model("models:/vae-anomaly-ixi-t1@champion") # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import paths
+from pipeline.config import Params, params_from_dict
+
+WEIGHTS = "weights.safetensors"
+MODEL_JSON = "model.json"
+CALIBRATION = "calibration.safetensors"
+CALIBRATION_JSON = "calibration.json"
+
+
+class ModelError(Exception):
+    """A model that cannot be found, verified or used; ``str()`` is one line."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Calibration:
+    """Healthy voxel-wise statistics and thresholds of one score type."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    voxel_threshold: float
+    scan_threshold: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    vae: Any
+    params: Params
+    meta: dict[str, Any]
+    folder: Path
+    uri: str
+    calibration: Calibration | None = None
+
+    def trained_on(self) -> dict[str, Any]:
+        return dict(self.meta.get("trained_on", {}))
+
+
+def build_vae(params: Params) -> Any:
+    from pipeline.model import ConvVAE
+
+    m = params.model
+    return ConvVAE(list(m.channels), m.latent_channels, m.norm)
+
+
+def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any]) -> None:
+    """Write weights and ``model.json`` into ``folder`` (atomically, file by file)."""
+    from safetensors.torch import save_file
+
+    from pipeline.config import to_dict
+    from pipeline.nifti import atomic_write, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
+    atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
+    body = {**meta, "params": to_dict(params), "weights_sha256": sha256(folder / WEIGHTS)}
+    write_json(folder / MODEL_JSON, body)
+
+
+def save_calibration(folder: Path, calib: Calibration) -> None:
+    from safetensors.numpy import save_file
+
+    from pipeline.nifti import atomic_write, write_json
+
+    arrays = {"mean": calib.mean.astype(np.float32), "std": calib.std.astype(np.float32)}
+    atomic_write(folder / CALIBRATION, lambda p: save_file(arrays, str(p)))
+    write_json(folder / CALIBRATION_JSON, {
+        "voxel_threshold": calib.voxel_threshold, "scan_threshold": calib.scan_threshold,
+        **calib.info, "statistics_sha256": sha256(folder / CALIBRATION)})
+
+
+def load_model(uri: str | Path | None = None, params: Params | None = None,
+               device: str = "cpu", require_calibration: bool = True) -> LoadedModel:
+    """Load a model folder, or an MLflow model URI (default: the configured champion)."""
+    folder, uri_text = resolve(uri, params)
+    try:
+        meta = json.loads((folder / MODEL_JSON).read_text())
+        stored = params_from_dict(meta["params"], root=paths.project_root())
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{uri_text}: not a vae-anomaly model folder ({exc})") from exc
+    weights = folder / WEIGHTS
+    if not weights.is_file() or sha256(weights) != meta.get("weights_sha256"):
+        raise ModelError(f"{uri_text}: weights missing or checksum mismatch (tampered?)")
+    from safetensors.torch import load_file
+
+    vae = build_vae(stored)
+    vae.load_state_dict(load_file(str(weights), device="cpu"))
+    vae.to(device).eval()
+    loaded = LoadedModel(vae=vae, params=stored, meta=meta, folder=folder, uri=uri_text)
+    if (folder / CALIBRATION_JSON).is_file():
+        loaded.calibration = _load_calibration(folder, uri_text)
+    elif require_calibration:
+        raise ModelError(f"{uri_text}: model is not calibrated (run `vae-anomaly calibrate`)")
+    return loaded
+
+
+def _load_calibration(folder: Path, uri_text: str) -> Calibration:
+    from safetensors.numpy import load_file
+
+    info = json.loads((folder / CALIBRATION_JSON).read_text())
+    if sha256(folder / CALIBRATION) != info.get("statistics_sha256"):
+        raise ModelError(f"{uri_text}: calibration checksum mismatch (tampered?)")
+    arrays = load_file(str(folder / CALIBRATION))
+    return Calibration(mean=arrays["mean"], std=arrays["std"],
+                       voxel_threshold=float(info["voxel_threshold"]),
+                       scan_threshold=float(info["scan_threshold"]), info=info)
+
+
+def resolve(uri: str | Path | None, params: Params | None) -> tuple[Path, str]:
+    """Turn a folder path or MLflow URI into a local folder."""
+    if uri is not None and Path(uri).is_dir():
+        return Path(uri), str(uri)
+    if uri is None:
+        from pipeline.config import load_params
+
+        try:
+            p = params or load_params()
+        except Exception as exc:
+            raise ModelError(f"no --model given and no project parameters ({exc})") from exc
+        uri = f"models:/{p.mlflow.registered_model}@champion"
+    text = str(uri)
+    if not text.startswith(("models:/", "runs:/")):
+        raise ModelError(f"{text}: neither a model folder nor an MLflow model URI")
+    import mlflow
+
+    mlflow.set_tracking_uri(paths.default_tracking_uri())
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=text)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{text}: cannot load from MLflow ({first})") from exc
+    return Path(local), text
+
+
+def update_meta(folder: Path, params: Params, mlflow_info: dict[str, Any]) -> None:
+    """Rewrite the parameters and MLflow version in ``model.json`` (weights untouched)."""
+    from pipeline.config import to_dict
+    from pipeline.nifti import write_json
+
+    meta = json.loads((folder / MODEL_JSON).read_text())
+    meta["params"] = to_dict(params)
+    meta["mlflow"] = {**meta.get("mlflow", {}), **mlflow_info}
+    write_json(folder / MODEL_JSON, meta)
+
+
+def copy_model(src: Path, dst: Path) -> None:
+    """Copy a model folder's files (weights + JSON) to ``dst``."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for name in (WEIGHTS, MODEL_JSON):
+        shutil.copy2(src / name, dst / name)

@@ -1,0 +1,197 @@
+"""NIfTI input validation and atomic output writing.
+
+Every command that reads a scan goes through :func:`load_scan`, which refuses what cannot be
+scored with a :class:`ScanError` whose message is one line; every output goes through
+:func:`atomic_write` so a file is either complete or absent.
+
+Example:
+    >>> img = load_scan("sub-01_T1.nii.gz")     # doctest: +SKIP
+    >>> img.shape                                # doctest: +SKIP
+    (120, 120, 90)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+MAX_VOXELS = 512**3
+MIN_SPACING_MM = 0.05
+MAX_SPACING_MM = 20.0
+MIN_SHAPE = 8
+
+
+class ScanError(Exception):
+    """An input that cannot be processed; ``str()`` is a one-line reason."""
+
+
+def stem(path: str | Path) -> str:
+    """File name without ``.nii`` / ``.nii.gz``."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _check_header(img: nib.Nifti1Image) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise ScanError(f"expected a 3D image, got {len(img.shape)}D with shape {img.shape}")
+    if min(shape) < MIN_SHAPE:
+        raise ScanError(f"image too small: shape {shape} (each axis needs >= {MIN_SHAPE} voxels)")
+    if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+        raise ScanError(f"image too large: shape {shape} exceeds {MAX_VOXELS} voxels")
+    dtype = img.get_data_dtype()
+    if dtype.kind == "c" or dtype.names is not None or dtype.kind not in "uif":
+        raise ScanError(f"unsupported voxel type {dtype}")
+    affine = img.affine
+    if affine is None or not np.all(np.isfinite(affine)):
+        raise ScanError("affine is missing or not finite")
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
+        raise ScanError(f"implausible voxel size {tuple(np.round(spacing, 4))} mm")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6 * float(np.prod(spacing)):
+        raise ScanError("affine is singular")
+    return shape
+
+
+def _open(path: str | Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
+    """Open a NIfTI file and validate its header (no voxel data read yet)."""
+    p = Path(path)
+    if not p.exists():
+        raise ScanError("file not found")
+    if p.is_dir():
+        raise ScanError("is a directory, not a NIfTI file")
+    if not os.access(p, os.R_OK):
+        raise ScanError("permission denied")
+    if p.stat().st_size == 0:
+        raise ScanError("file is empty")
+    try:
+        img = nib.load(str(p))
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise ScanError(f"not a readable NIfTI file ({_short(exc)})") from exc
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise ScanError(f"not a NIfTI image ({type(img).__name__})")
+    return img, _check_header(img)
+
+
+def _read(img: nib.Nifti1Image, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        return np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ScanError(f"truncated or corrupt image data ({_short(exc)})") from exc
+
+
+def load_scan(path: str | Path) -> nib.Nifti1Image:
+    """Load and validate a 3D NIfTI scan; return it as float32 with its header and affine.
+
+    Raises:
+        ScanError: the file is missing, unreadable, not NIfTI, not 3D, empty or not finite.
+    """
+    img, shape = _open(path)
+    data = _read(img, shape)
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise ScanError("image has no finite values (all NaN/Inf)")
+    if not finite.all():
+        data = np.where(finite, data, 0.0).astype(np.float32)
+    if float(data.max()) == float(data.min()):
+        raise ScanError("image is constant (e.g. all zero)")
+    out = nib.Nifti1Image(data, img.affine, header=img.header)
+    out.set_data_dtype(np.float32)
+    return out
+
+
+def load_mask(path: str | Path, reference: nib.Nifti1Image) -> np.ndarray:
+    """Load a binary mask (voxels > 0.5) that must lie on ``reference``'s grid."""
+    name = Path(path).name
+    try:
+        img, shape = _open(path)
+        if shape != reference.shape or not np.allclose(img.affine, reference.affine, atol=1e-3):
+            raise ScanError("is not on the scan's grid")
+        mask = np.nan_to_num(_read(img, shape)) > 0.5
+    except ScanError as exc:
+        raise ScanError(f"brain mask {name}: {exc}") from exc
+    if not mask.any():
+        raise ScanError(f"brain mask {name}: mask is empty")
+    return mask
+
+
+def read_array(path: str | Path, dtype: Any = np.float32) -> np.ndarray:
+    """Voxel array of a NIfTI file the pipeline wrote itself (no validation)."""
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=dtype)  # type: ignore[attr-defined]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def atomic_write(target: str | Path, writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp_path)`` then atomically rename the result to ``target``."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def write_json(target: str | Path, data: Any) -> Path:
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write(target, lambda p: p.write_text(text))
+
+
+def write_text(target: str | Path, text: str) -> Path:
+    return atomic_write(target, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_nifti(target: str | Path, data: np.ndarray, affine: np.ndarray,
+                header: nib.Nifti1Header | None = None, dtype: Any = np.float32) -> Path:
+    """Write ``data`` on the grid ``affine`` (header fields kept, scaling reset)."""
+    hdr = header.copy() if header is not None else None
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine, header=hdr)
+    img.set_data_dtype(dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    if hdr is not None:  # keep the input's qform/sform codes exactly
+        img.set_qform(affine, code=int(hdr["qform_code"]) or 1)
+        img.set_sform(affine, code=int(hdr["sform_code"]) or 1)
+    return atomic_write(target, lambda p: nib.save(img, str(p)))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,71 @@
+"""The per-scan outputs of the contract: heatmap, mask, JSON summary (and HTML report).
+
+Each file is written atomically; the JSON is written last so its presence marks a complete set.
+
+Example:
+    >>> write_outputs(Path("results"), "sub-01", result, img, summary)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.modelio import LoadedModel
+from pipeline.nifti import write_json, write_nifti, write_text
+from pipeline.preprocess import ScanRecord
+from pipeline.scoring import ScanResult
+
+
+def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
+    return {
+        "heatmap": out_dir / f"{stem}_anomaly.nii.gz",
+        "mask": out_dir / f"{stem}_anomaly_mask.nii.gz",
+        "json": out_dir / f"{stem}.json",
+        "html": out_dir / f"{stem}.html",
+        "reconstruction": out_dir / f"{stem}_reconstruction.nii.gz",
+    }
+
+
+def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record: ScanRecord,
+            timings: dict[str, float], warnings: list[str] | None = None) -> dict[str, Any]:
+    voxel_ml = float(abs(np.linalg.det(np.asarray(record.native_affine)[:3, :3]))) / 1000.0
+    version = loaded.meta.get("mlflow", {})
+    return {
+        "input": str(source),
+        "scan_score": round(result.scan_score, 5),
+        "scan_threshold": round(result.scan_threshold, 5),
+        "threshold": round(result.voxel_threshold, 5),
+        "is_abnormal": bool(result.is_abnormal),
+        "flagged_voxels": int(result.mask.sum()),
+        "flagged_volume_ml": round(int(result.mask.sum()) * voxel_ml, 3),
+        "heatmap_units": "z-score of the reconstruction residual against healthy scans",
+        "model": {"uri": loaded.uri, "name": version.get("registered_model"),
+                  "version": version.get("version"), "run_id": version.get("run_id")},
+        "trained_on": loaded.trained_on(),
+        "registration": {"dice_with_template_brain": record.registration_dice,
+                         "ok": record.registration_ok, "brain_mask": record.mask_source},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "warnings": warnings or [],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_outputs(out_dir: Path, stem: str, result: ScanResult, img: nib.Nifti1Image,
+                  info: dict[str, Any], html: str | None = None,
+                  reconstruction: bool = False) -> dict[str, Path]:
+    """Write the heatmap and mask on the input's grid, optional HTML, then the JSON."""
+    p = output_paths(out_dir, stem)
+    affine, header = img.affine, img.header
+    write_nifti(p["heatmap"], result.heatmap, affine, header, dtype=np.float32)
+    write_nifti(p["mask"], result.mask, affine, header, dtype=np.uint8)
+    if reconstruction:
+        write_nifti(p["reconstruction"], result.reconstruction, affine, header)
+    if html is not None:
+        write_text(p["html"], html)
+    write_json(p["json"], info)
+    return p

@@ -1,0 +1,116 @@
+"""``vae-anomaly score``: native-space scans in, contract outputs on each scan's own grid.
+
+Example:
+    $ vae-anomaly score sub-01_T1.nii.gz sub-02_T1.nii.gz --out results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.modelio import LoadedModel, ModelError, load_model
+from pipeline.nifti import ScanError, load_mask, load_scan, stem
+from pipeline.outputs import output_paths, summary, write_outputs
+
+
+def _usage(message: str) -> Exception:
+    from pipeline.cli import UsageError
+
+    return UsageError(message)
+
+
+def _check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _usage(f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
+
+
+def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path,
+              report: bool) -> dict[str, Path]:
+    """Score one scan; raise :class:`ScanError` for anything wrong with this input."""
+    from pipeline.preprocess import prepare_scan
+    from pipeline.scoring import score_prepared
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    img = load_scan(scan)
+    mask = load_mask(mask_path, img) if mask_path is not None else None
+    timings["load"] = time.perf_counter() - t0
+    prepared = prepare_scan(img, mask, loaded.params)
+    timings.update(prepared.record.timings_s)
+    if not prepared.record.registration_ok:
+        raise ScanError(f"registration to the template failed quality control (brain Dice "
+                        f"{prepared.record.registration_dice:.3f} < "
+                        f"{loaded.params.prepare.registration.min_dice})")
+    t0 = time.perf_counter()
+    result = score_prepared(loaded, prepared)
+    timings["model_and_mapping"] = time.perf_counter() - t0
+    info = summary(scan, result, loaded, prepared.record, timings)
+    page = None
+    if report:
+        from pipeline.report import render_scan_report
+
+        t0 = time.perf_counter()
+        healthy = list(loaded.calibration.info.get("healthy_scan_scores", [])) \
+            if loaded.calibration else []
+        page = render_scan_report(np.asarray(img.dataobj), img.affine, result.heatmap,
+                                  result.mask, result.reconstruction, info, healthy)
+        info["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
+    name = stem(scan)
+    try:
+        return write_outputs(out, name, result, img, info, html=page)
+    except BaseException:
+        for p in output_paths(out, name).values():
+            with contextlib.suppress(OSError):
+                p.unlink()
+        raise
+
+
+def score_command(args: argparse.Namespace) -> int:
+    scans: list[Path] = list(args.scans)
+    masks: list[Path | None] = list(args.brain_mask) if args.brain_mask else [None] * len(scans)
+    if len(masks) != len(scans):
+        raise _usage(f"--brain-mask given {len(masks)} time(s) for {len(scans)} scan(s)")
+    _check_out_dir(args.out)
+    try:
+        import torch
+
+        device = "cuda" if args.device == "cuda" or (
+            args.device == "auto" and torch.cuda.is_available()) else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise _usage("--device cuda requested but no CUDA device is available")
+        loaded = load_model(args.model, device=device)
+    except ModelError as exc:
+        raise _usage(f"model: {exc}") from exc
+    failures = 0
+    seen: set[str] = set()
+    for scan, mask in zip(scans, masks, strict=True):
+        try:
+            name = stem(scan)
+            if name in seen:
+                raise ScanError(f"another input has the same output name {name!r}")
+            seen.add(name)
+            score_one(loaded, scan, mask, args.out, report=not args.no_report)
+        except ScanError as exc:
+            failures += 1
+            print(f"error: {scan}: {exc}", file=sys.stderr)
+        except Exception as exc:
+            failures += 1
+            if args.debug:
+                traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: {scan}: {first}", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,61 @@
+"""``vae-anomaly calibrate``: healthy voxel statistics and thresholds, stored with the model.
+
+Reads ``models/trained``, scores the calibration split, and writes the complete scoring model
+``models/vae`` (weights, config, calibration); the calibration files are also attached to the
+MLflow model version created by ``train`` and its thresholds set as version tags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+from pipeline import paths, tracking
+from pipeline.calibration import fit_calibration
+from pipeline.config import Params
+from pipeline.dataset import load_template_case
+from pipeline.modelio import (
+    CALIBRATION,
+    CALIBRATION_JSON,
+    copy_model,
+    load_model,
+    save_calibration,
+    update_meta,
+)
+from pipeline.scoring import raw_maps
+from pipeline.stages.prepare import load_manifest
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params) -> None:
+    trained = paths.trained_model_dir(params.root)
+    loaded = load_model(trained, require_calibration=False)
+    # scoring/calibration parameters may change without retraining: use the current ones
+    loaded.params = dataclasses.replace(loaded.params, scoring=params.scoring,
+                                        calibrate=params.calibrate)
+    manifest = load_manifest(params)
+    raws, regions = [], []
+    for case in manifest["calibration"]:
+        image, brain = load_template_case(params, case["id"])
+        maps = raw_maps(loaded, image, brain)
+        raws.append(maps.raw)
+        regions.append(maps.region)
+    calib = fit_calibration(raws, regions, loaded.params.scoring,
+                            params.calibrate.voxel_fpr, params.calibrate.scan_fpr)
+    calib.info["cases"] = [c["id"] for c in manifest["calibration"]]
+    out = paths.model_dir(params.root)
+    reg = json.loads((trained / "registration.json").read_text())
+    copy_model(trained, out)
+    update_meta(out, loaded.params, reg)
+    save_calibration(out, calib)
+    log.info("voxel threshold %.3f (FPR %.3g), scan threshold %.3f",
+             calib.voxel_threshold, params.calibrate.voxel_fpr, calib.scan_threshold)
+    tracking.setup(params.mlflow.experiment)
+    tracking.add_to_version(reg["run_id"], reg["registered_model"], reg["version"],
+                            [out / CALIBRATION, out / CALIBRATION_JSON],
+                            {"calibrated": "true",
+                             "voxel_threshold": f"{calib.voxel_threshold:.4f}",
+                             "scan_threshold": f"{calib.scan_threshold:.4f}",
+                             "voxel_fpr": str(params.calibrate.voxel_fpr)})

@@ -1,0 +1,111 @@
+"""Shared fixtures: small synthetic NIfTI scans and a tiny project that ran every stage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+IXI = SHARED / "ixi-t1"
+
+# Small enough for CPU CI: 6 mm template, a 3-stage network, two epochs.
+TINY_OVERRIDES: dict[str, Any] = {
+    "demo": {"n_subjects": 10},
+    "split": {"calibration_fraction": 0.3, "test_fraction": 0.2},
+    "template": {"resolution_mm": 6.0, "crop_shape": [32, 32, 32]},
+    "prepare": {"workers": 1},
+    "model": {"channels": [4, 8, 8], "latent_channels": 4},
+    "train": {"epochs": 2, "batch_size": 2, "checkpoint_every": 1},
+    "scoring": {"std_smoothing_sigma_vox": 1.0},
+    "report": {"max_cases": 2},
+    "mlflow": {"registered_model": "vae-anomaly-test"},
+}
+
+
+def oblique_affine(spacing: tuple[float, float, float], angle_deg: float = 20.0,
+                   origin: tuple[float, float, float] = (-60.0, -70.0, -50.0)) -> np.ndarray:
+    """A LPI-ish, rotated, anisotropic affine (shear-free)."""
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    flip = np.diag([-1.0, 1.0, -1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ flip @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+def phantom(shape: tuple[int, int, int] = (40, 48, 36), seed: int = 0
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A brain-like ellipsoid with an inner dark 'ventricle' and noise; returns (image, mask)."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r = np.sqrt(sum(g**2 for g in grid))
+    mask = r < 0.8
+    image = np.where(mask, 100.0 + 20 * grid[0], 0.0)
+    image[r < 0.25] = 30.0
+    image = image + rng.normal(0, 2.0, shape) * mask
+    return image.astype(np.float32), mask
+
+
+@pytest.fixture
+def scan_file(tmp_path: Path) -> tuple[Path, Path]:
+    image, mask = phantom()
+    affine = oblique_affine((2.2, 1.8, 2.5))
+    img_path, mask_path = tmp_path / "scan.nii.gz", tmp_path / "scan_mask.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), img_path)
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), mask_path)
+    return img_path, mask_path
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_project(root: Path, overrides: dict[str, Any]) -> Path:
+    """A project folder with configs/ (repo params + overrides) and the demo preset."""
+    (root / "configs" / "presets").mkdir(parents=True)
+    params = yaml.safe_load((REPO / "configs" / "params.yaml").read_text())
+    params = _merge(params, overrides)
+    (root / "configs" / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(REPO / "configs" / "presets" / "demo.yaml", root / "configs" / "presets")
+    return root / "configs" / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run cohort → prepare → train → calibrate → evaluate → report on a tiny demo cohort."""
+    from pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("project")
+    params_file = make_project(root, TINY_OVERRIDES)
+    old_cwd, old_env = Path.cwd(), dict(os.environ)
+    os.chdir(root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["VAE_ANOMALY_ROOT"] = str(root)
+    try:
+        for stage in ("cohort", "prepare", "train", "calibrate", "evaluate", "report"):
+            assert main([stage, "--params", str(params_file)]) == 0, stage
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+    return root
+
+
+@pytest.fixture
+def in_project(tiny_project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tiny_project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("VAE_ANOMALY_ROOT", str(tiny_project))
+    return tiny_project

@@ -1,0 +1,103 @@
+"""Integration: every stage on a tiny demo cohort, and the scoring CLI's contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_stages_write_their_outputs(tiny_project: Path) -> None:
+    root = tiny_project
+    split = json.loads((root / "data" / "prepared" / "split.json").read_text())
+    assert split["train"] and split["calibration"] and split["test_lesion"]
+    subjects = {c["subject"]: c["split"] for part in ("train", "calibration", "test_healthy")
+                for c in split[part]}
+    assert len(subjects) == 10  # every subject in exactly one split
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    for key in ("voxel_auroc", "voxel_auprc", "best_dice", "dice_at_calibrated_threshold",
+                "scan_auroc", "healthy_voxel_fpr"):
+        assert key in metrics
+    assert 0.0 <= metrics["voxel_auroc"] <= 1.0
+    assert (root / "reports" / "plots" / "roc.csv").read_text().startswith("fpr,tpr")
+    assert (root / "reports" / "index.html").is_file()
+    assert list((root / "reports" / "cases").glob("*.html"))
+    model = json.loads((root / "models" / "vae" / "model.json").read_text())
+    assert model["trained_on"]["modality"] == "T1w"
+    assert model["mlflow"]["version"] == "1"
+    assert (root / "models" / "vae" / "calibration.json").is_file()
+
+
+def test_champion_is_registered_with_calibration(in_project: Path) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline import paths
+
+    mlflow.set_tracking_uri(paths.default_tracking_uri())
+    mv = MlflowClient().get_model_version_by_alias("vae-anomaly-test", "champion")
+    assert mv.tags["calibrated"] == "true"
+    assert "T1w" in mv.description
+    local = mlflow.artifacts.download_artifacts(artifact_uri="models:/vae-anomaly-test@champion")
+    assert {"weights.safetensors", "model.json", "calibration.json"} <= {
+        p.name for p in Path(local).iterdir()}
+
+
+def _lesioned_scan(root: Path) -> Path:
+    return next((root / "data" / "prepared" / "lesioned").glob("*_T1.nii.gz"))
+
+
+def test_score_writes_contract_outputs_on_the_input_grid(in_project: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    scan = _lesioned_scan(in_project)
+    out = tmp_path / "results"
+    assert main(["score", str(scan), "--out", str(out)]) == 0  # default: champion in mlflow.db
+    s = scan.name[: -len(".nii.gz")]
+    src = nib.load(scan)
+    for suffix, dtype in (("_anomaly.nii.gz", np.float32), ("_anomaly_mask.nii.gz", np.uint8)):
+        img = nib.load(out / f"{s}{suffix}")
+        assert img.shape == src.shape
+        np.testing.assert_allclose(img.affine, src.affine, atol=1e-6)
+        assert img.get_data_dtype() == dtype
+    heat = np.asarray(nib.load(out / f"{s}_anomaly.nii.gz").dataobj)
+    assert heat.min() >= 0 and np.all(heat[np.asarray(src.dataobj) == 0] == 0)
+    info = json.loads((out / f"{s}.json").read_text())
+    for key in ("scan_score", "threshold", "is_abnormal", "model", "trained_on", "timings_s"):
+        assert key in info
+    assert info["trained_on"]["cohort"]
+    html = (out / f"{s}.html").read_text()
+    assert "data:image/png;base64," in html and "http" not in html.split("<body>")[1][:2000]
+
+
+def test_batch_with_bad_inputs(in_project: Path, tmp_path: Path, capsys) -> None:
+    good = _lesioned_scan(in_project)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not an image")
+    missing = tmp_path / "missing.nii.gz"
+    out = tmp_path / "results"
+    code = main(["score", str(broken), str(good), str(missing), "--out", str(out),
+                 "--model", str(in_project / "models" / "vae"), "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert str(broken) in err[0] and "Traceback" not in "".join(err)
+    names = sorted(p.name for p in out.iterdir())
+    assert not any(n.startswith("broken") or n.startswith("missing") for n in names)
+    assert len(names) == 3  # heatmap, mask, json of the good scan (no report asked)
+
+
+def test_usage_errors_exit_2(in_project: Path, tmp_path: Path, capsys) -> None:
+    scan = _lesioned_scan(in_project)
+    assert main(["score", str(scan), "--out", str(tmp_path), "--model", "nowhere"]) == 2
+    assert main(["score", str(scan), "--out", str(tmp_path),
+                 "--brain-mask", str(scan), "--brain-mask", str(scan)]) == 2
+    assert main(["score"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 3
