@@ -72,7 +72,7 @@ def _refine_with_template(data: np.ndarray, affine: np.ndarray, rough: np.ndarra
     from pipeline import geometry, registration
     from pipeline.template import load_template
 
-    tpl = load_template(params.template.resolution_mm, tuple(params.template.crop_shape))
+    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
     moving = geometry.to_sitk(data.astype(np.float32), affine)
     moving_mask = geometry.to_sitk(rough.astype(np.uint8), affine)
     fixed = geometry.to_sitk(tpl.image, tpl.affine)

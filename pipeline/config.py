@@ -115,6 +115,7 @@ class ModelParams:
     latent_channels: int
     norm: str
     recon_sigma: float
+    learn_mean_image: bool
 
 
 @dataclass(frozen=True)

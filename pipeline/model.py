@@ -2,8 +2,9 @@
 
 The encoder halves the resolution at each of ``channels`` stages; a 1×1×1 convolution gives
 the posterior mean and log-variance per latent channel and position; the decoder mirrors the
-encoder with transposed convolutions. The decoder is a Gaussian with fixed standard deviation
-``recon_sigma``, so the loss is the negative ELBO in nats (per volume) when ``beta = 1``.
+encoder with transposed convolutions and adds a learnable voxel-wise mean image. The decoder
+is a Gaussian with fixed standard deviation ``recon_sigma``, so the loss is the negative ELBO
+in nats (per volume) when ``beta = 1``.
 
 Example:
     >>> import torch
@@ -63,8 +64,12 @@ class ConvVAE(nn.Module):
     """3D convolutional VAE with a spatial latent of ``latent_channels`` channels."""
 
     def __init__(self, channels: list[int], latent_channels: int, norm: str = "instance",
-                 in_channels: int = 1) -> None:
+                 in_channels: int = 1, image_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
+        # Optional learnable voxel-wise mean image: the decoder models each subject's deviation
+        # from it, which a small network learns far faster than the whole anatomy.
+        self.mean_image = (nn.Parameter(torch.zeros(1, in_channels, *image_shape))
+                           if image_shape is not None else None)
         enc: list[nn.Module] = []
         cin = in_channels
         for ch in channels:
@@ -88,7 +93,14 @@ class ConvVAE(nn.Module):
         return mu, logvar.clamp(*_LOGVAR_RANGE)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.decoder(self.from_latent(z)))
+        out = self.head(self.decoder(self.from_latent(z)))
+        return out if self.mean_image is None else out + self.mean_image
+
+    @torch.no_grad()
+    def init_mean_image(self, images: torch.Tensor) -> None:
+        """Start the mean image at the voxel-wise mean of ``images`` (N, C, D, H, W)."""
+        if self.mean_image is not None:
+            self.mean_image.copy_(images.float().mean(0, keepdim=True).to(self.mean_image))
 
     def forward(self, x: torch.Tensor, sample: bool | None = None) -> VAEOutput:
         """Encode, sample (in training mode, or when ``sample``), decode."""

@@ -1,7 +1,8 @@
 """Model folders (weights + JSON, never pickle) and their MLflow model versions.
 
-A model folder holds ``weights.safetensors``, ``model.json`` (architecture, the full
-parameters it was prepared/trained with, what it was trained on, the weights' SHA-256) and,
+A model folder holds ``weights.safetensors``, ``template.safetensors`` (the template crop the
+scans are registered to), ``model.json`` (the full parameters it was prepared/trained with,
+what it was trained on, the SHA-256 of weights and template) and,
 once calibrated, ``calibration.safetensors`` + ``calibration.json``.
 
 Example:
@@ -22,6 +23,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.config import Params, params_from_dict
+from pipeline.template import TEMPLATE_FILE, load_template, read_template, save_template
 
 WEIGHTS = "weights.safetensors"
 MODEL_JSON = "model.json"
@@ -69,7 +71,9 @@ def build_vae(params: Params) -> Any:
     from pipeline.model import ConvVAE
 
     m = params.model
-    return ConvVAE(list(m.channels), m.latent_channels, m.norm)
+    shape = params.template.crop_shape
+    return ConvVAE(list(m.channels), m.latent_channels, m.norm,
+                   image_shape=(shape[0], shape[1], shape[2]) if m.learn_mean_image else None)
 
 
 def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any]) -> None:
@@ -82,7 +86,10 @@ def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any]) -> 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
     atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
-    body = {**meta, "params": to_dict(params), "weights_sha256": sha256(folder / WEIGHTS)}
+    save_template(load_template(params.template.resolution_mm, params.template.crop_shape),
+                  folder / TEMPLATE_FILE)
+    body = {**meta, "params": to_dict(params), "weights_sha256": sha256(folder / WEIGHTS),
+            "template_sha256": sha256(folder / TEMPLATE_FILE)}
     write_json(folder / MODEL_JSON, body)
 
 
@@ -110,6 +117,10 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
     weights = folder / WEIGHTS
     if not weights.is_file() or sha256(weights) != meta.get("weights_sha256"):
         raise ModelError(f"{uri_text}: weights missing or checksum mismatch (tampered?)")
+    template = folder / TEMPLATE_FILE
+    if not template.is_file() or sha256(template) != meta.get("template_sha256"):
+        raise ModelError(f"{uri_text}: template missing or checksum mismatch (tampered?)")
+    read_template(template)
     from safetensors.torch import load_file
 
     vae = build_vae(stored)
@@ -177,5 +188,5 @@ def copy_model(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
-    for name in (WEIGHTS, MODEL_JSON):
+    for name in (WEIGHTS, MODEL_JSON, TEMPLATE_FILE):
         shutil.copy2(src / name, dst / name)

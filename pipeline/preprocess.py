@@ -98,7 +98,7 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params) 
     """Prepare one validated scan (see :func:`pipeline.nifti.load_scan`)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    tpl: Template = load_template(params.template.resolution_mm, tuple(params.template.crop_shape))
+    tpl: Template = load_template(params.template.resolution_mm, params.template.crop_shape)
     data = np.asarray(img.dataobj, dtype=np.float32)
     affine = np.asarray(img.affine, dtype=np.float64)
     canon, canon_affine, ornt = to_canonical(data, affine)

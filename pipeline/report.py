@@ -20,6 +20,8 @@ from scipy import ndimage
 
 from pipeline.preprocess import to_canonical
 
+OVERLAY_FRACTION = 0.5  # heat is drawn from this fraction of the threshold upwards
+
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:1.4em}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;
 padding:3px 8px;font-size:.9em;text-align:right}th{background:#f3f3f3}.bad{color:#b00;
@@ -76,7 +78,7 @@ def figure_three_planes(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
                       vmin=lo if title == "input" or title == "anomaly map" else None,
                       vmax=hi if title == "input" or title == "anomaly map" else None)
             if title == "anomaly map":
-                h = np.ma.masked_less_equal(heat_c[sl].T, 0.0)
+                h = np.ma.masked_less(heat_c[sl].T, OVERLAY_FRACTION * threshold)
                 im = ax.imshow(h, cmap="hot", origin="lower", aspect=aspect, vmin=0,
                                vmax=vmax, alpha=0.7)
                 if mask_c[sl].any():
@@ -168,7 +170,7 @@ def render_scan_report(image: np.ndarray, affine: np.ndarray, heat: np.ndarray,
 <h2>Views through the strongest finding</h2>
 <p>Native grid, reoriented to RAS without resampling; neurological convention: the patient's
 left is on the image left, as labelled. Cyan outline: mask at the calibrated threshold.
-Colour: z-score against healthy calibration scans.</p>
+Colour: z-score against healthy calibration scans, drawn from half the threshold upwards.</p>
 <img alt="three planes" src="data:image/png;base64,{planes}">
 <h2>Findings</h2><table><tr><th>#</th><th>volume (mL)</th><th>peak z</th><th>mean z</th>
 <th>centroid (voxel)</th><th>centroid (mm, scanner)</th><th>side</th></tr>{rows or

@@ -11,8 +11,9 @@ Example:
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -52,9 +53,46 @@ def crop_affine(source_affine: np.ndarray, mask: np.ndarray, resolution_mm: floa
     return affine
 
 
-@functools.lru_cache(maxsize=4)
-def load_template(resolution_mm: float, crop_shape: tuple[int, int, int]) -> Template:
-    """Load the nilearn MNI152 template and resample it onto the crop grid (cached)."""
+_CACHE: dict[tuple[float, tuple[int, int, int]], Template] = {}
+TEMPLATE_FILE = "template.safetensors"
+
+
+def _key(resolution_mm: float, crop_shape: Sequence[int]) -> tuple[float, tuple[int, int, int]]:
+    return float(resolution_mm), (int(crop_shape[0]), int(crop_shape[1]), int(crop_shape[2]))
+
+
+def load_template(resolution_mm: float, crop_shape: Sequence[int]) -> Template:
+    """The template on the crop grid: from memory, else built from nilearn's files."""
+    key = _key(resolution_mm, crop_shape)
+    if key not in _CACHE:
+        _CACHE[key] = _build(*key)
+    return _CACHE[key]
+
+
+def save_template(tpl: Template, path: Path) -> None:
+    """Store the template with a model, so scoring never needs to rebuild it."""
+    from safetensors.numpy import save_file
+
+    from pipeline.nifti import atomic_write
+
+    arrays: dict[str, np.ndarray] = {
+        "image": tpl.image.astype(np.float32), "brain": tpl.brain.astype(np.uint8),
+        "affine": tpl.affine.astype(np.float64), "resolution_mm": np.array([tpl.resolution_mm])}
+    atomic_write(path, lambda p: save_file(arrays, str(p)))
+
+
+def read_template(path: Path) -> Template:
+    """Read a stored template and make it the one :func:`load_template` returns."""
+    from safetensors.numpy import load_file
+
+    a = load_file(str(path))
+    tpl = Template(image=a["image"], brain=a["brain"] > 0, affine=a["affine"],
+                   resolution_mm=float(a["resolution_mm"][0]))
+    _CACHE[_key(tpl.resolution_mm, tpl.shape)] = tpl
+    return tpl
+
+
+def _build(resolution_mm: float, crop_shape: tuple[int, int, int]) -> Template:
     from nilearn import datasets
 
     from pipeline import geometry

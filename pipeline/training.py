@@ -92,6 +92,7 @@ def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params,
     """Train ``vae`` on ``train`` (N, 1, D, H, W) and monitor the ELBO on ``val``."""
     tp = params.train
     device = pick_device(tp.device)
+    vae.init_mean_image(train)
     vae.to(device)
     if device.type == "cuda":  # the whole cohort fits on the GPU: no data loader stalls
         train, val = train.to(device), val.to(device)

@@ -40,8 +40,19 @@ def test_loss_decreases_with_training() -> None:
         opt.zero_grad()
         terms.loss.backward()
         opt.step()
-    assert float(terms.loss) < first
+    assert terms.loss.item() < first
     assert torch.isfinite(terms.negative_elbo)
+
+
+def test_mean_image_starts_at_the_data_mean() -> None:
+    vae = ConvVAE([4, 8], latent_channels=2, image_shape=(16, 16, 16))
+    x = torch.rand(3, 1, 16, 16, 16)
+    vae.init_mean_image(x)
+    assert vae.mean_image is not None
+    assert torch.allclose(vae.mean_image[0], x.mean(0))
+    # the network's own output starts near zero, so the reconstruction starts near the mean
+    decoded = vae.decode(torch.zeros(1, 2, 4, 4, 4))
+    assert decoded.shape == (1, 1, 16, 16, 16)
 
 
 def test_eval_mode_is_deterministic() -> None:

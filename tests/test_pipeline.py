@@ -101,3 +101,30 @@ def test_usage_errors_exit_2(in_project: Path, tmp_path: Path, capsys) -> None:
     assert main(["score"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("error:") == 3
+
+
+def test_tampered_model_is_refused(in_project: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.modelio import ModelError, load_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(in_project / "models" / "vae", folder)
+    load_model(folder)  # intact: loads
+    weights = folder / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(folder)
+
+
+def test_scores_are_deterministic(in_project: Path, tmp_path: Path) -> None:
+    scan = _lesioned_scan(in_project)
+    maps = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert main(["score", str(scan), "--out", str(out), "--no-report",
+                     "--model", str(in_project / "models" / "vae")]) == 0
+        maps.append(np.asarray(nib.load(next(out.glob("*_anomaly.nii.gz"))).dataobj))
+    np.testing.assert_array_equal(maps[0], maps[1])

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
     """What a model was trained on, stated in every model version and report."""
-    tpl = load_template(params.template.resolution_mm, tuple(params.template.crop_shape))
+    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
     return {
         "modality": params.cohort.modality,
         "space": tpl.space,
