@@ -87,7 +87,7 @@ def figure_three_planes(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
             ax.set_title(f"{title}: {name}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-            for text, xy in zip(labels, [(0.01, 0.5), (0.97, 0.5), (0.5, 0.01), (0.5, 0.93)],
+            for text, xy in zip(labels, [(0.02, 0.5), (0.93, 0.5), (0.48, 0.02), (0.48, 0.92)],
                                 strict=True):
                 ax.text(*xy, text, transform=ax.transAxes, color="yellow", fontsize=9)
     return _png(fig)

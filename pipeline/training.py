@@ -89,7 +89,11 @@ def evaluate_elbo(vae: ConvVAE, data: torch.Tensor, params: Params, device: torc
 def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params,
         checkpoint_dir: Path | None = None,
         on_epoch: Callable[[EpochStats], None] | None = None) -> list[EpochStats]:
-    """Train ``vae`` on ``train`` (N, 1, D, H, W) and monitor the ELBO on ``val``."""
+    """Train ``vae`` on ``train`` (N, 1, D, H, W); return with the best validation-ELBO weights.
+
+    The validation set is the healthy calibration split: an unsupervised model-selection
+    criterion that never sees a lesion or a test scan.
+    """
     tp = params.train
     device = pick_device(tp.device)
     vae.init_mean_image(train)
@@ -102,6 +106,7 @@ def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params,
                                   and not torch.cuda.is_bf16_supported())
     gen = torch.Generator(device="cpu").manual_seed(params.seed)
     history: list[EpochStats] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     for epoch in range(1, tp.epochs + 1):
         vae.train()
         beta = tp.beta * min(1.0, epoch / max(tp.kl_warmup_epochs, 1))
@@ -132,12 +137,23 @@ def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params,
                            val_negative_elbo=v_rec + v_kl, val_reconstruction=v_rec, val_kl=v_kl,
                            beta=beta, seconds=seconds, volumes_per_s=len(train) / seconds)
         history.append(stats)
+        if best is None or stats.val_negative_elbo < best[0]:
+            state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+            best = (stats.val_negative_elbo, epoch, state)
         if on_epoch:
             on_epoch(stats)
         if checkpoint_dir and (epoch % tp.checkpoint_every == 0 or epoch == tp.epochs):
             save_checkpoint(checkpoint_dir, vae, opt, epoch)
+    if best is not None:  # keep the weights of the best validation ELBO
+        vae.load_state_dict(best[2])
+        log.info("best validation -ELBO %.1f at epoch %d", best[0], best[1])
     vae.to("cpu").eval()
     return history
+
+
+def best_epoch(history: list[EpochStats]) -> EpochStats:
+    """The epoch whose weights :func:`fit` returns (lowest validation -ELBO)."""
+    return min(history, key=lambda s: s.val_negative_elbo)
 
 
 def save_checkpoint(folder: Path, vae: ConvVAE, opt: torch.optim.Optimizer, epoch: int) -> None:

@@ -21,7 +21,7 @@ from pipeline.modelio import build_vae, save_model
 from pipeline.nifti import write_json
 from pipeline.stages.prepare import load_manifest
 from pipeline.template import load_template
-from pipeline.training import EpochStats, fit, pick_device, seed_everything
+from pipeline.training import EpochStats, best_epoch, fit, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,19 @@ def run(params: Params) -> None:
 
         history = fit(vae, train, val, params, paths.checkpoints_dir(params.root), on_epoch)
         folder = paths.trained_model_dir(params.root)
-        final = history[-1]
+        final = best_epoch(history)
         meta: dict[str, Any] = {"format": "vae-anomaly/1", "trained_on": info,
                 "mlflow": {"run_id": run.info.run_id, "experiment": params.mlflow.experiment,
                            "registered_model": params.mlflow.registered_model},
-                "final_val_negative_elbo_nats": final.val_negative_elbo}
+                "val_negative_elbo_nats": final.val_negative_elbo, "best_epoch": final.epoch,
+                "epochs_run": len(history)}
         save_model(folder, vae, params, meta)
         write_json(folder / "history.json", [asdict(h) for h in history])
         mlflow.log_artifacts(str(folder), artifact_path=tracking.MODEL_ARTIFACT)
         description = (f"3D conv VAE trained on {info['n_train']} healthy {info['modality']} "
                        f"scans of {info['cohort']} in {info['space']}; "
-                       f"validation -ELBO {final.val_negative_elbo:.1f} nats/volume.")
+                       f"validation -ELBO {final.val_negative_elbo:.1f} nats/volume "
+                       f"(best of {len(history)} epochs: {final.epoch}).")
         version = tracking.register_version(
             run.info.run_id, params.mlflow.registered_model, description,
             {"modality": info["modality"], "space": info["space"], "cohort": info["cohort"],
