@@ -41,10 +41,25 @@ def foreground(data: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_fill_holes(largest_component(fg)))
 
 
+def background_value(data: np.ndarray) -> float:
+    """The constant background of a stripped scan: 0 or the minimum, whichever is commoner.
+
+    (Bias-corrected scans can hold a few negative voxels inside the brain, so the minimum
+    alone is not the background.)
+    """
+    low = float(data.min())
+    return 0.0 if np.count_nonzero(data == 0.0) >= np.count_nonzero(data == low) else low
+
+
+def stripped_foreground(data: np.ndarray) -> np.ndarray:
+    """Largest connected non-background region, holes filled."""
+    fg = largest_component(data != background_value(data))
+    return np.asarray(ndimage.binary_fill_holes(fg))
+
+
 def is_skull_stripped(data: np.ndarray, spacing: np.ndarray, max_volume_ml: float) -> bool:
     """True when the non-background region is small enough to be a brain, not a head."""
-    nonzero = largest_component(data > data.min())
-    volume_ml = float(nonzero.sum()) * float(np.prod(spacing)) / 1000.0
+    volume_ml = float(stripped_foreground(data).sum()) * float(np.prod(spacing)) / 1000.0
     return volume_ml <= max_volume_ml
 
 
@@ -58,8 +73,7 @@ def derive_brain_mask(
     spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     bm = params.prepare.brain_mask
     if is_skull_stripped(data, spacing, bm.stripped_max_volume_ml):
-        mask = ndimage.binary_fill_holes(largest_component(data > data.min()))
-        return np.asarray(mask), "stripped"
+        return stripped_foreground(data), "stripped"
     head = foreground(data)
     rough = largest_component(ndimage.binary_erosion(head, _ball(bm.skull_erosion_mm, spacing)))
     if not rough.any():

@@ -55,7 +55,7 @@ def fit_calibration(raws: list[np.ndarray], regions: list[np.ndarray], sp: Scori
         loo = Calibration(mean=loo_mean, std=loo_std, voxel_threshold=0.0, scan_threshold=0.0)
         z = calibrate_map(raws[i], masks[i], loo)
         voxels.append(z[masks[i]])
-        scans.append(scan_score(z, masks[i], sp.scan_quantile))
+        scans.append(scan_score(z, masks[i], sp.scan_top_voxels))
     voxel_threshold = float(np.quantile(np.concatenate(voxels), 1.0 - voxel_fpr))
     scan_threshold = float(np.quantile(scans, 1.0 - scan_fpr))
     info = {"voxel_fpr": voxel_fpr, "scan_fpr": scan_fpr, "n_scans": len(raws),

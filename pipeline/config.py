@@ -83,6 +83,7 @@ class RegistrationParams:
     iterations: int
     learning_rate: float
     min_dice: float
+    min_containment: float
     min_step: float
     relaxation: float
 
@@ -141,7 +142,7 @@ class ScoringParams:
     std_floor_fraction: float
     erode_brain_vox: int
     min_component_voxels: int
-    scan_quantile: float
+    scan_top_voxels: int
 
 
 @dataclass(frozen=True)

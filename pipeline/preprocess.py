@@ -45,6 +45,7 @@ class ScanRecord:
     template_space: str
     mask_source: str
     registration_dice: float
+    registration_containment: float
     registration_ok: bool
     intensity_low: float
     intensity_high: float
@@ -127,6 +128,8 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params) 
     if not brain.any():
         raise ScanError("registration moved the brain outside the template field of view")
     dice = registration.dice(brain, tpl.brain)
+    inside = registration.containment(brain, tpl.brain)
+    reg_params = params.prepare.registration
     image, lo, hi = normalise(warped, brain, params.prepare.normalise)
     timings["resample_normalise"] = time.perf_counter() - t0
     record = ScanRecord(
@@ -141,7 +144,8 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params) 
         template_space=tpl.space,
         mask_source=mask_source,
         registration_dice=round(dice, 4),
-        registration_ok=dice >= params.prepare.registration.min_dice,
+        registration_containment=round(inside, 4),
+        registration_ok=dice >= reg_params.min_dice and inside >= reg_params.min_containment,
         intensity_low=lo,
         intensity_high=hi,
         timings_s={k: round(v, 3) for k, v in timings.items()},

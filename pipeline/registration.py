@@ -2,7 +2,8 @@
 
 The moving image is the scan's brain (masked), initialised from the brain masks' centres of
 mass, then optimised over three resolution levels. Quality is the Dice of the registered brain
-mask with the template brain mask; scans below ``min_dice`` are flagged as failures.
+mask with the template brain mask and the fraction of the registered brain inside the template
+brain; a scan below ``min_dice`` or ``min_containment`` is flagged as a failure.
 
 Example:
     >>> tx = register_affine(native, native_mask, fixed, fixed_mask, params)   # doctest: +SKIP
@@ -57,6 +58,17 @@ def register_affine(
     reg.SetInitialTransform(transform, inPlace=True)
     reg.Execute(fixed_brain, moving_brain)
     return transform
+
+
+def containment(inner: np.ndarray, outer: np.ndarray) -> float:
+    """Fraction of ``inner`` that lies inside ``outer`` (1.0 when ``inner`` is empty).
+
+    Unlike Dice it does not penalise a subject mask that is tighter than the template's
+    (nilearn's MNI152 brain mask is generous), but it drops when a registration is off.
+    """
+    inner, outer = np.asarray(inner, bool), np.asarray(outer, bool)
+    total = int(inner.sum())
+    return 1.0 if total == 0 else int(np.logical_and(inner, outer).sum()) / total
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

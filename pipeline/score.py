@@ -52,9 +52,10 @@ def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path
     prepared = prepare_scan(img, mask, loaded.params)
     timings.update(prepared.record.timings_s)
     if not prepared.record.registration_ok:
+        rp, rec = loaded.params.prepare.registration, prepared.record
         raise ScanError(f"registration to the template failed quality control (brain Dice "
-                        f"{prepared.record.registration_dice:.3f} < "
-                        f"{loaded.params.prepare.registration.min_dice})")
+                        f"{rec.registration_dice:.3f}, min {rp.min_dice}; inside template "
+                        f"{rec.registration_containment:.3f}, min {rp.min_containment})")
     t0 = time.perf_counter()
     result = score_prepared(loaded, prepared)
     timings["model_and_mapping"] = time.perf_counter() - t0

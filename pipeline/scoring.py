@@ -88,9 +88,14 @@ def calibrate_map(raw: np.ndarray, region: np.ndarray, calib: Calibration) -> np
     return np.where(region, np.maximum(z, 0.0), 0.0).astype(np.float32)
 
 
-def scan_score(zmap: np.ndarray, region: np.ndarray, quantile: float) -> float:
+def scan_score(zmap: np.ndarray, region: np.ndarray, top_voxels: int) -> float:
+    """The ``top_voxels``-th highest calibrated value: high when a finding at least that
+    large stands out, unlike a quantile, which small lesions never reach."""
     values = zmap[region]
-    return float(np.quantile(values, quantile)) if values.size else 0.0
+    if values.size == 0:
+        return 0.0
+    k = min(max(top_voxels, 1), values.size)
+    return float(np.partition(values, values.size - k)[values.size - k])
 
 
 def threshold_mask(heatmap: np.ndarray, threshold: float, min_component_voxels: int
@@ -129,7 +134,7 @@ def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:
                           native_min_component(sp, tpl_mm3, native_mm3))
     return ScanResult(heatmap=heat.astype(np.float32), mask=mask,
                       reconstruction=rec_native.astype(np.float32),
-                      scan_score=scan_score(zmap, maps.region, sp.scan_quantile),
+                      scan_score=scan_score(zmap, maps.region, sp.scan_top_voxels),
                       voxel_threshold=calib.voxel_threshold, scan_threshold=calib.scan_threshold)
 
 

@@ -10,7 +10,7 @@ from pipeline.config import ScoringParams
 from pipeline.scoring import calibrate_map, threshold_mask
 
 SP = ScoringParams(smoothing_sigma_vox=0.0, std_smoothing_sigma_vox=1.0, std_floor_fraction=0.1,
-                   erode_brain_vox=0, min_component_voxels=1, scan_quantile=0.99)
+                   erode_brain_vox=0, min_component_voxels=1, scan_top_voxels=10)
 
 
 def _healthy(rng: np.random.Generator, shape=(24, 24, 24)) -> np.ndarray:
@@ -47,3 +47,14 @@ def test_small_components_are_removed() -> None:
     heat[5:8, 5:8, 5:8] = 5.0
     mask = threshold_mask(heat, 1.0, 5)
     assert mask[1, 1, 1] == 0 and mask[5:8, 5:8, 5:8].all()
+
+
+def test_scan_score_sees_a_small_finding() -> None:
+    from pipeline.scoring import scan_score
+
+    region = np.ones((30, 30, 30), bool)
+    z = np.zeros((30, 30, 30), np.float32)
+    assert scan_score(z, region, 10) == 0.0
+    z[:2, :2, :3] = 8.0  # 12 voxels
+    assert scan_score(z, region, 10) == 8.0
+    assert scan_score(z, region, 20) == 0.0
