@@ -12,11 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.config import UsageError
+
 STAGES = ("cohort", "prepare", "train", "calibrate", "evaluate", "report")
-
-
-class UsageError(Exception):
-    """Bad command line or configuration: exit status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,12 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 def _stage(name: str, params_path: Path | None) -> int:
     import importlib
 
-    from pipeline.config import ConfigError, load_params
+    from pipeline.config import load_params
 
-    try:
-        params = load_params(params_path)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from exc
+    params = load_params(params_path)
     module = importlib.import_module(f"pipeline.stages.{name}")
     module.run(params)
     return 0

@@ -24,7 +24,11 @@ import yaml
 from pipeline import paths
 
 
-class ConfigError(ValueError):
+class UsageError(ValueError):
+    """A bad command line or configuration: the CLI exits with status 2."""
+
+
+class ConfigError(UsageError):
     """A parameter file that cannot be turned into valid parameters."""
 
 

@@ -50,7 +50,7 @@ def _views(shape: tuple[int, ...], spacing: np.ndarray, point: tuple[int, int, i
 
 def figure_three_planes(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
                         recon: np.ndarray | None, affine: np.ndarray, vmax: float,
-                        threshold: float) -> str:
+                        threshold: float, truth: np.ndarray | None = None) -> str:
     """PNG (base64) of input / reconstruction / heatmap rows through the strongest finding."""
     import matplotlib
 
@@ -60,6 +60,7 @@ def figure_three_planes(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
     img_c, aff_c, _ = to_canonical(image, affine)
     heat_c = to_canonical(heat, affine)[0]
     mask_c = to_canonical(mask, affine)[0]
+    truth_c = to_canonical(truth, affine)[0] if truth is not None else None
     rec_c = to_canonical(recon, affine)[0] if recon is not None else None
     spacing = np.sqrt((aff_c[:3, :3] ** 2).sum(0))
     if heat_c.max() > 0:
@@ -83,6 +84,9 @@ def figure_three_planes(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
                                vmax=vmax, alpha=0.7)
                 if mask_c[sl].any():
                     ax.contour(mask_c[sl].T, levels=[0.5], colors="cyan", linewidths=0.8)
+                if truth_c is not None and truth_c[sl].any():
+                    ax.contour(truth_c[sl].T, levels=[0.5], colors="lime", linewidths=0.8,
+                               linestyles="dashed")
                 fig.colorbar(im, ax=ax, fraction=0.04, label="z (healthy-calibrated)")
             ax.set_title(f"{title}: {name}", fontsize=9)
             ax.set_xticks([])
@@ -130,13 +134,13 @@ def findings(heat: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> list[dic
 
 def render_scan_report(image: np.ndarray, affine: np.ndarray, heat: np.ndarray,
                        mask: np.ndarray, recon: np.ndarray | None, info: dict[str, Any],
-                       healthy_scores: list[float]) -> str:
-    """The per-scan HTML report as one self-contained string."""
+                       healthy_scores: list[float], truth: np.ndarray | None = None) -> str:
+    """The per-scan HTML report as one self-contained string (``truth``: known lesions)."""
     esc = html.escape
     threshold = float(info["threshold"])
     vmax = max(threshold * 2.0, float(np.percentile(heat[heat > 0], 99.9)) if (heat > 0).any()
                else 1.0)
-    planes = figure_three_planes(image, heat, mask, recon, affine, vmax, threshold)
+    planes = figure_three_planes(image, heat, mask, recon, affine, vmax, threshold, truth)
     score_fig = figure_scan_score(info["scan_score"], healthy_scores, info["scan_threshold"])
     trained = info.get("trained_on", {})
     verdict = ("<span class='bad'>ABNORMAL</span>" if info["is_abnormal"]
@@ -170,7 +174,8 @@ def render_scan_report(image: np.ndarray, affine: np.ndarray, heat: np.ndarray,
 <h2>Views through the strongest finding</h2>
 <p>Native grid, reoriented to RAS without resampling; neurological convention: the patient's
 left is on the image left, as labelled. Cyan outline: mask at the calibrated threshold.
-Colour: z-score against healthy calibration scans, drawn from half the threshold upwards.</p>
+Colour: z-score against healthy calibration scans, drawn from half the threshold upwards.
+{"Dashed green outline: known (synthetic) lesions." if truth is not None else ""}</p>
 <img alt="three planes" src="data:image/png;base64,{planes}">
 <h2>Findings</h2><table><tr><th>#</th><th>volume (mL)</th><th>peak z</th><th>mean z</th>
 <th>centroid (voxel)</th><th>centroid (mm, scanner)</th><th>side</th></tr>{rows or

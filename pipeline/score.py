@@ -17,15 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import UsageError
 from pipeline.modelio import LoadedModel, ModelError, load_model
 from pipeline.nifti import ScanError, load_mask, load_scan, stem
 from pipeline.outputs import output_paths, summary, write_outputs
-
-
-def _usage(message: str) -> Exception:
-    from pipeline.cli import UsageError
-
-    return UsageError(message)
 
 
 def _check_out_dir(out: Path) -> None:
@@ -35,7 +30,7 @@ def _check_out_dir(out: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise _usage(f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
+        raise UsageError(f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
 
 
 def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path,
@@ -84,7 +79,7 @@ def score_command(args: argparse.Namespace) -> int:
     scans: list[Path] = list(args.scans)
     masks: list[Path | None] = list(args.brain_mask) if args.brain_mask else [None] * len(scans)
     if len(masks) != len(scans):
-        raise _usage(f"--brain-mask given {len(masks)} time(s) for {len(scans)} scan(s)")
+        raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(scans)} scan(s)")
     _check_out_dir(args.out)
     try:
         import torch
@@ -92,10 +87,10 @@ def score_command(args: argparse.Namespace) -> int:
         device = "cuda" if args.device == "cuda" or (
             args.device == "auto" and torch.cuda.is_available()) else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
-            raise _usage("--device cuda requested but no CUDA device is available")
+            raise UsageError("--device cuda requested but no CUDA device is available")
         loaded = load_model(args.model, device=device)
     except ModelError as exc:
-        raise _usage(f"model: {exc}") from exc
+        raise UsageError(f"model: {exc}") from exc
     failures = 0
     seen: set[str] = set()
     for scan, mask in zip(scans, masks, strict=True):

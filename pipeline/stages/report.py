@@ -16,7 +16,7 @@ import numpy as np
 from pipeline import paths
 from pipeline.config import Params
 from pipeline.modelio import load_model
-from pipeline.nifti import load_scan, read_array, stem, write_text
+from pipeline.nifti import load_mask, load_scan, read_array, stem, write_text
 from pipeline.outputs import output_paths
 from pipeline.report import render_scan_report
 from pipeline.stages.prepare import load_manifest
@@ -62,8 +62,9 @@ def run(params: Params) -> None:
         heat = read_array(p["heatmap"])
         mask = read_array(p["mask"], np.uint8)
         rec = read_array(p["reconstruction"])
+        truth = load_mask(case["truth"], img) if case["truth"] else None
         page = render_scan_report(np.asarray(img.dataobj), img.affine, heat, mask, rec, info,
-                                  healthy)
+                                  healthy, truth)
         write_text(out / f"{s}.html", page)
         rows.append({"stem": s, **info})
     metrics = json.loads((paths.reports_dir(params.root) / "metrics.json").read_text())
