@@ -119,7 +119,7 @@ def test_tampered_model_is_refused(in_project: Path, tmp_path: Path) -> None:
         load_model(folder)
 
 
-def test_scores_are_deterministic(in_project: Path, tmp_path: Path) -> None:
+def test_scores_are_reproducible(in_project: Path, tmp_path: Path) -> None:
     scan = _lesioned_scan(in_project)
     maps = []
     for run in ("a", "b"):
@@ -127,4 +127,6 @@ def test_scores_are_deterministic(in_project: Path, tmp_path: Path) -> None:
         assert main(["score", str(scan), "--out", str(out), "--no-report",
                      "--model", str(in_project / "models" / "vae")]) == 0
         maps.append(np.asarray(nib.load(next(out.glob("*_anomaly.nii.gz"))).dataobj))
-    np.testing.assert_array_equal(maps[0], maps[1])
+    # equal to float32 precision; SimpleITK's multithreaded metric sums are not bitwise stable
+    np.testing.assert_allclose(maps[0], maps[1], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(maps[0] > 0, maps[1] > 0)
