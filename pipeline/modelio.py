@@ -98,7 +98,8 @@ def save_calibration(folder: Path, calib: Calibration) -> None:
 
     from pipeline.nifti import atomic_write, write_json
 
-    arrays = {"mean": calib.mean.astype(np.float32), "std": calib.std.astype(np.float32)}
+    arrays = {"mean": np.ascontiguousarray(calib.mean, dtype=np.float32),
+              "std": np.ascontiguousarray(calib.std, dtype=np.float32)}
     atomic_write(folder / CALIBRATION, lambda p: save_file(arrays, str(p)))
     write_json(folder / CALIBRATION_JSON, {
         "voxel_threshold": calib.voxel_threshold, "scan_threshold": calib.scan_threshold,

@@ -75,9 +75,11 @@ def save_template(tpl: Template, path: Path) -> None:
 
     from pipeline.nifti import atomic_write
 
-    arrays: dict[str, np.ndarray] = {
+    # safetensors stores the raw buffer: arrays must be C-contiguous or they come back scrambled
+    arrays: dict[str, np.ndarray] = {k: np.ascontiguousarray(v) for k, v in {
         "image": tpl.image.astype(np.float32), "brain": tpl.brain.astype(np.uint8),
-        "affine": tpl.affine.astype(np.float64), "resolution_mm": np.array([tpl.resolution_mm])}
+        "affine": tpl.affine.astype(np.float64),
+        "resolution_mm": np.array([tpl.resolution_mm])}.items()}
     atomic_write(path, lambda p: save_file(arrays, str(p)))
 
 
@@ -113,5 +115,6 @@ def _build(resolution_mm: float, crop_shape: tuple[int, int, int]) -> Template:
         src_t1 = sitk.SmoothingRecursiveGaussian(src_t1, ANTIALIAS_SIGMA_PER_MM * resolution_mm)
     image = geometry.from_sitk(geometry.resample(src_t1, ref, ident))
     brain = geometry.from_sitk(geometry.resample(src_mask, ref, ident)) > 0.5
-    image = np.where(brain, image, 0.0).astype(np.float32)
+    image = np.ascontiguousarray(np.where(brain, image, 0.0), dtype=np.float32)
+    brain = np.ascontiguousarray(brain)
     return Template(image=image, brain=brain, affine=affine, resolution_mm=resolution_mm)
