@@ -162,6 +162,9 @@ def resolve(uri: str | Path | None, params: Params | None) -> tuple[Path, str]:
     text = str(uri)
     if not text.startswith(("models:/", "runs:/")):
         raise ModelError(f"{text}: neither a model folder nor an MLflow model URI")
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for errors
     import mlflow
 
     mlflow.set_tracking_uri(paths.default_tracking_uri())

@@ -72,6 +72,8 @@ def test_score_writes_contract_outputs_on_the_input_grid(in_project: Path, tmp_p
     for key in ("scan_score", "threshold", "is_abnormal", "model", "trained_on", "timings_s"):
         assert key in info
     assert info["trained_on"]["cohort"]
+    assert info["model"]["version"] == "1" and info["model"]["uri"].startswith("models:/")
+    assert capsys.readouterr().err == ""
     # score registers with the template stored in the model exactly as prepare did
     case = s.removesuffix("_T1")
     record = json.loads((in_project / "data" / "prepared" / "cases" / f"{case}.json").read_text())

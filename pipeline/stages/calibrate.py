@@ -18,6 +18,7 @@ from pipeline.dataset import load_template_case
 from pipeline.modelio import (
     CALIBRATION,
     CALIBRATION_JSON,
+    MODEL_JSON,
     copy_model,
     load_model,
     save_calibration,
@@ -54,7 +55,7 @@ def run(params: Params) -> None:
              calib.voxel_threshold, params.calibrate.voxel_fpr, calib.scan_threshold)
     tracking.setup(params.mlflow.experiment)
     tracking.add_to_version(reg["run_id"], reg["registered_model"], reg["version"],
-                            [out / CALIBRATION, out / CALIBRATION_JSON],
+                            [out / CALIBRATION, out / CALIBRATION_JSON, out / MODEL_JSON],
                             {"calibrated": "true",
                              "voxel_threshold": f"{calib.voxel_threshold:.4f}",
                              "scan_threshold": f"{calib.scan_threshold:.4f}",
