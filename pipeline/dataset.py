@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from pipeline import paths
@@ -33,8 +34,12 @@ def load_images(params: Params, cases: list[dict[str, Any]]) -> np.ndarray:
     return np.stack([load_template_case(params, c["id"])[0] for c in cases])[:, None]
 
 
-def load_prepared(params: Params, case: dict[str, Any]) -> PreparedScan:
-    """A prepared case with its native (canonical) image and brain mask re-attached."""
+def load_prepared(params: Params, case: dict[str, Any]
+                  ) -> tuple[PreparedScan, nib.Nifti1Image]:
+    """A prepared case with its native (canonical) image and brain mask re-attached.
+
+    Returns the prepared scan and the validated native image it came from.
+    """
     image, brain = load_template_case(params, case["id"])
     with open(_case_path(params, case["id"], ".json")) as fh:
         record = ScanRecord.from_json(json.load(fh))
@@ -44,5 +49,6 @@ def load_prepared(params: Params, case: dict[str, Any]) -> PreparedScan:
             else np.asarray(native.dataobj) > 0)
     canon = to_canonical(np.asarray(native.dataobj, np.float32), affine)[0]
     canon_mask = to_canonical(mask.astype(np.uint8), affine)[0] > 0
-    return PreparedScan(image=image, brain=brain, record=record, canonical_image=canon,
-                        canonical_brain=canon_mask)
+    prepared = PreparedScan(image=image, brain=brain, record=record, canonical_image=canon,
+                            canonical_brain=canon_mask)
+    return prepared, native

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from pipeline.config import ScoringParams
 from pipeline.modelio import Calibration, LoadedModel
-from pipeline.preprocess import PreparedScan, to_native
+from pipeline.preprocess import PreparedScan, from_canonical, to_native
 
 
 @dataclass
@@ -125,7 +125,7 @@ def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:
     maps = raw_maps(loaded, prepared.image, prepared.brain)
     zmap = calibrate_map(maps.raw, maps.region, calib)
     record = prepared.record
-    brain_native = _native_brain(prepared)
+    brain_native = native_brain(prepared)
     heat = np.where(brain_native, np.maximum(to_native(zmap, record), 0.0), 0.0)
     rec_native = to_native(maps.reconstruction, record)
     native_mm3 = float(abs(np.linalg.det(np.asarray(record.native_affine)[:3, :3])))
@@ -138,8 +138,7 @@ def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:
                       voxel_threshold=calib.voxel_threshold, scan_threshold=calib.scan_threshold)
 
 
-def _native_brain(prepared: PreparedScan) -> np.ndarray:
-    from pipeline.preprocess import from_canonical
-
+def native_brain(prepared: PreparedScan) -> np.ndarray:
+    """The scan's brain mask on its own native grid."""
     return from_canonical(prepared.canonical_brain.astype(np.uint8),
                           np.asarray(prepared.record.orientation)) > 0

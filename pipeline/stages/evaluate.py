@@ -20,10 +20,9 @@ from pipeline import metrics, paths
 from pipeline.config import Params
 from pipeline.dataset import load_prepared
 from pipeline.modelio import load_model
-from pipeline.nifti import atomic_write, load_mask, load_scan, stem, write_json
+from pipeline.nifti import atomic_write, load_mask, stem, write_json
 from pipeline.outputs import summary, write_outputs
-from pipeline.preprocess import from_canonical
-from pipeline.scoring import score_prepared
+from pipeline.scoring import native_brain, score_prepared
 from pipeline.stages.prepare import load_manifest
 
 log = logging.getLogger(__name__)
@@ -53,12 +52,10 @@ def run(params: Params) -> dict[str, Any]:
     for part in ("test_healthy", "test_lesion"):
         for case in manifest[part]:
             t0 = time.perf_counter()
-            prepared = load_prepared(params, case)
+            prepared, native = load_prepared(params, case)
             result = score_prepared(loaded, prepared)
             seconds.append(time.perf_counter() - t0)
-            native = load_scan(case["image"])
-            brain = from_canonical(prepared.canonical_brain.astype(np.uint8),
-                                   np.asarray(prepared.record.orientation)) > 0
+            brain = native_brain(prepared)
             info = summary(case["image"], result, loaded, prepared.record,
                            {"score": seconds[-1]})
             info.update({"case": case["id"], "split": part, "truth": case["truth"]})
