@@ -18,6 +18,9 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from pipeline.config import Params
+from pipeline.nifti import voxel_spacing
+
+_TISSUE_FRACTION_OF_OTSU = 0.5  # voxels darker than this share of the Otsu level are not tissue
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -57,10 +60,13 @@ def stripped_foreground(data: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_fill_holes(fg))
 
 
+def _volume_ml(mask: np.ndarray, spacing: np.ndarray) -> float:
+    return float(mask.sum()) * float(np.prod(spacing)) / 1000.0
+
+
 def is_skull_stripped(data: np.ndarray, spacing: np.ndarray, max_volume_ml: float) -> bool:
     """True when the non-background region is small enough to be a brain, not a head."""
-    volume_ml = float(stripped_foreground(data).sum()) * float(np.prod(spacing)) / 1000.0
-    return volume_ml <= max_volume_ml
+    return _volume_ml(stripped_foreground(data), spacing) <= max_volume_ml
 
 
 def derive_brain_mask(
@@ -70,10 +76,11 @@ def derive_brain_mask(
 
     ``source`` is ``"stripped"`` when the scan was already skull-stripped, else ``"derived"``.
     """
-    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_spacing(affine)
     bm = params.prepare.brain_mask
-    if is_skull_stripped(data, spacing, bm.stripped_max_volume_ml):
-        return stripped_foreground(data), "stripped"
+    stripped = stripped_foreground(data)
+    if _volume_ml(stripped, spacing) <= bm.stripped_max_volume_ml:
+        return stripped, "stripped"
     head = foreground(data)
     rough = largest_component(ndimage.binary_erosion(head, _ball(bm.skull_erosion_mm, spacing)))
     if not rough.any():
@@ -87,20 +94,15 @@ def _refine_with_template(data: np.ndarray, affine: np.ndarray, rough: np.ndarra
     from pipeline.template import load_template
 
     tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
-    moving = geometry.to_sitk(data.astype(np.float32), affine)
-    moving_mask = geometry.to_sitk(rough.astype(np.uint8), affine)
-    fixed = geometry.to_sitk(tpl.image, tpl.affine)
-    fixed_mask = geometry.to_sitk(tpl.brain.astype(np.uint8), tpl.affine)
-    tx = registration.register_affine(moving, moving_mask, fixed, fixed_mask,
-                                      params.prepare.registration, params.seed)
+    tx, moving = registration.register_to_template(data, rough, affine, tpl,
+                                                   params.prepare.registration, params.seed)
     warped = geometry.from_sitk(geometry.resample(
         geometry.to_sitk(tpl.brain.astype(np.float32), tpl.affine), moving, tx.GetInverse()))
     prior = warped > 0.5
     support = ndimage.binary_dilation(prior, _ball(params.prepare.brain_mask.refine_dilation_mm,
                                                    spacing)) & head
-    inside = data[prior]
-    if inside.size == 0:
+    if not prior.any():
         return rough
-    tissue = support & (data > threshold_otsu(data[support]) * 0.5)
+    tissue = support & (data > threshold_otsu(data[support]) * _TISSUE_FRACTION_OF_OTSU)
     mask = largest_component(ndimage.binary_opening(tissue | (prior & head)))
     return np.asarray(ndimage.binary_fill_holes(mask))

@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {args.command}: {first}", file=sys.stderr)
+        from pipeline.nifti import one_line
+
+        print(f"error: {args.command}: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

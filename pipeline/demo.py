@@ -20,7 +20,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from pipeline.config import DemoParams, Params
-from pipeline.nifti import write_nifti
+from pipeline.nifti import voxel_spacing, write_nifti
 
 _FOV_MARGIN_MM = (8.0, 25.0)   # extra field of view around the brain, per side
 _GRID_OBLIQUE_DEG = 8.0        # obliquity of the native grid itself
@@ -116,7 +116,7 @@ def generate_cohort(folder: Path, params: Params) -> list[str]:
         ids.append(sid)
         rows.append({"MRID": sid, "shape": "x".join(map(str, data.shape)),
                      "spacing_mm": "x".join(f"{s:.2f}" for s in
-                                            np.sqrt((affine[:3, :3] ** 2).sum(0)))})
+                                            voxel_spacing(affine))})
     with (folder / "participants.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.nifti import ScanError
+from pipeline.nifti import ScanError, voxel_spacing
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -20,7 +20,7 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
     """Wrap a nibabel-ordered array and RAS affine as a SimpleITK image (LPS)."""
     linear = np.asarray(affine, dtype=np.float64)[:3, :3]
-    spacing = np.sqrt((linear**2).sum(axis=0))
+    spacing = voxel_spacing(affine)
     direction = linear / spacing
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         raise ScanError("affine has shear; cannot be represented as an oriented grid")

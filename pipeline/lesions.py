@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.config import LesionParams
+from pipeline.nifti import voxel_spacing
 
 _LUMP_GRID = 4  # control points per axis of the smooth radius perturbation
 
@@ -40,7 +41,7 @@ def insert_lesions(data: np.ndarray, affine: np.ndarray, brain: np.ndarray,
                    params: LesionParams, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
     """Return ``(lesioned image, ground-truth mask, lesion descriptions)``."""
-    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_spacing(affine)
     out = data.astype(np.float32).copy()
     truth = np.zeros(data.shape, dtype=bool)
     n = int(rng.integers(params.per_scan[0], params.per_scan[1] + 1))

@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.config import Params, params_from_dict
+from pipeline.nifti import one_line
 from pipeline.template import TEMPLATE_FILE, load_template, read_template, save_template
 
 WEIGHTS = "weights.safetensors"
@@ -66,6 +67,11 @@ class LoadedModel:
     def trained_on(self) -> dict[str, Any]:
         return dict(self.meta.get("trained_on", {}))
 
+    def healthy_scan_scores(self) -> list[float]:
+        """Scan scores of the healthy calibration scans (the reference shown in reports)."""
+        return list(self.calibration.info.get("healthy_scan_scores", [])) \
+            if self.calibration else []
+
 
 def build_vae(params: Params) -> Any:
     from pipeline.model import ConvVAE
@@ -94,13 +100,10 @@ def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any]) -> 
 
 
 def save_calibration(folder: Path, calib: Calibration) -> None:
-    from safetensors.numpy import save_file
+    from pipeline.nifti import write_arrays, write_json
 
-    from pipeline.nifti import atomic_write, write_json
-
-    arrays = {"mean": np.ascontiguousarray(calib.mean, dtype=np.float32),
-              "std": np.ascontiguousarray(calib.std, dtype=np.float32)}
-    atomic_write(folder / CALIBRATION, lambda p: save_file(arrays, str(p)))
+    write_arrays(folder / CALIBRATION, {"mean": calib.mean.astype(np.float32),
+                                        "std": calib.std.astype(np.float32)})
     write_json(folder / CALIBRATION_JSON, {
         "voxel_threshold": calib.voxel_threshold, "scan_threshold": calib.scan_threshold,
         **calib.info, "statistics_sha256": sha256(folder / CALIBRATION)})
@@ -115,13 +118,9 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
         stored = params_from_dict(meta["params"], root=paths.project_root())
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"{uri_text}: not a vae-anomaly model folder ({exc})") from exc
-    weights = folder / WEIGHTS
-    if not weights.is_file() or sha256(weights) != meta.get("weights_sha256"):
-        raise ModelError(f"{uri_text}: weights missing or checksum mismatch (tampered?)")
-    template = folder / TEMPLATE_FILE
-    if not template.is_file() or sha256(template) != meta.get("template_sha256"):
-        raise ModelError(f"{uri_text}: template missing or checksum mismatch (tampered?)")
-    read_template(template)
+    weights = _verified(folder / WEIGHTS, meta.get("weights_sha256"), uri_text, "weights")
+    read_template(_verified(folder / TEMPLATE_FILE, meta.get("template_sha256"), uri_text,
+                            "template"))
     from safetensors.torch import load_file
 
     vae = build_vae(stored)
@@ -135,12 +134,18 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
     return loaded
 
 
+def _verified(path: Path, expected: str | None, uri_text: str, what: str) -> Path:
+    """``path`` if it exists and has the recorded SHA-256; else refuse the model."""
+    if not path.is_file() or sha256(path) != expected:
+        raise ModelError(f"{uri_text}: {what} missing or checksum mismatch (tampered?)")
+    return path
+
+
 def _load_calibration(folder: Path, uri_text: str) -> Calibration:
     from safetensors.numpy import load_file
 
     info = json.loads((folder / CALIBRATION_JSON).read_text())
-    if sha256(folder / CALIBRATION) != info.get("statistics_sha256"):
-        raise ModelError(f"{uri_text}: calibration checksum mismatch (tampered?)")
+    _verified(folder / CALIBRATION, info.get("statistics_sha256"), uri_text, "calibration")
     arrays = load_file(str(folder / CALIBRATION))
     return Calibration(mean=arrays["mean"], std=arrays["std"],
                        voxel_threshold=float(info["voxel_threshold"]),
@@ -171,8 +176,7 @@ def resolve(uri: str | Path | None, params: Params | None) -> tuple[Path, str]:
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=text)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{text}: cannot load from MLflow ({first})") from exc
+        raise ModelError(f"{text}: cannot load from MLflow ({one_line(exc)})") from exc
     return Path(local), text
 
 

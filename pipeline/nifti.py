@@ -60,10 +60,10 @@ def _check_header(img: nib.Nifti1Image) -> tuple[int, ...]:
     affine = img.affine
     if affine is None or not np.all(np.isfinite(affine)):
         raise ScanError("affine is missing or not finite")
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_spacing(affine)
     if np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
         raise ScanError(f"implausible voxel size {tuple(np.round(spacing, 4))} mm")
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-6 * float(np.prod(spacing)):
+    if voxel_volume_mm3(affine) < 1e-6 * float(np.prod(spacing)):
         raise ScanError("affine is singular")
     return shape
 
@@ -82,7 +82,7 @@ def _open(path: str | Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises many types for broken files
-        raise ScanError(f"not a readable NIfTI file ({_short(exc)})") from exc
+        raise ScanError(f"not a readable NIfTI file ({one_line(exc)})") from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ScanError(f"not a NIfTI image ({type(img).__name__})")
     return img, _check_header(img)
@@ -92,7 +92,7 @@ def _read(img: nib.Nifti1Image, shape: tuple[int, ...]) -> np.ndarray:
     try:
         return np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
     except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ScanError(f"truncated or corrupt image data ({_short(exc)})") from exc
+        raise ScanError(f"truncated or corrupt image data ({one_line(exc)})") from exc
 
 
 def load_scan(path: str | Path) -> nib.Nifti1Image:
@@ -136,9 +136,31 @@ def read_array(path: str | Path, dtype: Any = np.float32) -> np.ndarray:
     return np.asarray(img.dataobj, dtype=dtype)  # type: ignore[attr-defined]
 
 
-def _short(exc: BaseException) -> str:
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type), for ``error:`` lines."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along each array axis of a grid with this affine."""
+    return np.asarray(np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0)))
+
+
+def voxel_volume_mm3(affine: np.ndarray) -> float:
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
+
+
+def write_arrays(target: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write numpy arrays as safetensors, atomically.
+
+    safetensors stores each array's raw buffer, so arrays are made C-contiguous first
+    (a transposed view would otherwise come back scrambled).
+    """
+    from safetensors.numpy import save_file
+
+    contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    return atomic_write(target, lambda p: save_file(contiguous, str(p)))
 
 
 @contextlib.contextmanager

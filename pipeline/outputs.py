@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.modelio import LoadedModel
-from pipeline.nifti import write_json, write_nifti, write_text
+from pipeline.nifti import voxel_volume_mm3, write_json, write_nifti, write_text
 from pipeline.preprocess import ScanRecord
 from pipeline.scoring import ScanResult
 
@@ -33,7 +33,7 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
 
 def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record: ScanRecord,
             timings: dict[str, float], warnings: list[str] | None = None) -> dict[str, Any]:
-    voxel_ml = float(abs(np.linalg.det(np.asarray(record.native_affine)[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_mm3(np.asarray(record.native_affine)) / 1000.0
     version = loaded.meta.get("mlflow", {})
     return {
         "input": str(source),

@@ -113,12 +113,9 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params) 
     timings["brain_mask"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    moving = geometry.to_sitk(canon, canon_affine)
-    moving_mask = geometry.to_sitk(canon_mask.astype(np.uint8), canon_affine)
+    tx, moving = registration.register_to_template(canon, canon_mask, canon_affine, tpl,
+                                                   params.prepare.registration, params.seed)
     fixed = geometry.to_sitk(tpl.image, tpl.affine)
-    fixed_mask = geometry.to_sitk(tpl.brain.astype(np.uint8), tpl.affine)
-    tx = registration.register_affine(moving, moving_mask, fixed, fixed_mask,
-                                      params.prepare.registration, params.seed)
     timings["registration"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from pipeline import geometry
 from pipeline.config import RegistrationParams
+from pipeline.template import Template
 
 
 def _masked(image: sitk.Image, mask: sitk.Image) -> sitk.Image:
@@ -58,6 +60,21 @@ def register_affine(
     reg.SetInitialTransform(transform, inPlace=True)
     reg.Execute(fixed_brain, moving_brain)
     return transform
+
+
+def register_to_template(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
+                         template: Template, params: RegistrationParams, seed: int = 0
+                         ) -> tuple[sitk.AffineTransform, sitk.Image]:
+    """Register a scan's brain (arrays on the grid ``affine``) to the template brain.
+
+    Returns the transform (template points → scan points) and the scan as a SimpleITK
+    image, ready for resampling onto the template grid.
+    """
+    moving = geometry.to_sitk(data.astype(np.float32, copy=False), affine)
+    moving_mask = geometry.to_sitk(mask.astype(np.uint8), affine)
+    fixed = geometry.to_sitk(template.image, template.affine)
+    fixed_mask = geometry.to_sitk(template.brain.astype(np.uint8), template.affine)
+    return register_affine(moving, moving_mask, fixed, fixed_mask, params, seed), moving
 
 
 def containment(inner: np.ndarray, outer: np.ndarray) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from pipeline.nifti import voxel_spacing, voxel_volume_mm3
 from pipeline.preprocess import to_canonical
 
 OVERLAY_FRACTION = 0.5  # heat is drawn from this fraction of the threshold upwards
@@ -62,7 +63,7 @@ def figure_three_planes(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
     mask_c = to_canonical(mask, affine)[0]
     truth_c = to_canonical(truth, affine)[0] if truth is not None else None
     rec_c = to_canonical(recon, affine)[0] if recon is not None else None
-    spacing = np.sqrt((aff_c[:3, :3] ** 2).sum(0))
+    spacing = voxel_spacing(aff_c)
     if heat_c.max() > 0:
         peak = np.unravel_index(int(np.argmax(heat_c)), heat_c.shape)
     else:
@@ -117,7 +118,7 @@ def figure_scan_score(score: float, healthy: list[float], threshold: float) -> s
 def findings(heat: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> list[dict[str, Any]]:
     """Connected components of ``mask``: volume, peak/mean score, centroid (voxel and mm)."""
     labels, n = ndimage.label(mask > 0)
-    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_mm3(affine) / 1000.0
     rows = []
     for idx in range(1, n + 1):
         comp = labels == idx

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.config import UsageError
 from pipeline.modelio import LoadedModel, ModelError, load_model
-from pipeline.nifti import ScanError, load_mask, load_scan, stem
+from pipeline.nifti import ScanError, load_mask, load_scan, one_line, stem
 from pipeline.outputs import output_paths, summary, write_outputs
 
 
@@ -60,10 +60,9 @@ def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path
         from pipeline.report import render_scan_report
 
         t0 = time.perf_counter()
-        healthy = list(loaded.calibration.info.get("healthy_scan_scores", [])) \
-            if loaded.calibration else []
         page = render_scan_report(np.asarray(img.dataobj), img.affine, result.heatmap,
-                                  result.mask, result.reconstruction, info, healthy)
+                                  result.mask, result.reconstruction, info,
+                                  loaded.healthy_scan_scores())
         info["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
     name = stem(scan)
     try:
@@ -107,6 +106,5 @@ def score_command(args: argparse.Namespace) -> int:
             failures += 1
             if args.debug:
                 traceback.print_exc()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"error: {scan}: {first}", file=sys.stderr)
+            print(f"error: {scan}: {one_line(exc)}", file=sys.stderr)
     return 1 if failures else 0

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from pipeline.config import ScoringParams
 from pipeline.modelio import Calibration, LoadedModel
+from pipeline.nifti import voxel_volume_mm3
 from pipeline.preprocess import PreparedScan, from_canonical, to_native
 
 
@@ -128,10 +129,9 @@ def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:
     brain_native = native_brain(prepared)
     heat = np.where(brain_native, np.maximum(to_native(zmap, record), 0.0), 0.0)
     rec_native = to_native(maps.reconstruction, record)
-    native_mm3 = float(abs(np.linalg.det(np.asarray(record.native_affine)[:3, :3])))
-    tpl_mm3 = float(abs(np.linalg.det(np.asarray(record.template_affine)[:3, :3])))
-    mask = threshold_mask(heat, calib.voxel_threshold,
-                          native_min_component(sp, tpl_mm3, native_mm3))
+    mask = threshold_mask(heat, calib.voxel_threshold, native_min_component(
+        sp, voxel_volume_mm3(np.asarray(record.template_affine)),
+        voxel_volume_mm3(np.asarray(record.native_affine))))
     return ScanResult(heatmap=heat.astype(np.float32), mask=mask,
                       reconstruction=rec_native.astype(np.float32),
                       scan_score=scan_score(zmap, maps.region, sp.scan_top_voxels),

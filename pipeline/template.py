@@ -71,16 +71,11 @@ def load_template(resolution_mm: float, crop_shape: Sequence[int]) -> Template:
 
 def save_template(tpl: Template, path: Path) -> None:
     """Store the template with a model, so scoring never needs to rebuild it."""
-    from safetensors.numpy import save_file
+    from pipeline.nifti import write_arrays
 
-    from pipeline.nifti import atomic_write
-
-    # safetensors stores the raw buffer: arrays must be C-contiguous or they come back scrambled
-    arrays: dict[str, np.ndarray] = {k: np.ascontiguousarray(v) for k, v in {
-        "image": tpl.image.astype(np.float32), "brain": tpl.brain.astype(np.uint8),
-        "affine": tpl.affine.astype(np.float64),
-        "resolution_mm": np.array([tpl.resolution_mm])}.items()}
-    atomic_write(path, lambda p: save_file(arrays, str(p)))
+    write_arrays(path, {"image": tpl.image.astype(np.float32), "brain": tpl.brain.astype(np.uint8),
+                        "affine": tpl.affine.astype(np.float64),
+                        "resolution_mm": np.array([tpl.resolution_mm])})
 
 
 def read_template(path: Path) -> Template:

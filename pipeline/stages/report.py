@@ -46,8 +46,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}<
 
 def run(params: Params) -> None:
     loaded = load_model(paths.model_dir(params.root))
-    healthy = list(loaded.calibration.info.get("healthy_scan_scores", [])) \
-        if loaded.calibration else []
+    healthy = loaded.healthy_scan_scores()
     manifest = load_manifest(params)
     ev = paths.evaluation_dir(params.root)
     out = paths.reports_dir(params.root) / "cases"
