@@ -1,17 +1,21 @@
 """Brain masks for scans that arrive without one.
 
 An already skull-stripped scan (a compact foreground smaller than a head) is used as it is:
-its foreground is the mask. A scan with skull gets a first estimate from an eroded head mask,
-which drives an affine registration to the template; the template brain mask warped back and
-refined by intensity is the result.
+its foreground is the mask (source ``"stripped"``). A scan with skull is registered to the
+model's head atlas, whose brain probability map warped back is the mask (``"atlas"``, see
+:mod:`pipeline.headatlas`). Without an atlas (a model trained on stripped scans only), an
+eroded head mask drives an affine registration to the template brain, and the template
+brain mask warped back and refined by intensity is the mask (``"derived"``, less exact).
 
 Example:
-    >>> mask, source = derive_brain_mask(data, affine, template, params)   # doctest: +SKIP
+    >>> mask, source = derive_brain_mask(data, affine, params, atlas)   # doctest: +SKIP
     >>> source
     'stripped'
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -19,6 +23,9 @@ from skimage.filters import threshold_otsu
 
 from pipeline.config import Params
 from pipeline.nifti import voxel_spacing
+
+if TYPE_CHECKING:
+    from pipeline.headatlas import HeadAtlas
 
 _TISSUE_FRACTION_OF_OTSU = 0.5  # voxels darker than this share of the Otsu level are not tissue
 
@@ -70,11 +77,11 @@ def is_skull_stripped(data: np.ndarray, spacing: np.ndarray, max_volume_ml: floa
 
 
 def derive_brain_mask(
-    data: np.ndarray, affine: np.ndarray, params: Params
+    data: np.ndarray, affine: np.ndarray, params: Params, atlas: HeadAtlas | None = None
 ) -> tuple[np.ndarray, str]:
     """Return ``(mask, source)`` for a canonical-orientation scan without a given mask.
 
-    ``source`` is ``"stripped"`` when the scan was already skull-stripped, else ``"derived"``.
+    ``source`` is ``"stripped"`` (already skull-stripped), ``"atlas"`` or ``"derived"``.
     """
     spacing = voxel_spacing(affine)
     bm = params.prepare.brain_mask
@@ -82,6 +89,12 @@ def derive_brain_mask(
     if _volume_ml(stripped, spacing) <= bm.stripped_max_volume_ml:
         return stripped, "stripped"
     head = foreground(data)
+    if atlas is not None:
+        from pipeline.headatlas import extract_brain
+
+        mask = extract_brain(data, head, affine, atlas, params)
+        if mask.any():
+            return mask, "atlas"
     rough = largest_component(ndimage.binary_erosion(head, _ball(bm.skull_erosion_mm, spacing)))
     if not rough.any():
         rough = head

@@ -80,21 +80,38 @@ class TemplateParams:
 
 @dataclass(frozen=True)
 class RegistrationParams:
-    shrink_factors: list[int]
-    smoothing_sigmas_mm: list[float]
+    outline_levels_mm: list[float]
+    outline_iterations: int
+    anatomy_levels_mm: list[float]
+    anatomy_iterations: int
     histogram_bins: int
     sampling_fraction: float
-    iterations: int
     learning_rate: float
-    min_dice: float
-    min_containment: float
     min_step: float
     relaxation: float
+    min_dice: float
+    min_containment: float
+
+
+@dataclass(frozen=True)
+class BiasFieldParams:
+    enabled: bool
+    fit_spacing_mm: float
+    levels: int
+    iterations: int
+    control_points: int
+    convergence: float
 
 
 @dataclass(frozen=True)
 class BrainMaskParams:
     stripped_max_volume_ml: float
+    atlas_spacing_mm: float
+    atlas_margin_mm: float
+    atlas_levels_mm: list[float]
+    atlas_iterations: int
+    atlas_min_scans: int
+    atlas_probability: float
     skull_erosion_mm: float
     refine_dilation_mm: float
 
@@ -109,6 +126,9 @@ class NormaliseParams:
 @dataclass(frozen=True)
 class PrepareParams:
     workers: int
+    cache: bool
+    qc_thumbnail_scale: int
+    bias_field: BiasFieldParams
     registration: RegistrationParams
     brain_mask: BrainMaskParams
     normalise: NormaliseParams
@@ -254,6 +274,15 @@ def _validate(p: Params) -> None:
         raise ConfigError("model.norm must be instance, batch, group or none")
     if p.train.device not in {"auto", "cpu", "cuda"}:
         raise ConfigError("train.device must be auto, cpu or cuda")
+    reg = p.prepare.registration
+    if not (reg.outline_levels_mm and reg.anatomy_levels_mm
+            and p.prepare.brain_mask.atlas_levels_mm):
+        raise ConfigError("registration levels (outline, anatomy, atlas) must not be empty")
+    if any(v <= 0 for v in [*reg.outline_levels_mm, *reg.anatomy_levels_mm,
+                            *p.prepare.brain_mask.atlas_levels_mm]):
+        raise ConfigError("registration levels must be positive spacings in mm")
+    if p.prepare.bias_field.levels < 1 or p.prepare.bias_field.fit_spacing_mm <= 0:
+        raise ConfigError("prepare.bias_field needs levels >= 1 and fit_spacing_mm > 0")
     if p.cohort.image_pattern.count("*") != 1:
         raise ConfigError("cohort.image_pattern must contain exactly one '*' (the subject id)")
 

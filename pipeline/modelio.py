@@ -2,7 +2,8 @@
 
 A model folder holds ``weights.safetensors``, ``template.safetensors`` (the template crop the
 scans are registered to), ``model.json`` (the full parameters it was prepared/trained with,
-what it was trained on, the SHA-256 of weights and template) and,
+what it was trained on, the SHA-256 of weights and template), ``head_atlas.safetensors``
+when the training scans had skull and masks (brain extraction of scans with skull), and,
 once calibrated, ``calibration.safetensors`` + ``calibration.json``.
 
 Example:
@@ -26,6 +27,7 @@ from pipeline.config import Params, params_from_dict
 from pipeline.nifti import one_line
 from pipeline.template import TEMPLATE_FILE, load_template, read_template, save_template
 
+ATLAS_FILE = "head_atlas.safetensors"  # = pipeline.headatlas.ATLAS_FILE (no SimpleITK import here)
 WEIGHTS = "weights.safetensors"
 MODEL_JSON = "model.json"
 CALIBRATION = "calibration.safetensors"
@@ -63,6 +65,7 @@ class LoadedModel:
     folder: Path
     uri: str
     calibration: Calibration | None = None
+    head_atlas: Any = None
 
     def trained_on(self) -> dict[str, Any]:
         return dict(self.meta.get("trained_on", {}))
@@ -96,6 +99,11 @@ def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any]) -> 
                   folder / TEMPLATE_FILE)
     body = {**meta, "params": to_dict(params), "weights_sha256": sha256(folder / WEIGHTS),
             "template_sha256": sha256(folder / TEMPLATE_FILE)}
+    atlas = paths.prepared_dir(params.root) / ATLAS_FILE
+    (folder / ATLAS_FILE).unlink(missing_ok=True)
+    if atlas.is_file():
+        shutil.copyfile(atlas, folder / ATLAS_FILE)
+        body["head_atlas_sha256"] = sha256(folder / ATLAS_FILE)
     write_json(folder / MODEL_JSON, body)
 
 
@@ -127,6 +135,12 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
     vae.load_state_dict(load_file(str(weights), device="cpu"))
     vae.to(device).eval()
     loaded = LoadedModel(vae=vae, params=stored, meta=meta, folder=folder, uri=uri_text)
+    if meta.get("head_atlas_sha256"):
+        from pipeline import headatlas
+
+        loaded.head_atlas = headatlas.read(_verified(folder / ATLAS_FILE,
+                                                     meta["head_atlas_sha256"], uri_text,
+                                                     "head atlas"))
     if (folder / CALIBRATION_JSON).is_file():
         loaded.calibration = _load_calibration(folder, uri_text)
     elif require_calibration:
@@ -196,5 +210,7 @@ def copy_model(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
-    for name in (WEIGHTS, MODEL_JSON, TEMPLATE_FILE):
+    for name in (WEIGHTS, MODEL_JSON, TEMPLATE_FILE, ATLAS_FILE):
+        if name == ATLAS_FILE and not (src / name).is_file():
+            continue
         shutil.copy2(src / name, dst / name)

@@ -55,6 +55,12 @@ def prepared_dir(root: Path | None = None) -> Path:
     return data_dir(root) / "prepared"
 
 
+def prepare_cache_dir(root: Path | None = None) -> Path:
+    """Per-scan results of ``prepare`` keyed by content (``VAE_ANOMALY_CACHE`` overrides)."""
+    env = os.environ.get("VAE_ANOMALY_CACHE")
+    return Path(env) / "prepare" if env else (root or project_root()) / ".cache" / "prepare"
+
+
 def models_dir(root: Path | None = None) -> Path:
     return (root or project_root()) / "models"
 

@@ -1,9 +1,12 @@
 """Native scan → template-space network input, recorded so every map can go back.
 
 Steps: canonical (RAS) orientation (an exact axis permutation/flip) → brain mask (given,
-already stripped, or derived) → affine registration to the template → resampling onto the
-template crop → intensity normalisation inside the brain (robust percentiles to [0, 1]).
-Everything needed to invert the mapping lands in a JSON-serialisable :class:`ScanRecord`.
+already stripped, or extracted with the head atlas) → N4 bias field correction inside the
+brain → two-stage affine registration to the template (brain outlines, then anatomy) →
+resampling onto the template crop → intensity normalisation inside the brain: the brain's
+``lower_percentile``/``upper_percentile`` intensities map to 0/1 (robust to the scanner's
+scale and to a few hot voxels), clipped to ``clip``, background 0. Everything needed to
+invert the mapping lands in a JSON-serialisable :class:`ScanRecord`.
 
 Example:
     >>> prepared = prepare_scan(load_scan("a.nii.gz"), None, params)   # doctest: +SKIP
@@ -15,17 +18,21 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
 from pipeline import geometry, registration
+from pipeline.bias import correct_bias
 from pipeline.brainmask import derive_brain_mask
 from pipeline.config import NormaliseParams, Params
 from pipeline.nifti import ScanError
 from pipeline.template import Template, load_template
+
+if TYPE_CHECKING:
+    from pipeline.headatlas import HeadAtlas
 
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
@@ -49,6 +56,7 @@ class ScanRecord:
     registration_ok: bool
     intensity_low: float
     intensity_high: float
+    bias_field: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -95,8 +103,13 @@ def normalise(image: np.ndarray, brain: np.ndarray, params: NormaliseParams
     return np.where(brain, out, 0.0).astype(np.float32), float(lo), float(hi)
 
 
-def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params) -> PreparedScan:
-    """Prepare one validated scan (see :func:`pipeline.nifti.load_scan`)."""
+def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
+                 atlas: HeadAtlas | None = None) -> PreparedScan:
+    """Prepare one validated scan (see :func:`pipeline.nifti.load_scan`).
+
+    ``mask`` is the scan's brain mask on its own grid, or ``None`` to derive one (with the
+    head ``atlas`` for a scan with skull, when the model has one).
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     tpl: Template = load_template(params.template.resolution_mm, params.template.crop_shape)
@@ -107,13 +120,18 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params) 
         canon_mask = to_canonical(mask.astype(np.uint8), affine)[0] > 0
         mask_source = "given"
     else:
-        canon_mask, mask_source = derive_brain_mask(canon, canon_affine, params)
+        canon_mask, mask_source = derive_brain_mask(canon, canon_affine, params, atlas)
     if canon_mask.sum() < 0.01 * canon_mask.size:
         raise ScanError("brain mask covers less than 1% of the image")
     timings["brain_mask"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    tx, moving = registration.register_to_template(canon, canon_mask, canon_affine, tpl,
+    corrected, bias_stats = correct_bias(canon, canon_mask, canon_affine,
+                                         params.prepare.bias_field)
+    timings["bias_field"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tx, moving = registration.register_to_template(corrected, canon_mask, canon_affine, tpl,
                                                    params.prepare.registration, params.seed)
     fixed = geometry.to_sitk(tpl.image, tpl.affine)
     timings["registration"] = time.perf_counter() - t0
@@ -145,6 +163,7 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params) 
         registration_ok=dice >= reg_params.min_dice and inside >= reg_params.min_containment,
         intensity_low=lo,
         intensity_high=hi,
+        bias_field=bias_stats,
         timings_s={k: round(v, 3) for k, v in timings.items()},
     )
     return PreparedScan(image=image, brain=brain, record=record,

@@ -44,7 +44,7 @@ def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path
     img = load_scan(scan)
     mask = load_mask(mask_path, img) if mask_path is not None else None
     timings["load"] = time.perf_counter() - t0
-    prepared = prepare_scan(img, mask, loaded.params)
+    prepared = prepare_scan(img, mask, loaded.params, loaded.head_atlas)
     timings.update(prepared.record.timings_s)
     if not prepared.record.registration_ok:
         rp, rec = loaded.params.prepare.registration, prepared.record

@@ -1,115 +1,137 @@
 """``vae-anomaly prepare``: split the cohort, add synthetic lesions to test scans, prepare all.
 
-Writes ``data/prepared/`` (one folder DVC tracks): ``cases/<case>.nii.gz`` (template-space
-input), ``cases/<case>_brain.nii.gz``, ``cases/<case>.json`` (the :class:`ScanRecord`),
-``lesioned/`` (native lesioned test scans and ground truth) and ``split.json``; plus the
-registration QC table ``reports/prepare_qc.json``.
+Writes ``data/prepared/`` (the one folder DVC tracks): ``cases/<case>.nii.gz`` (template-space
+input), ``cases/<case>_brain.nii.gz``, ``cases/<case>.json`` (the
+:class:`~pipeline.preprocess.ScanRecord`), ``lesioned/`` (native lesioned test scans and
+ground truth), ``head_atlas.safetensors`` (when the training scans have skull and masks) and
+``split.json``; plus the QC table ``reports/prepare_qc.json`` and page
+``reports/prepare_qc.html``. Subjects run in parallel workers; each one's results are cached
+by content (:mod:`pipeline.prepcase`), so an unchanged scan is never processed twice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import zlib
+import shutil
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline import paths
+from pipeline import headatlas, paths
 from pipeline.cohort import list_subjects, split_subjects
-from pipeline.config import Params, params_from_dict, to_dict
-from pipeline.nifti import ScanError, load_mask, load_scan, write_json, write_nifti
+from pipeline.config import Params, to_dict
+from pipeline.nifti import write_json
+from pipeline.prepcase import run_task
+from pipeline.qc import write_qc_html
+from pipeline.template import load_template
 
 log = logging.getLogger(__name__)
+_PARTS = ("train", "calibration", "test_healthy", "test_lesion")
 
 
-def _make_lesioned(case: dict[str, Any], out: Path, params: Params) -> dict[str, Any]:
-    from pipeline.lesions import insert_lesions
+def _init_worker(template_arrays: dict[str, Any]) -> None:
+    """Give each worker the template without rebuilding it from nilearn's files."""
+    from pipeline.template import _CACHE, Template, _key
 
-    img = load_scan(case["image"])
-    brain = load_mask(case["mask"], img) if case["mask"] else np.asarray(img.dataobj) > 0
-    rng = np.random.default_rng([params.seed, zlib.crc32(case["subject"].encode())])
-    data, truth, lesions = insert_lesions(np.asarray(img.dataobj), img.affine, brain,
-                                          params.lesions, rng)
-    cid = f"{case['subject']}-lesion"
-    image_path = out / "lesioned" / f"{cid}_T1.nii.gz"
-    truth_path = out / "lesioned" / f"{cid}_lesion.nii.gz"
-    write_nifti(image_path, data, img.affine, img.header)
-    write_nifti(truth_path, truth, img.affine, img.header, dtype=np.uint8)
-    return {**case, "id": cid, "image": str(image_path), "truth": str(truth_path),
-            "lesions": lesions}
+    tpl = Template(**template_arrays)
+    _CACHE[_key(tpl.resolution_mm, tpl.shape)] = tpl
 
 
-def prepare_case(case: dict[str, Any], params_dict: dict[str, Any], out: str
-                 ) -> dict[str, Any]:
-    """Prepare one case in a worker; return its entry with ``record`` or ``error``."""
-    import SimpleITK as sitk
-
-    from pipeline.preprocess import prepare_scan
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    params = params_from_dict(params_dict)
-    folder = Path(out) / "cases"
-    try:
-        img = load_scan(case["image"])
-        mask = load_mask(case["mask"], img) if case["mask"] else None
-        prepared = prepare_scan(img, mask, params)
-    except ScanError as exc:
-        return {**case, "error": str(exc)}
-    cid = case["id"]
-    affine = np.asarray(prepared.record.template_affine)
-    write_nifti(folder / f"{cid}.nii.gz", prepared.image, affine)
-    write_nifti(folder / f"{cid}_brain.nii.gz", prepared.brain, affine, dtype=np.uint8)
-    write_json(folder / f"{cid}.json", prepared.record.to_json())
-    return {**case, "registration_dice": prepared.record.registration_dice,
-            "registration_ok": prepared.record.registration_ok}
-
-
-def run(params: Params) -> dict[str, Any]:
-    out = paths.prepared_dir(params.root)
+def _tasks(params: Params) -> list[dict[str, Any]]:
     subjects = list_subjects(params)
     split = split_subjects([s.id for s in subjects], params)
     by_id = {s.id: s for s in subjects}
-    cases: list[dict[str, Any]] = []
-    for part in ("train", "calibration", "test"):
-        for sid in split[part]:
-            s = by_id[sid]
-            cases.append({"id": sid, "subject": sid, "split": part, "image": str(s.image),
-                          "mask": str(s.mask) if s.mask else "", "truth": ""})
-    lesioned = [_make_lesioned({**c, "split": "test_lesion"}, out, params)
-                for c in cases if c["split"] == "test"]
-    for c in cases:
-        if c["split"] == "test":
-            c["split"] = "test_healthy"
-    cases += lesioned
+    return [{"id": sid, "subject": sid, "split": part, "image": str(by_id[sid].image),
+             "mask": str(by_id[sid].mask) if by_id[sid].mask else "", "truth": ""}
+            for part in ("train", "calibration", "test") for sid in split[part]]
 
-    params_dict = to_dict(params)
-    with ProcessPoolExecutor(max_workers=max(1, params.prepare.workers)) as pool:
-        results = list(pool.map(prepare_case, cases, [params_dict] * len(cases),
-                                [str(out)] * len(cases)))
-    ok = [r for r in results if "error" not in r and r["registration_ok"]]
-    failed = [r for r in results if "error" in r or not r["registration_ok"]]
-    for r in failed:
-        reason = r.get("error") or f"registration Dice {r['registration_dice']:.3f} below minimum"
-        log.warning("excluded %s: %s", r["image"], reason)
-    manifest = {part: [r for r in ok if r["split"] == part]
-                for part in ("train", "calibration", "test_healthy", "test_lesion")}
-    manifest["failed"] = [{"id": r["id"], "image": r["image"],
-                           "reason": r.get("error") or "registration failed QC"} for r in failed]
+
+def _run_all(tasks: list[dict[str, Any]], params: Params, out: Path) -> list[dict[str, Any]]:
+    from tqdm import tqdm
+
+    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
+    init = {"image": tpl.image, "brain": tpl.brain, "affine": tpl.affine,
+            "resolution_mm": tpl.resolution_mm}
+    cache = str(paths.prepare_cache_dir(params.root)) if params.prepare.cache else ""
+    args = (to_dict(params), str(out), cache)
+    workers = max(1, params.prepare.workers)
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             initargs=(init,)) as pool, \
+            tqdm(total=len(tasks), desc="prepare", unit="scan", disable=None) as bar:
+        futures = [pool.submit(run_task, t, *args) for t in tasks]
+        for f in futures:
+            results.append(f.result())
+            bar.update(1)
+    return results
+
+
+def _qc(results: list[dict[str, Any]], entries: list[dict[str, Any]], params: Params,
+        seconds: float) -> dict[str, Any]:
+    dices = [e["registration_dice"] for e in entries if "registration_dice" in e]
+    failed = [e for e in entries if "error" in e or not e["registration_ok"]]
+    reg = params.prepare.registration
+    summary = {
+        "n_scans": len(entries), "n_failed": len(failed),
+        "n_cached": sum(1 for r in results if r["cached"]),
+        "registration_dice_median": round(float(np.median(dices)), 4) if dices else None,
+        "registration_dice_min": round(float(np.min(dices)), 4) if dices else None,
+        "min_dice": reg.min_dice, "min_containment": reg.min_containment,
+        "seconds": round(seconds, 1), "workers": params.prepare.workers,
+    }
+    rows = [{"id": e["id"], "split": e.get("split", ""), "dice": e.get("registration_dice"),
+             "containment": e.get("registration_containment"),
+             "mask_source": e.get("mask_source", ""), "bias_field": e.get("bias_field", ""),
+             "ok": "error" not in e and bool(e.get("registration_ok")),
+             "error": e.get("error", "")} for e in entries]
+    rows.sort(key=lambda r: -1.0 if r["dice"] is None else r["dice"])
+    reports = paths.reports_dir(params.root)
+    write_json(reports / "prepare_qc.json", {**summary, "scans": rows})
+    thumbs = {k: v for r in results for k, v in r["thumbs"].items()}
+    write_qc_html(reports / "prepare_qc.html", summary, rows, thumbs)
+    return summary
+
+
+def _build_atlas(results: list[dict[str, Any]], params: Params, out: Path) -> int:
+    target = out / headatlas.ATLAS_FILE
+    parts = [r["atlas"] for r in results if r["atlas"] is not None]
+    if len(parts) < params.prepare.brain_mask.atlas_min_scans:
+        target.unlink(missing_ok=True)
+        return 0
+    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
+    atlas = headatlas.build(parts, headatlas.grids(tpl, params.prepare.brain_mask))
+    assert atlas is not None
+    headatlas.save(atlas, target)
+    return atlas.n_scans
+
+
+def run(params: Params) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    out = paths.prepared_dir(params.root)
+    for sub in ("cases", "lesioned"):  # stale files of an earlier run must not linger
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir(parents=True)
+    results = _run_all(_tasks(params), params, out)
+    entries = [e for r in results for e in r["entries"]]
+    ok = [e for e in entries if "error" not in e and e["registration_ok"]]
+    failed = [e for e in entries if "error" in e or not e["registration_ok"]]
+    for e in failed:
+        log.warning("excluded %s: %s", e["image"], e.get("error") or
+                    f"registration QC (Dice {e['registration_dice']:.3f}, inside "
+                    f"{e['registration_containment']:.3f})")
+    manifest: dict[str, Any] = {part: [e for e in ok if e["split"] == part] for part in _PARTS}
+    manifest["failed"] = [{"id": e["id"], "image": e["image"],
+                           "reason": e.get("error") or "registration failed QC"} for e in failed]
+    manifest["head_atlas_scans"] = _build_atlas(results, params, out)
     write_json(out / "split.json", manifest)
-    dices = [r["registration_dice"] for r in results if "registration_dice" in r]
-    qc = {"n_scans": len(results), "n_failed": len(failed),
-          "registration_dice_median": float(np.median(dices)) if dices else None,
-          "registration_dice_min": float(np.min(dices)) if dices else None,
-          "scans": sorted(({"id": r["id"], "dice": r.get("registration_dice"),
-                            "ok": "error" not in r and r["registration_ok"],
-                            "error": r.get("error", "")} for r in results),
-                          key=lambda d: d["dice"] if d["dice"] is not None else -1.0)}
-    write_json(paths.reports_dir(params.root) / "prepare_qc.json", qc)
-    log.info("prepared %d scans (%d failed), median registration Dice %.3f",
-             len(ok), len(failed), qc["registration_dice_median"] or float("nan"))
+    qc = _qc(results, entries, params, time.perf_counter() - t0)
+    log.info("prepared %d scans (%d failed, %d from cache) in %.1f s, median registration "
+             "Dice %.3f", len(ok), len(failed), qc["n_cached"], qc["seconds"],
+             qc["registration_dice_median"] or float("nan"))
     return manifest
 
 
