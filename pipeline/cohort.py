@@ -23,7 +23,11 @@ class Subject:
 
 
 def list_subjects(params: Params) -> list[Subject]:
-    """Scans matching ``cohort.image_pattern`` (sorted by id), with their masks if configured."""
+    """Scans matching ``cohort.image_pattern`` (sorted by id), with their masks if configured.
+
+    A configured mask that is missing is not an error here: ``prepare`` reports that subject
+    as failed and goes on with the others.
+    """
     folder = params.cohort_folder()
     if not folder.is_dir():
         raise FileNotFoundError(f"cohort folder {folder} does not exist")
@@ -35,8 +39,6 @@ def list_subjects(params: Params) -> list[Subject]:
         mask = None
         if params.cohort.mask_pattern:
             mask = folder / params.cohort.mask_pattern.format(id=sid)
-            if not mask.is_file():
-                raise FileNotFoundError(f"brain mask {mask} missing for subject {sid}")
         subjects.append(Subject(sid, path, mask))
     if params.cohort.max_subjects > 0:
         subjects = subjects[: params.cohort.max_subjects]

@@ -163,6 +163,15 @@ def write_arrays(target: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     return atomic_write(target, lambda p: save_file(contiguous, str(p)))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
@@ -174,6 +183,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp's 0600 would hide outputs from colleagues
         os.replace(tmp_path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):

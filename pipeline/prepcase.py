@@ -128,14 +128,16 @@ def _lesioned(case: dict[str, Any], native_brain: np.ndarray, params: Params, wo
             "truth": f"{cid}_lesion.nii.gz", "lesions": lesions}
 
 
-def _compute(case: dict[str, Any], params: Params, work: Path) -> dict[str, Any]:
+def _compute(case: dict[str, Any], params: Params, work: Path) -> None:
+    """Prepare a subject into ``work``: its files, thumbnails and ``entries.json``."""
     thumbs: dict[str, bytes] = {}
     atlas_part: list[dict[str, np.ndarray]] = []
     entries: list[dict[str, Any]] = []
     try:
         entry, prepared = _prepare_one(case, params, work, thumbs, atlas_part)
     except Exception as exc:  # one bad scan must not stop the cohort
-        return {"entries": [{**case, "error": one_line(exc)}], "thumbs": {}, "atlas": None}
+        write_json(work / _ENTRIES, [{**case, "error": one_line(exc)}])
+        return
     entries.append({**entry, "split": "test_healthy" if case["split"] == "test"
                     else case["split"]})
     if case["split"] == "test":
@@ -152,7 +154,6 @@ def _compute(case: dict[str, Any], params: Params, work: Path) -> dict[str, Any]
     if atlas_part:
         np.savez(work / "atlas.npz", head=atlas_part[0]["head"], brain=atlas_part[0]["brain"])
     write_json(work / _ENTRIES, entries)
-    return {"entries": entries, "thumbs": thumbs, "atlas": atlas_part[0] if atlas_part else None}
 
 
 def _restore(entry_dir: Path, out: Path) -> dict[str, Any]:
