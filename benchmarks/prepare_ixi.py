@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import yaml
+from common import publish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,18 +56,12 @@ def main() -> int:
                "VAE_ANOMALY_CACHE": str(root / "cache")}
         cold, qc = _run(root, env)
         warm, qc_warm = _run(root, env)
-    result = {"benchmark": "prepare_ixi", "cohort": str(args.cohort), "workers": args.workers,
-              "n_scans": qc["n_scans"], "n_failed": qc["n_failed"],
-              "cold_s": round(cold, 1), "cached_s": round(warm, 1),
-              "subjects_from_cache": qc_warm["n_cached"],
-              "registration_dice_median": qc["registration_dice_median"],
-              "registration_dice_min": qc["registration_dice_min"],
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "python": sys.version.split()[0]}}
-    out_dir = REPO / "reports" / "benchmarks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "prepare_ixi.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    publish("prepare_ixi", {
+        "cohort": str(args.cohort), "workers": args.workers, "n_scans": qc["n_scans"],
+        "n_failed": qc["n_failed"], "cold_s": round(cold, 1), "cached_s": round(warm, 1),
+        "subjects_from_cache": qc_warm["n_cached"],
+        "registration_dice_median": qc["registration_dice_median"],
+        "registration_dice_min": qc["registration_dice_min"]})
     return 0
 
 

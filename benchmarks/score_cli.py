@@ -7,15 +7,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import publish
 
 
 def main() -> int:
@@ -34,15 +33,10 @@ def main() -> int:
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             times.append(time.perf_counter() - t0)
-    result = {"benchmark": "score_cli", "scan": str(args.scan), "report": not args.no_report,
-              "runs": args.runs, "median_s": statistics.median(times[1:]),
-              "min_s": min(times[1:]), "max_s": max(times[1:]),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "python": sys.version.split()[0]}}
-    out_dir = Path("reports/benchmarks")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "score_cli.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    publish("score_cli", {
+        "scan": str(args.scan), "report": not args.no_report, "runs": args.runs,
+        "median_s": statistics.median(times[1:]), "min_s": min(times[1:]),
+        "max_s": max(times[1:])})
     return 0
 
 

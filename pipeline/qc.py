@@ -58,6 +58,12 @@ th{background:#f3f3f3}.fail{color:#b00;font-weight:bold}.grid{display:flex;flex-
 figure{margin:0;font-size:.8em}figcaption{text-align:center}"""
 
 
+def _bias(stats: Any) -> str:
+    if not isinstance(stats, dict) or "log_bias_p1" not in stats:
+        return ""
+    return f"{stats['log_bias_p1']:+.2f} / {stats['log_bias_p99']:+.2f}"
+
+
 def _sort_key(row: dict[str, Any]) -> float:
     return -1.0 if row.get("dice") is None else float(row["dice"])
 
@@ -75,7 +81,7 @@ def render_qc_html(summary: dict[str, Any], rows: list[dict[str, Any]],
         inside = "" if r.get("containment") is None else f"{r['containment']:.3f}"
         cells.append(f"<tr{cls}><td>{esc(r['id'])}</td><td>{esc(r.get('split', ''))}</td>"
                      f"<td>{dice}</td><td>{inside}</td><td>{esc(r.get('mask_source', ''))}</td>"
-                     f"<td>{esc(str(r.get('bias_field', '')))}</td><td>{status}</td>"
+                     f"<td>{_bias(r.get('bias_field'))}</td><td>{status}</td>"
                      f"<td>{esc(r.get('error', ''))}</td></tr>")
     figures = "".join(
         f"<figure><img alt='{esc(r['id'])}' src='data:image/png;base64,"
