@@ -2,8 +2,10 @@
 
 The multiplicative field is smooth, so it is fitted on the scan block-averaged to about
 ``fit_spacing_mm`` (a few thousand brain voxels) and then evaluated on the full grid: the
-cost is a fraction of a second instead of several seconds, with the same field up to a
-small smoothing.
+cost is a fraction of a second instead of several seconds. The default B-spline is one
+cubic span (``levels: 1``, ``control_points: 4``): finer fields also absorb anatomy (deep
+grey matter, the cortex) differently per subject, which widened the healthy intensity
+spread across IXI subjects instead of narrowing it.
 
 Example:
     >>> corrected, stats = correct_bias(data, brain, affine, bias_params)  # doctest: +SKIP

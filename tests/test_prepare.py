@@ -37,7 +37,7 @@ def test_bias_field_correction_flattens_a_smooth_field() -> None:
 
     assert cv(biased) > 0.15
     assert cv(corrected) < 0.5 * cv(biased)
-    assert stats["log_bias_p99"] - stats["log_bias_p1"] > 0.5
+    assert stats["log_bias_p99"] - stats["log_bias_p1"] > 0.3
     same, none = correct_bias(biased, mask, affine, dataclasses.replace(params, enabled=False))
     assert same is biased and none == {}
 
