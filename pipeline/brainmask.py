@@ -15,40 +15,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from pipeline.config import Params
+from pipeline.headatlas import HeadAtlas, extract_brain
+from pipeline.morphology import ball, foreground, largest_component
 from pipeline.nifti import voxel_spacing
 
-if TYPE_CHECKING:
-    from pipeline.headatlas import HeadAtlas
-
 _TISSUE_FRACTION_OF_OTSU = 0.5  # voxels darker than this share of the Otsu level are not tissue
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask)
-    if n <= 1:
-        return mask.astype(bool)
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    return np.asarray(labels == (int(np.argmax(sizes)) + 1))
-
-
-def _ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    r = np.maximum(np.round(radius_mm / spacing).astype(int), 1)
-    grid = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
-    dist = sum((g * s / radius_mm) ** 2 for g, s in zip(grid, spacing, strict=True))
-    return np.asarray(dist <= 1.0)
-
-
-def foreground(data: np.ndarray) -> np.ndarray:
-    """Largest connected component above the Otsu threshold, holes filled."""
-    fg = data > threshold_otsu(data[data > data.min()]) if np.any(data > data.min()) else data > 0
-    return np.asarray(ndimage.binary_fill_holes(largest_component(fg)))
 
 
 def background_value(data: np.ndarray) -> float:
@@ -90,12 +66,10 @@ def derive_brain_mask(
         return stripped, "stripped"
     head = foreground(data)
     if atlas is not None:
-        from pipeline.headatlas import extract_brain
-
         mask = extract_brain(data, head, affine, atlas, params)
         if mask.any():
             return mask, "atlas"
-    rough = largest_component(ndimage.binary_erosion(head, _ball(bm.skull_erosion_mm, spacing)))
+    rough = largest_component(ndimage.binary_erosion(head, ball(bm.skull_erosion_mm, spacing)))
     if not rough.any():
         rough = head
     return _refine_with_template(data, affine, rough, head, spacing, params), "derived"
@@ -112,7 +86,7 @@ def _refine_with_template(data: np.ndarray, affine: np.ndarray, rough: np.ndarra
     warped = geometry.from_sitk(geometry.resample(
         geometry.to_sitk(tpl.brain.astype(np.float32), tpl.affine), moving, tx.GetInverse()))
     prior = warped > 0.5
-    support = ndimage.binary_dilation(prior, _ball(params.prepare.brain_mask.refine_dilation_mm,
+    support = ndimage.binary_dilation(prior, ball(params.prepare.brain_mask.refine_dilation_mm,
                                                    spacing)) & head
     if not prior.any():
         return rough

@@ -24,8 +24,11 @@ import SimpleITK as sitk
 
 from pipeline import geometry, registration
 from pipeline.config import BrainMaskParams, Params
-from pipeline.modelio import ATLAS_FILE  # noqa: F401  (re-exported)
+from pipeline.morphology import foreground, largest_component
+from pipeline.paths import HEAD_ATLAS_FILE
 from pipeline.template import Template
+
+ATLAS_FILE = HEAD_ATLAS_FILE
 
 _PROBABILITY_LEVELS = 255  # the brain probability is stored as uint8 in 1/255 steps
 
@@ -119,8 +122,6 @@ def read(path: Path) -> HeadAtlas:
 def register_head(canon: np.ndarray, head_mask: np.ndarray, affine: np.ndarray,
                   atlas: HeadAtlas, params: Params) -> sitk.AffineTransform:
     """Affine (atlas points → scan points) aligning the scan's head with the atlas head."""
-    from pipeline.brainmask import foreground
-
     bm = params.prepare.brain_mask
     fixed = geometry.to_sitk(atlas.head, atlas.grids.head.affine)
     fixed_mask = geometry.to_sitk(foreground(atlas.head).astype(np.uint8),
@@ -139,8 +140,6 @@ def register_head(canon: np.ndarray, head_mask: np.ndarray, affine: np.ndarray,
 def extract_brain(canon: np.ndarray, head_mask: np.ndarray, affine: np.ndarray,
                   atlas: HeadAtlas, params: Params) -> np.ndarray:
     """Brain mask of a canonical scan with skull: the atlas probability warped back."""
-    from pipeline.brainmask import largest_component
-
     tx = register_head(canon, head_mask, affine, atlas, params)
     ref = geometry.to_sitk(np.zeros(canon.shape, np.uint8), affine)
     prob = geometry.to_sitk(atlas.brain_probability, atlas.grids.brain.affine)

@@ -25,9 +25,9 @@ import numpy as np
 from pipeline import paths
 from pipeline.config import Params, params_from_dict
 from pipeline.nifti import one_line
+from pipeline.paths import HEAD_ATLAS_FILE as ATLAS_FILE
 from pipeline.template import TEMPLATE_FILE, load_template, read_template, save_template
 
-ATLAS_FILE = "head_atlas.safetensors"  # = pipeline.headatlas.ATLAS_FILE (no SimpleITK import here)
 WEIGHTS = "weights.safetensors"
 MODEL_JSON = "model.json"
 CALIBRATION = "calibration.safetensors"

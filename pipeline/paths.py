@@ -55,6 +55,9 @@ def prepared_dir(root: Path | None = None) -> Path:
     return data_dir(root) / "prepared"
 
 
+HEAD_ATLAS_FILE = "head_atlas.safetensors"  # in data/prepared/ and in every model folder
+
+
 def prepare_cache_dir(root: Path | None = None) -> Path:
     """Per-scan results of ``prepare`` keyed by content (``VAE_ANOMALY_CACHE`` overrides)."""
     env = os.environ.get("VAE_ANOMALY_CACHE")

@@ -28,8 +28,8 @@ import numpy as np
 from pipeline.config import Params, params_from_dict
 from pipeline.nifti import load_mask, load_scan, one_line, write_json, write_nifti
 
-_CODE = ("bias", "brainmask", "geometry", "headatlas", "lesions", "nifti", "prepcase",
-         "preprocess", "qc", "registration", "template")
+_CODE = ("bias", "brainmask", "geometry", "headatlas", "lesions", "morphology", "nifti",
+         "prepcase", "preprocess", "qc", "registration", "template")
 _ENTRIES = "entries.json"
 
 

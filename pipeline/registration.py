@@ -58,7 +58,8 @@ def _method(params: RegistrationParams, iterations: int, seed: int
             ) -> sitk.ImageRegistrationMethod:
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(params.sampling_fraction, seed)
+    # SimpleITK takes a sampling seed of 0 to mean "from the wall clock": never pass 0
+    reg.SetMetricSamplingPercentage(params.sampling_fraction, seed % (2**31 - 1) or 1)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=params.learning_rate, minStep=params.min_step,

@@ -42,7 +42,16 @@ def test_bias_field_correction_flattens_a_smooth_field() -> None:
     assert same is biased and none == {}
 
 
-def test_registration_recovers_a_known_pose_and_size() -> None:
+@pytest.fixture
+def one_thread():
+    """SimpleITK's multi-threaded metric sums are not bitwise reproducible; one thread is."""
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    yield
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
+def test_registration_recovers_a_known_pose_and_size(one_thread) -> None:
     """The template brain, rotated, shrunk and shifted onto an oblique grid, comes back."""
     params = params_from_dict(load_raw())
     tpl = load_template(3.0, (56, 64, 56))
@@ -60,6 +69,7 @@ def test_registration_recovers_a_known_pose_and_size() -> None:
     native = geometry.resample(fixed, native_grid, truth.GetInverse())
     native_mask = geometry.resample(geometry.to_sitk(tpl.brain.astype(np.float32), tpl.affine),
                                     native_grid, truth.GetInverse()) > 0.5
+    # default seed 0: reproducible too (SimpleITK must not read it as "from the wall clock")
     tx = registration.register_affine(native, native_mask, fixed,
                                       geometry.to_sitk(tpl.brain.astype(np.uint8), tpl.affine),
                                       params.prepare.registration)
@@ -67,7 +77,7 @@ def test_registration_recovers_a_known_pose_and_size() -> None:
     lps = points * np.array([-1, -1, 1])
     errors = [np.linalg.norm(np.subtract(tx.TransformPoint(p), truth.TransformPoint(p)))
               for p in lps.tolist()]
-    assert float(np.median(errors)) < 1.5  # mm, on 2-3 mm voxels
+    assert float(np.median(errors)) < 1.5  # mm: half a template voxel
 
 
 def _bad_files(folder: Path) -> dict[str, str]:
