@@ -85,6 +85,11 @@ def read_template(path: Path) -> Template:
     a = load_file(str(path))
     tpl = Template(image=a["image"], brain=a["brain"] > 0, affine=a["affine"],
                    resolution_mm=float(a["resolution_mm"][0]))
+    return register(tpl)
+
+
+def register(tpl: Template) -> Template:
+    """Make ``tpl`` the one :func:`load_template` returns for its resolution and shape."""
     _CACHE[_key(tpl.resolution_mm, tpl.shape)] = tpl
     return tpl
 

@@ -35,10 +35,9 @@ _PARTS = ("train", "calibration", "test_healthy", "test_lesion")
 
 def _init_worker(template_arrays: dict[str, Any]) -> None:
     """Give each worker the template without rebuilding it from nilearn's files."""
-    from pipeline.template import _CACHE, Template, _key
+    from pipeline.template import Template, register
 
-    tpl = Template(**template_arrays)
-    _CACHE[_key(tpl.resolution_mm, tpl.shape)] = tpl
+    register(Template(**template_arrays))
 
 
 def _tasks(params: Params) -> list[dict[str, Any]]:
