@@ -33,7 +33,7 @@ def main() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     params = load_params()
     prepared = paths.prepared_dir(params.root)
-    atlas = headatlas.read(prepared / headatlas.ATLAS_FILE)
+    atlas = headatlas.read(prepared / paths.HEAD_ATLAS_FILE)
     split = json.loads((prepared / "split.json").read_text())
     cases = [c for part in ("calibration", "test_healthy") for c in split[part]]
     cases = cases[: args.limit] if args.limit else cases

@@ -45,8 +45,7 @@ def load_prepared(params: Params, case: dict[str, Any]
         record = ScanRecord.from_json(json.load(fh))
     native = load_scan(case["image"])
     affine = np.asarray(native.affine)
-    mask = (load_mask(case["mask"], native) if case["mask"]
-            else np.asarray(native.dataobj) > 0)
+    mask = load_mask(case["mask"], native)  # given, or the derived mask prepare saved
     canon = to_canonical(np.asarray(native.dataobj, np.float32), affine)[0]
     canon_mask = to_canonical(mask.astype(np.uint8), affine)[0] > 0
     prepared = PreparedScan(image=image, brain=brain, record=record, canonical_image=canon,

@@ -5,7 +5,7 @@
 brain-percentile units, on a coarse grid that reaches beyond the template crop) and a brain
 probability map. A scan that later arrives with skull and no mask is registered head-to-head
 to the atlas (Mattes MI, centre-of-mass start) and the probability map, warped back and
-thresholded, is its brain mask. The atlas travels with the model (``head_atlas.safetensors``).
+thresholded, is its brain mask. The atlas travels with the model (``paths.HEAD_ATLAS_FILE``).
 
 Example:
     >>> atlas = build(contributions, grids(template, params.prepare.brain_mask))  # doctest: +SKIP
@@ -25,10 +25,7 @@ import SimpleITK as sitk
 from pipeline import geometry, registration
 from pipeline.config import BrainMaskParams, Params
 from pipeline.morphology import foreground, largest_component
-from pipeline.paths import HEAD_ATLAS_FILE
 from pipeline.template import Template
-
-ATLAS_FILE = HEAD_ATLAS_FILE
 
 _PROBABILITY_LEVELS = 255  # the brain probability is stored as uint8 in 1/255 steps
 
@@ -132,8 +129,8 @@ def register_head(canon: np.ndarray, head_mask: np.ndarray, affine: np.ndarray,
     transform = sitk.AffineTransform(3)  # translation only: heads differ in neck coverage
     transform.SetCenter(start.GetCenter())
     transform.SetTranslation(start.GetTranslation())
-    registration.optimise_mi(fixed, moving, transform, bm.atlas_levels_mm, bm.atlas_iterations,
-                             params.prepare.registration, params.seed)
+    registration.optimise_mi(registration.Pyramid(fixed), moving, transform, bm.atlas_levels_mm,
+                             bm.atlas_iterations, params.prepare.registration, params.seed)
     return transform
 
 

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -24,8 +23,8 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.config import Params, params_from_dict
-from pipeline.nifti import one_line
-from pipeline.paths import HEAD_ATLAS_FILE as ATLAS_FILE
+from pipeline.nifti import one_line, sha256
+from pipeline.paths import HEAD_ATLAS_FILE
 from pipeline.template import TEMPLATE_FILE, load_template, read_template, save_template
 
 WEIGHTS = "weights.safetensors"
@@ -36,14 +35,6 @@ CALIBRATION_JSON = "calibration.json"
 
 class ModelError(Exception):
     """A model that cannot be found, verified or used; ``str()`` is one line."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -85,8 +76,9 @@ def build_vae(params: Params) -> Any:
                    image_shape=(shape[0], shape[1], shape[2]) if m.learn_mean_image else None)
 
 
-def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any]) -> None:
-    """Write weights and ``model.json`` into ``folder`` (atomically, file by file)."""
+def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any],
+               head_atlas: Path | None = None) -> None:
+    """Write weights, template, ``model.json`` (and a copy of ``head_atlas``) into ``folder``."""
     from safetensors.torch import save_file
 
     from pipeline.config import to_dict
@@ -99,11 +91,10 @@ def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any]) -> 
                   folder / TEMPLATE_FILE)
     body = {**meta, "params": to_dict(params), "weights_sha256": sha256(folder / WEIGHTS),
             "template_sha256": sha256(folder / TEMPLATE_FILE)}
-    atlas = paths.prepared_dir(params.root) / ATLAS_FILE
-    (folder / ATLAS_FILE).unlink(missing_ok=True)
-    if atlas.is_file():
-        shutil.copyfile(atlas, folder / ATLAS_FILE)
-        body["head_atlas_sha256"] = sha256(folder / ATLAS_FILE)
+    (folder / HEAD_ATLAS_FILE).unlink(missing_ok=True)
+    if head_atlas is not None:
+        shutil.copyfile(head_atlas, folder / HEAD_ATLAS_FILE)
+        body["head_atlas_sha256"] = sha256(folder / HEAD_ATLAS_FILE)
     write_json(folder / MODEL_JSON, body)
 
 
@@ -138,7 +129,7 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
     if meta.get("head_atlas_sha256"):
         from pipeline import headatlas
 
-        loaded.head_atlas = headatlas.read(_verified(folder / ATLAS_FILE,
+        loaded.head_atlas = headatlas.read(_verified(folder / HEAD_ATLAS_FILE,
                                                      meta["head_atlas_sha256"], uri_text,
                                                      "head atlas"))
     if (folder / CALIBRATION_JSON).is_file():
@@ -210,7 +201,7 @@ def copy_model(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
-    for name in (WEIGHTS, MODEL_JSON, TEMPLATE_FILE, ATLAS_FILE):
-        if name == ATLAS_FILE and not (src / name).is_file():
+    for name in (WEIGHTS, MODEL_JSON, TEMPLATE_FILE, HEAD_ATLAS_FILE):
+        if name == HEAD_ATLAS_FILE and not (src / name).is_file():
             continue
         shutil.copy2(src / name, dst / name)

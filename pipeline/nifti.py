@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +34,15 @@ MIN_SHAPE = 8
 
 class ScanError(Exception):
     """An input that cannot be processed; ``str()`` is a one-line reason."""
+
+
+def sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def stem(path: str | Path) -> str:

@@ -23,10 +23,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from pipeline.config import Params, params_from_dict
-from pipeline.nifti import load_mask, load_scan, one_line, write_json, write_nifti
+from pipeline.nifti import load_mask, load_scan, one_line, sha256, write_json, write_nifti
+from pipeline.preprocess import PreparedScan, native_brain, prepare_scan
 
 _CODE = ("bias", "brainmask", "geometry", "headatlas", "lesions", "morphology", "nifti",
          "prepcase", "preprocess", "qc", "registration", "template")
@@ -42,16 +44,6 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def _file_digest(path: str) -> str:
-    if not path:
-        return ""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(case: dict[str, Any], params: dict[str, Any]) -> str:
     """Key of a subject's prepared results (see the module docstring)."""
     relevant = {k: params[k] for k in ("seed", "template")}
@@ -60,7 +52,7 @@ def cache_key(case: dict[str, Any], params: dict[str, Any]) -> str:
     if case["split"] == "test":
         relevant["lesions"] = params["lesions"]
     try:
-        files = [_file_digest(case["image"]), _file_digest(case["mask"])]
+        files = [sha256(p) if p else "" for p in (case["image"], case["mask"])]
     except OSError:
         files = ["unreadable", case["image"], case["mask"]]  # the worker reports the error
     text = json.dumps([case["id"], case["split"], files, relevant, code_digest()],
@@ -68,20 +60,13 @@ def cache_key(case: dict[str, Any], params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _native_brain(prepared: Any) -> np.ndarray:
-    from pipeline.preprocess import from_canonical
-
-    return from_canonical(prepared.canonical_brain.astype(np.uint8),
-                          np.asarray(prepared.record.orientation)) > 0
-
-
 def _prepare_one(case: dict[str, Any], params: Params, work: Path, thumbs: dict[str, bytes],
-                 atlas_part: list[dict[str, np.ndarray]]) -> tuple[dict[str, Any], Any]:
-    """Prepare one scan into ``work``; return its entry and the in-memory result."""
+                 atlas_part: list[dict[str, np.ndarray]]
+                 ) -> tuple[dict[str, Any], PreparedScan, nib.Nifti1Image]:
+    """Prepare one scan into ``work``; return its entry, the result and the loaded scan."""
     from pipeline import geometry, headatlas, qc
     from pipeline.brainmask import is_skull_stripped
     from pipeline.nifti import voxel_spacing
-    from pipeline.preprocess import prepare_scan
     from pipeline.template import load_template
 
     img = load_scan(case["image"])
@@ -96,7 +81,7 @@ def _prepare_one(case: dict[str, Any], params: Params, work: Path, thumbs: dict[
              "registration_containment": rec.registration_containment,
              "registration_ok": rec.registration_ok, "bias_field": rec.bias_field}
     if rec.mask_source != "given":  # keep the derived mask for evaluation
-        write_nifti(work / f"{cid}_native_brain.nii.gz", _native_brain(prepared), img.affine,
+        write_nifti(work / f"{cid}_native_brain.nii.gz", native_brain(prepared), img.affine,
                     img.header, dtype=np.uint8)
         entry["mask"] = f"{cid}_native_brain.nii.gz"
     tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
@@ -109,17 +94,16 @@ def _prepare_one(case: dict[str, Any], params: Params, work: Path, thumbs: dict[
         atlas_part.append(headatlas.contribution(
             canon, brain, np.asarray(rec.canonical_affine),
             geometry.affine_transform_from_json(rec.transform), headatlas.grids(tpl, bm)))
-    return entry, prepared
+    return entry, prepared, img
 
 
-def _lesioned(case: dict[str, Any], native_brain: np.ndarray, params: Params, work: Path
-              ) -> dict[str, Any]:
-    """Write a copy of a test scan with synthetic lesions (and their mask) into ``work``."""
+def _lesioned(case: dict[str, Any], img: nib.Nifti1Image, brain: np.ndarray, params: Params,
+              work: Path) -> dict[str, Any]:
+    """Write a copy of a loaded test scan with synthetic lesions (and their mask) to ``work``."""
     from pipeline.lesions import insert_lesions
 
-    img = load_scan(case["image"])
     rng = np.random.default_rng([params.seed, zlib.crc32(case["subject"].encode())])
-    data, truth, lesions = insert_lesions(np.asarray(img.dataobj), img.affine, native_brain,
+    data, truth, lesions = insert_lesions(np.asarray(img.dataobj), img.affine, brain,
                                           params.lesions, rng)
     cid = f"{case['subject']}-lesion"
     write_nifti(work / f"{cid}_T1.nii.gz", data, img.affine, img.header)
@@ -134,14 +118,14 @@ def _compute(case: dict[str, Any], params: Params, work: Path) -> None:
     atlas_part: list[dict[str, np.ndarray]] = []
     entries: list[dict[str, Any]] = []
     try:
-        entry, prepared = _prepare_one(case, params, work, thumbs, atlas_part)
+        entry, prepared, img = _prepare_one(case, params, work, thumbs, atlas_part)
     except Exception as exc:  # one bad scan must not stop the cohort
         write_json(work / _ENTRIES, [{**case, "error": one_line(exc)}])
         return
     entries.append({**entry, "split": "test_healthy" if case["split"] == "test"
                     else case["split"]})
     if case["split"] == "test":
-        lesion_case = _lesioned(case, _native_brain(prepared), params, work)
+        lesion_case = _lesioned(case, img, native_brain(prepared), params, work)
         try:
             lesion_entry = _prepare_one(lesion_case, params, work, thumbs, atlas_part)[0]
             lesion_entry["image"] = f"{lesion_case['id']}_T1.nii.gz"

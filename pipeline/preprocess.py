@@ -92,6 +92,12 @@ def from_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(orientations.apply_orientation(data, back))
 
 
+def native_brain(prepared: PreparedScan) -> np.ndarray:
+    """The scan's brain mask on its own native grid."""
+    return from_canonical(prepared.canonical_brain.astype(np.uint8),
+                          np.asarray(prepared.record.orientation)) > 0
+
+
 def normalise(image: np.ndarray, brain: np.ndarray, params: NormaliseParams
               ) -> tuple[np.ndarray, float, float]:
     """Map the brain's lower/upper percentiles to 0/1, clip, and zero the background."""
@@ -133,13 +139,13 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
     t0 = time.perf_counter()
     tx, moving = registration.register_to_template(corrected, canon_mask, canon_affine, tpl,
                                                    params.prepare.registration, params.seed)
-    fixed = geometry.to_sitk(tpl.image, tpl.affine)
+    grid = registration.fixed_side(tpl).mask.image  # the template crop grid
     timings["registration"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    warped = geometry.from_sitk(geometry.resample(moving, fixed, tx))
+    warped = geometry.from_sitk(geometry.resample(moving, grid, tx))
     brain = geometry.from_sitk(geometry.resample(
-        geometry.to_sitk(canon_mask.astype(np.float32), canon_affine), fixed, tx)) > 0.5
+        geometry.to_sitk(canon_mask.astype(np.float32), canon_affine), grid, tx)) > 0.5
     if not brain.any():
         raise ScanError("registration moved the brain outside the template field of view")
     dice = registration.dice(brain, tpl.brain)

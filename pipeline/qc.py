@@ -64,15 +64,16 @@ def _bias(stats: Any) -> str:
     return f"{stats['log_bias_p1']:+.2f} / {stats['log_bias_p99']:+.2f}"
 
 
-def _sort_key(row: dict[str, Any]) -> float:
-    return -1.0 if row.get("dice") is None else float(row["dice"])
+def worst_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """QC rows by Dice, lowest first; scans that never got a Dice (errors) before all."""
+    return sorted(rows, key=lambda r: -1.0 if r.get("dice") is None else float(r["dice"]))
 
 
 def render_qc_html(summary: dict[str, Any], rows: list[dict[str, Any]],
                    thumbs: dict[str, bytes]) -> str:
     """The QC page: summary, per-scan table (worst Dice first), thumbnails in that order."""
     esc = html.escape
-    rows = sorted(rows, key=_sort_key)
+    rows = worst_first(rows)
     cells = []
     for r in rows:
         status = "ok" if r.get("ok") else "FAILED"

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -68,41 +69,87 @@ def _method(params: RegistrationParams, iterations: int, seed: int
     return reg
 
 
-def optimise_mi(fixed: sitk.Image, moving: sitk.Image, transform: sitk.AffineTransform,
+class Pyramid:
+    """An image and its :func:`pyramid_level` s, each computed once and then kept."""
+
+    def __init__(self, image: sitk.Image) -> None:
+        self.image = image
+        self._levels: dict[tuple[float, bool], sitk.Image] = {}
+
+    def level(self, level_mm: float, binary: bool = False) -> sitk.Image:
+        """The level at ``level_mm``; ``binary``: thresholded at 0.5 (for a mask)."""
+        key = (level_mm, binary)
+        if key not in self._levels:
+            img = pyramid_level(self.image, level_mm)
+            self._levels[key] = img > 0.5 if binary else img
+        return self._levels[key]
+
+
+@dataclass(frozen=True)
+class FixedSide:
+    """The template side of a registration: brain mask and masked T1, with their pyramids."""
+
+    mask: Pyramid
+    brain: Pyramid
+
+    @classmethod
+    def of(cls, image: sitk.Image, mask: sitk.Image) -> FixedSide:
+        brain = sitk.Mask(sitk.Cast(image, sitk.sitkFloat32), sitk.Cast(mask, sitk.sitkUInt8))
+        return cls(mask=Pyramid(mask), brain=Pyramid(brain))
+
+
+_SIDES: dict[int, tuple[Template, FixedSide]] = {}
+
+
+def fixed_side(template: Template) -> FixedSide:
+    """The template's :class:`FixedSide`, built once per template object (every scan reuses it)."""
+    held = _SIDES.get(id(template))
+    if held is None or held[0] is not template:
+        side = FixedSide.of(geometry.to_sitk(template.image, template.affine),
+                            geometry.to_sitk(template.brain.astype(np.uint8), template.affine))
+        held = _SIDES[id(template)] = (template, side)
+    return held[1]
+
+
+def optimise_mi(fixed: Pyramid, moving: sitk.Image, transform: sitk.AffineTransform,
                 levels_mm: Sequence[float], iterations: int, params: RegistrationParams,
-                seed: int = 0, fixed_mask: sitk.Image | None = None) -> None:
+                seed: int = 0, fixed_mask: Pyramid | None = None) -> None:
     """Refine ``transform`` in place by Mattes MI over a pyramid of ``levels_mm``."""
     for level in levels_mm:
         reg = _method(params, iterations, seed)
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=params.histogram_bins)
-        f = pyramid_level(fixed, level)
         if fixed_mask is not None:
-            reg.SetMetricFixedMask(pyramid_level(fixed_mask, level) > 0.5)
+            reg.SetMetricFixedMask(fixed_mask.level(level, binary=True))
         reg.SetInitialTransform(transform, inPlace=True)
-        reg.Execute(f, pyramid_level(moving, level))
+        reg.Execute(fixed.level(level), pyramid_level(moving, level))
 
 
 def register_affine(
     moving: sitk.Image,
     moving_mask: sitk.Image,
-    fixed: sitk.Image,
-    fixed_mask: sitk.Image,
+    fixed: sitk.Image | FixedSide,
+    fixed_mask: sitk.Image | None,
     params: RegistrationParams,
     seed: int = 0,
 ) -> sitk.AffineTransform:
-    """Return the affine transform mapping template (fixed) points to native (moving) points."""
-    transform = moments_start(fixed_mask, moving_mask)
+    """Return the affine transform mapping template (fixed) points to native (moving) points.
+
+    ``fixed`` is the template T1 with ``fixed_mask`` its brain mask, or a prepared
+    :class:`FixedSide` (then ``fixed_mask`` is ``None``).
+    """
+    if not isinstance(fixed, FixedSide):
+        assert fixed_mask is not None
+        fixed = FixedSide.of(fixed, fixed_mask)
+    transform = moments_start(fixed.mask.image, moving_mask)
     for level in params.outline_levels_mm:
         reg = _method(params, params.outline_iterations, seed)
         reg.SetMetricAsMeanSquares()
         reg.SetInitialTransform(transform, inPlace=True)
-        reg.Execute(pyramid_level(fixed_mask, level), pyramid_level(moving_mask, level))
+        reg.Execute(fixed.mask.level(level), pyramid_level(moving_mask, level))
     moving_brain = sitk.Mask(sitk.Cast(moving, sitk.sitkFloat32),
                              sitk.Cast(moving_mask, sitk.sitkUInt8))
-    fixed_brain = sitk.Mask(sitk.Cast(fixed, sitk.sitkFloat32),
-                            sitk.Cast(fixed_mask, sitk.sitkUInt8))
-    optimise_mi(fixed_brain, moving_brain, transform, params.anatomy_levels_mm,
-                params.anatomy_iterations, params, seed, fixed_mask=fixed_mask)
+    optimise_mi(fixed.brain, moving_brain, transform, params.anatomy_levels_mm,
+                params.anatomy_iterations, params, seed, fixed_mask=fixed.mask)
     return transform
 
 
@@ -116,9 +163,7 @@ def register_to_template(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
     """
     moving = geometry.to_sitk(data.astype(np.float32, copy=False), affine)
     moving_mask = geometry.to_sitk(mask.astype(np.uint8), affine)
-    fixed = geometry.to_sitk(template.image, template.affine)
-    fixed_mask = geometry.to_sitk(template.brain.astype(np.uint8), template.affine)
-    return register_affine(moving, moving_mask, fixed, fixed_mask, params, seed), moving
+    return register_affine(moving, moving_mask, fixed_side(template), None, params, seed), moving
 
 
 def containment(inner: np.ndarray, outer: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from scipy import ndimage
 from pipeline.config import ScoringParams
 from pipeline.modelio import Calibration, LoadedModel
 from pipeline.nifti import voxel_volume_mm3
-from pipeline.preprocess import PreparedScan, from_canonical, to_native
+from pipeline.preprocess import PreparedScan, native_brain, to_native
 
 
 @dataclass
@@ -136,9 +136,3 @@ def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:
                       reconstruction=rec_native.astype(np.float32),
                       scan_score=scan_score(zmap, maps.region, sp.scan_top_voxels),
                       voxel_threshold=calib.voxel_threshold, scan_threshold=calib.scan_threshold)
-
-
-def native_brain(prepared: PreparedScan) -> np.ndarray:
-    """The scan's brain mask on its own native grid."""
-    return from_canonical(prepared.canonical_brain.astype(np.uint8),
-                          np.asarray(prepared.record.orientation)) > 0

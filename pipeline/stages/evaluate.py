@@ -22,7 +22,8 @@ from pipeline.dataset import load_prepared
 from pipeline.modelio import load_model
 from pipeline.nifti import atomic_write, load_mask, stem, write_json
 from pipeline.outputs import summary, write_outputs
-from pipeline.scoring import native_brain, score_prepared
+from pipeline.preprocess import native_brain
+from pipeline.scoring import score_prepared
 from pipeline.stages.prepare import load_manifest
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from pipeline.cohort import list_subjects, split_subjects
 from pipeline.config import Params, to_dict
 from pipeline.nifti import write_json
 from pipeline.prepcase import run_task
-from pipeline.qc import write_qc_html
+from pipeline.qc import worst_first, write_qc_html
 from pipeline.template import load_template
 
 log = logging.getLogger(__name__)
@@ -69,25 +69,24 @@ def _run_all(tasks: list[dict[str, Any]], params: Params, out: Path) -> list[dic
     return results
 
 
-def _qc(results: list[dict[str, Any]], entries: list[dict[str, Any]], params: Params,
-        seconds: float) -> dict[str, Any]:
+def _qc(results: list[dict[str, Any]], entries: list[dict[str, Any]], n_failed: int,
+        params: Params, seconds: float) -> dict[str, Any]:
     dices = [e["registration_dice"] for e in entries if "registration_dice" in e]
-    failed = [e for e in entries if "error" in e or not e["registration_ok"]]
     reg = params.prepare.registration
     summary = {
-        "n_scans": len(entries), "n_failed": len(failed),
+        "n_scans": len(entries), "n_failed": n_failed,
         "n_cached": sum(1 for r in results if r["cached"]),
         "registration_dice_median": round(float(np.median(dices)), 4) if dices else None,
         "registration_dice_min": round(float(np.min(dices)), 4) if dices else None,
         "min_dice": reg.min_dice, "min_containment": reg.min_containment,
         "seconds": round(seconds, 1), "workers": params.prepare.workers,
     }
-    rows = [{"id": e["id"], "split": e.get("split", ""), "dice": e.get("registration_dice"),
-             "containment": e.get("registration_containment"),
-             "mask_source": e.get("mask_source", ""), "bias_field": e.get("bias_field", ""),
-             "ok": "error" not in e and bool(e.get("registration_ok")),
-             "error": e.get("error", "")} for e in entries]
-    rows.sort(key=lambda r: -1.0 if r["dice"] is None else r["dice"])
+    rows = worst_first([
+        {"id": e["id"], "split": e.get("split", ""), "dice": e.get("registration_dice"),
+         "containment": e.get("registration_containment"),
+         "mask_source": e.get("mask_source", ""), "bias_field": e.get("bias_field", ""),
+         "ok": "error" not in e and bool(e.get("registration_ok")),
+         "error": e.get("error", "")} for e in entries])
     reports = paths.reports_dir(params.root)
     write_json(reports / "prepare_qc.json", {**summary, "scans": rows})
     thumbs = {k: v for r in results for k, v in r["thumbs"].items()}
@@ -96,7 +95,7 @@ def _qc(results: list[dict[str, Any]], entries: list[dict[str, Any]], params: Pa
 
 
 def _build_atlas(results: list[dict[str, Any]], params: Params, out: Path) -> int:
-    target = out / headatlas.ATLAS_FILE
+    target = out / paths.HEAD_ATLAS_FILE
     parts = [r["atlas"] for r in results if r["atlas"] is not None]
     if len(parts) < params.prepare.brain_mask.atlas_min_scans:
         target.unlink(missing_ok=True)
@@ -127,7 +126,7 @@ def run(params: Params) -> dict[str, Any]:
                            "reason": e.get("error") or "registration failed QC"} for e in failed]
     manifest["head_atlas_scans"] = _build_atlas(results, params, out)
     write_json(out / "split.json", manifest)
-    qc = _qc(results, entries, params, time.perf_counter() - t0)
+    qc = _qc(results, entries, len(failed), params, time.perf_counter() - t0)
     log.info("prepared %d scans (%d failed, %d from cache) in %.1f s, median registration "
              "Dice %.3f", len(ok), len(failed), qc["n_cached"], qc["seconds"],
              qc["registration_dice_median"] or float("nan"))

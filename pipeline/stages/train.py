@@ -81,7 +81,8 @@ def run(params: Params) -> None:
                            "registered_model": params.mlflow.registered_model},
                 "val_negative_elbo_nats": final.val_negative_elbo, "best_epoch": final.epoch,
                 "epochs_run": len(history)}
-        save_model(folder, vae, params, meta)
+        atlas = paths.prepared_dir(params.root) / paths.HEAD_ATLAS_FILE
+        save_model(folder, vae, params, meta, atlas if atlas.is_file() else None)
         write_json(folder / "history.json", [asdict(h) for h in history])
         mlflow.log_artifacts(str(folder), artifact_path=tracking.MODEL_ARTIFACT)
         description = (f"3D conv VAE trained on {info['n_train']} healthy {info['modality']} "
