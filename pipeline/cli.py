@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=f"run the {name} stage (as dvc.yaml does)")
         sp.add_argument("--params", type=Path, default=None,
                         help="parameter file (default: configs/params.yaml of the project)")
+        if name == "train":
+            sp.add_argument("--resume", action="store_true",
+                            help="continue from the newest checkpoint of a run with the same "
+                                 "parameters, data and code (else start from the beginning)")
     sc = sub.add_parser("score", help="score native-space NIfTI scans")
     sc.add_argument("scans", nargs="+", type=Path, help="NIfTI scans (.nii or .nii.gz)")
     sc.add_argument("--out", type=Path, required=True, help="output folder")
@@ -37,14 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _stage(name: str, params_path: Path | None) -> int:
+def _stage(args: argparse.Namespace) -> int:
     import importlib
 
     from pipeline.config import load_params
 
-    params = load_params(params_path)
-    module = importlib.import_module(f"pipeline.stages.{name}")
-    module.run(params)
+    params = load_params(args.params)
+    module = importlib.import_module(f"pipeline.stages.{args.command}")
+    if args.command == "train":
+        module.run(params, resume=args.resume)
+    else:
+        module.run(params)
     return 0
 
 
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return score_command(args)
     else:
         def run() -> int:
-            return _stage(args.command, args.params)
+            return _stage(args)
     try:
         return run()
     except UsageError as exc:

@@ -15,13 +15,32 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipeline import paths
+from pipeline.schema import (
+    AugmentParams,
+    BiasFieldParams,
+    BrainMaskParams,
+    DemoParams,
+    LesionParams,
+    ModelParams,
+    NormaliseParams,
+    Params,
+    RegistrationParams,
+    ScoringParams,
+    TrainParams,
+)
+
+__all__ = [  # the schema classes are re-exported: `from pipeline.config import Params` works
+    "AugmentParams", "BiasFieldParams", "BrainMaskParams", "ConfigError", "DemoParams",
+    "LesionParams", "ModelParams", "NormaliseParams", "Params", "RegistrationParams",
+    "ScoringParams", "TrainParams", "UsageError", "deep_merge", "flatten", "load_params",
+    "load_raw", "params_from_dict", "to_dict", "with_legacy_defaults",
+]
 
 
 class UsageError(ValueError):
@@ -30,190 +49,6 @@ class UsageError(ValueError):
 
 class ConfigError(UsageError):
     """A parameter file that cannot be turned into valid parameters."""
-
-
-@dataclass(frozen=True)
-class CohortParams:
-    name: str
-    modality: str
-    folder: str
-    image_pattern: str
-    mask_pattern: str
-    max_subjects: int
-
-
-@dataclass(frozen=True)
-class DemoParams:
-    n_subjects: int
-    deformation_mm: float
-    deformation_control_points: int
-    rotation_deg: float
-    translation_mm: float
-    scale_range: list[float]
-    spacing_mm_range: list[float]
-    bias_field_strength: float
-    noise_fraction: float
-    gamma_range: list[float]
-
-
-@dataclass(frozen=True)
-class SplitParams:
-    calibration_fraction: float
-    test_fraction: float
-
-
-@dataclass(frozen=True)
-class LesionParams:
-    per_scan: list[int]
-    diameter_mm: list[float]
-    hypo_fraction: float
-    contrast_range: list[float]
-    border_mm: float
-    irregularity: float
-
-
-@dataclass(frozen=True)
-class TemplateParams:
-    resolution_mm: float
-    crop_shape: list[int]
-
-
-@dataclass(frozen=True)
-class RegistrationParams:
-    outline_levels_mm: list[float]
-    outline_iterations: int
-    anatomy_levels_mm: list[float]
-    anatomy_iterations: int
-    histogram_bins: int
-    sampling_fraction: float
-    learning_rate: float
-    min_step: float
-    relaxation: float
-    min_dice: float
-    min_containment: float
-
-
-@dataclass(frozen=True)
-class BiasFieldParams:
-    enabled: bool
-    fit_spacing_mm: float
-    levels: int
-    iterations: int
-    control_points: int
-    convergence: float
-
-
-@dataclass(frozen=True)
-class BrainMaskParams:
-    stripped_max_volume_ml: float
-    atlas_spacing_mm: float
-    atlas_margin_mm: float
-    atlas_levels_mm: list[float]
-    atlas_iterations: int
-    atlas_min_scans: int
-    atlas_probability: float
-    skull_erosion_mm: float
-    refine_dilation_mm: float
-
-
-@dataclass(frozen=True)
-class NormaliseParams:
-    lower_percentile: float
-    upper_percentile: float
-    clip: list[float]
-
-
-@dataclass(frozen=True)
-class PrepareParams:
-    workers: int
-    cache: bool
-    qc_thumbnail_scale: int
-    bias_field: BiasFieldParams
-    registration: RegistrationParams
-    brain_mask: BrainMaskParams
-    normalise: NormaliseParams
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    channels: list[int]
-    latent_channels: int
-    norm: str
-    recon_sigma: float
-    learn_mean_image: bool
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-    beta: float
-    kl_warmup_epochs: int
-    device: str
-    amp: bool
-    checkpoint_every: int
-    augment_flip: bool
-    augment_intensity: float
-    threads: int
-
-
-@dataclass(frozen=True)
-class ScoringParams:
-    smoothing_sigma_vox: float
-    std_smoothing_sigma_vox: float
-    std_floor_fraction: float
-    erode_brain_vox: int
-    min_component_voxels: int
-    scan_top_voxels: int
-
-
-@dataclass(frozen=True)
-class CalibrateParams:
-    voxel_fpr: float
-    scan_fpr: float
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    n_thresholds: int
-    curve_points: int
-
-
-@dataclass(frozen=True)
-class MlflowParams:
-    experiment: str
-    registered_model: str
-
-
-@dataclass(frozen=True)
-class ReportParams:
-    montage_slices: int
-    max_cases: int
-
-
-@dataclass(frozen=True)
-class Params:
-    preset: str
-    seed: int
-    cohort: CohortParams
-    demo: DemoParams
-    split: SplitParams
-    lesions: LesionParams
-    template: TemplateParams
-    prepare: PrepareParams
-    model: ModelParams
-    train: TrainParams
-    scoring: ScoringParams
-    calibrate: CalibrateParams
-    evaluate: EvaluateParams
-    mlflow: MlflowParams
-    report: ReportParams
-    root: Path = field(default=Path("."), compare=False)
-
-    def cohort_folder(self) -> Path:
-        return paths.resolve(self.cohort.folder, self.root)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -262,18 +97,44 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+_CHOICES = {  # dotted key -> accepted values
+    "model.norm": {"instance", "batch", "group", "none"},
+    "model.latent": {"spatial", "dense"},
+    "model.likelihood": {"gaussian", "gaussian_learned", "laplace"},
+    "train.device": {"auto", "cpu", "cuda"},
+    "train.lr_schedule": {"cosine", "constant"},
+    "train.kl_schedule": {"linear", "cyclical", "constant"},
+}
+
+
+def _get(p: Params, dotted: str) -> Any:
+    value: Any = p
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def _validate(p: Params) -> None:
-    depth = 2 ** len(p.model.channels)
+    for key, allowed in _CHOICES.items():
+        if _get(p, key) not in allowed:
+            raise ConfigError(f"{key} must be one of {sorted(allowed)}, got {_get(p, key)!r}")
+    m, t = p.model, p.train
+    if len(m.strides) != len(m.channels) or any(s not in (1, 2) for s in m.strides):
+        raise ConfigError(f"model.strides {m.strides} needs one stride (1 or 2) per entry of "
+                          f"model.channels {m.channels}")
+    depth = 2 ** sum(s == 2 for s in m.strides)
     if len(p.template.crop_shape) != 3 or any(s % depth for s in p.template.crop_shape):
         raise ConfigError(f"template.crop_shape must be 3 sizes divisible by {depth}")
+    if m.recon_sigma <= 0 or m.min_sigma <= 0 or m.latent_channels < 1 or m.latent_dim < 1:
+        raise ConfigError("model.recon_sigma, min_sigma, latent_channels, latent_dim must be > 0")
+    if t.epochs < 1 or t.batch_size < 1 or t.checkpoint_every < 1 or t.iwae_every < 1:
+        raise ConfigError("train.epochs, batch_size, checkpoint_every, iwae_every must be >= 1")
+    if t.free_bits < 0 or t.iwae_samples < 0 or not 0 <= t.gpu_cache_fraction <= 1:
+        raise ConfigError("train.free_bits, iwae_samples >= 0; gpu_cache_fraction in [0, 1]")
     if not 0 < p.calibrate.voxel_fpr < 1 or not 0 < p.calibrate.scan_fpr < 1:
         raise ConfigError("calibrate.voxel_fpr and scan_fpr must lie in (0, 1)")
     if p.split.calibration_fraction + p.split.test_fraction >= 1:
         raise ConfigError("split fractions must leave scans for training")
-    if p.model.norm not in {"instance", "batch", "group", "none"}:
-        raise ConfigError("model.norm must be instance, batch, group or none")
-    if p.train.device not in {"auto", "cpu", "cuda"}:
-        raise ConfigError("train.device must be auto, cpu or cuda")
     reg = p.prepare.registration
     if not (reg.outline_levels_mm and reg.anatomy_levels_mm
             and p.prepare.brain_mask.atlas_levels_mm):
@@ -285,6 +146,35 @@ def _validate(p: Params) -> None:
         raise ConfigError("prepare.bias_field needs levels >= 1 and fit_spacing_mm > 0")
     if p.cohort.image_pattern.count("*") != 1:
         raise ConfigError("cohort.image_pattern must contain exactly one '*' (the subject id)")
+
+
+# Keys added after model folders of format 1 were written, with the values that reproduce
+# how those models were built and trained, so older model folders stay loadable.
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "model": {"residual_units": 0, "latent": "spatial", "latent_dim": 1,
+              "likelihood": "gaussian", "min_sigma": 0.01},
+    "train": {"lr_schedule": "cosine", "grad_clip_norm": 0.0, "kl_schedule": "linear",
+              "kl_cycle_epochs": 1, "free_bits": 0.0, "early_stopping_patience": 0,
+              "early_stopping_min_delta": 0.0, "iwae_samples": 0, "iwae_every": 1,
+              "channels_last": False, "compile": False, "gpu_cache_fraction": 0.0,
+              "augment": {"rotation_deg": 0.0, "translation_vox": 0.0, "scale": 0.0,
+                          "intensity_shift": 0.0, "gamma": 0.0, "bias_field": 0.0}},
+}
+_LEGACY_RENAMED = {"augment_flip": "flip", "augment_intensity": "intensity_scale"}
+
+
+def with_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Parameters stored by an older model folder, completed to the current schema."""
+    data = deep_merge(LEGACY_DEFAULTS, data)
+    train = dict(data["train"])
+    for old, new in _LEGACY_RENAMED.items():
+        if old in train:
+            train["augment"] = {**train["augment"], new: train.pop(old)}
+    data["train"] = train
+    model = data["model"]
+    if "strides" not in model:
+        data["model"] = {**model, "strides": [2] * len(model.get("channels", []))}
+    return data
 
 
 def params_from_dict(data: dict[str, Any], root: Path | None = None) -> Params:

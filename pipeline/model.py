@@ -1,10 +1,13 @@
-"""A 3D convolutional VAE with a spatial (fully convolutional) latent, and its ELBO.
+"""A configurable 3D convolutional VAE: spatial or dense latent, three decoder likelihoods.
 
-The encoder halves the resolution at each of ``channels`` stages; a 1×1×1 convolution gives
-the posterior mean and log-variance per latent channel and position; the decoder mirrors the
-encoder with transposed convolutions and adds a learnable voxel-wise mean image. The decoder
-is a Gaussian with fixed standard deviation ``recon_sigma``, so the loss is the negative ELBO
-in nats (per volume) when ``beta = 1``.
+The encoder has one stage per entry of ``channels`` (stride 2 halves the resolution, stride 1
+keeps it), each optionally followed by MONAI ``ResidualUnit`` blocks. The latent is either
+*spatial* (a 1×1×1 convolution gives the posterior mean and log-variance per channel and
+position: fully convolutional, keeps anatomical detail) or *dense* (a vector of
+``latent_dim`` units, as in MONAI's ``VarAutoEncoder``). The decoder mirrors the encoder and
+adds an optional learnable voxel-wise mean image. Its output parameterises p(x|z), see
+:mod:`pipeline.objective`: the mean (location) and, for ``gaussian_learned``, a voxel-wise
+standard deviation.
 
 Example:
     >>> import torch
@@ -12,6 +15,9 @@ Example:
     >>> out = vae(torch.zeros(2, 1, 16, 16, 16))
     >>> tuple(out.reconstruction.shape), tuple(out.mu.shape)
     ((2, 1, 16, 16, 16), (2, 4, 4, 4, 4))
+    >>> dense = ConvVAE([8, 16], latent="dense", latent_dim=32, image_shape=(16, 16, 16))
+    >>> tuple(dense(torch.zeros(2, 1, 16, 16, 16)).mu.shape)
+    (2, 32)
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _GROUPS = 8  # group normalisation groups (when norm == "group")
 _NEG_SLOPE = 0.2
 _LOGVAR_RANGE = (-12.0, 8.0)  # keeps exp(logvar) finite in half precision
+_ACT = ("leakyrelu", {"negative_slope": _NEG_SLOPE})
 
 
 def _norm(kind: str, ch: int) -> nn.Module:
@@ -37,64 +45,111 @@ def _norm(kind: str, ch: int) -> nn.Module:
     return nn.Identity()
 
 
-def _down(cin: int, cout: int, norm: str) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, 4, stride=2, padding=1), _norm(norm, cout), nn.LeakyReLU(_NEG_SLOPE),
-        nn.Conv3d(cout, cout, 3, padding=1), _norm(norm, cout), nn.LeakyReLU(_NEG_SLOPE),
-    )
+def _monai_norm(kind: str, ch: int) -> tuple[str, dict[str, object]] | None:
+    options: dict[str, tuple[str, dict[str, object]]] = {
+        "instance": ("instance", {"affine": True}), "batch": ("batch", {}),
+        "group": ("group", {"num_groups": min(_GROUPS, ch)})}
+    return options.get(kind)
 
 
-def _up(cin: int, cout: int, norm: str) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ConvTranspose3d(cin, cout, 4, stride=2, padding=1), _norm(norm, cout),
-        nn.LeakyReLU(_NEG_SLOPE),
-        nn.Conv3d(cout, cout, 3, padding=1), _norm(norm, cout), nn.LeakyReLU(_NEG_SLOPE),
-    )
+def _stage(cin: int, cout: int, stride: int, norm: str, residual_units: int, up: bool
+           ) -> nn.Sequential:
+    """One encoder (``up=False``) or decoder stage: resample, convolve, residual units."""
+    from monai.networks.blocks import ResidualUnit
+
+    if stride == 2:
+        conv_t = nn.ConvTranspose3d if up else nn.Conv3d
+        first: nn.Module = conv_t(cin, cout, 4, stride=2, padding=1)
+    else:
+        first = nn.Conv3d(cin, cout, 3, padding=1)
+    layers: list[nn.Module] = [
+        first, _norm(norm, cout), nn.LeakyReLU(_NEG_SLOPE),
+        nn.Conv3d(cout, cout, 3, padding=1), _norm(norm, cout), nn.LeakyReLU(_NEG_SLOPE)]
+    layers += [ResidualUnit(3, cout, cout, subunits=2, act=_ACT, norm=_monai_norm(norm, cout))
+               for _ in range(residual_units)]
+    return nn.Sequential(*layers)
 
 
 @dataclass
 class VAEOutput:
-    reconstruction: torch.Tensor
+    reconstruction: torch.Tensor       # decoder mean (location) on the input's grid
     mu: torch.Tensor
     logvar: torch.Tensor
     z: torch.Tensor
+    sigma: torch.Tensor | None = None  # voxel-wise std (gaussian_learned only)
 
 
 class ConvVAE(nn.Module):
-    """3D convolutional VAE with a spatial latent of ``latent_channels`` channels."""
+    """3D convolutional VAE; see the module docstring for the options."""
 
-    def __init__(self, channels: list[int], latent_channels: int, norm: str = "instance",
-                 in_channels: int = 1, image_shape: tuple[int, int, int] | None = None) -> None:
+    def __init__(self, channels: list[int], latent_channels: int = 8, norm: str = "instance",
+                 in_channels: int = 1, image_shape: tuple[int, int, int] | None = None, *,
+                 strides: list[int] | None = None, residual_units: int = 0,
+                 latent: str = "spatial", latent_dim: int = 128, mean_image: bool = False,
+                 learned_sigma: bool = False, init_sigma: float = 0.1, min_sigma: float = 0.01
+                 ) -> None:
         super().__init__()
+        strides = list(strides) if strides is not None else [2] * len(channels)
+        if len(strides) != len(channels):
+            raise ValueError("one stride per encoder stage")
+        if (latent == "dense" or mean_image) and image_shape is None:
+            raise ValueError("a dense latent or a mean image needs image_shape")
         # Optional learnable voxel-wise mean image: the decoder models each subject's deviation
         # from it, which a small network learns far faster than the whole anatomy.
         self.mean_image = (nn.Parameter(torch.zeros(1, in_channels, *image_shape))
-                           if image_shape is not None else None)
-        enc: list[nn.Module] = []
-        cin = in_channels
-        for ch in channels:
-            enc.append(_down(cin, ch, norm))
-            cin = ch
-        self.encoder = nn.Sequential(*enc)
-        self.to_posterior = nn.Conv3d(cin, 2 * latent_channels, 1)
-        self.from_latent = nn.Sequential(nn.Conv3d(latent_channels, cin, 1),
-                                         nn.LeakyReLU(_NEG_SLOPE))
-        dec: list[nn.Module] = []
-        for ch in [*reversed(channels[:-1]), channels[0]]:
-            dec.append(_up(cin, ch, norm))
-            cin = ch
-        self.decoder = nn.Sequential(*dec)
-        self.head = nn.Conv3d(cin, in_channels, 3, padding=1)
-        self.latent_channels = latent_channels
+                           if mean_image and image_shape is not None else None)
+        self.encoder = nn.Sequential(*[
+            _stage(cin, cout, s, norm, residual_units, up=False)
+            for cin, cout, s in zip([in_channels, *channels[:-1]], channels, strides,
+                                    strict=True)])
+        top = channels[-1]
+        self.latent, self.latent_channels, self.latent_dim = latent, latent_channels, latent_dim
+        if latent == "dense":
+            factor = 2 ** sum(s == 2 for s in strides)
+            assert image_shape is not None
+            self.feature_shape = tuple(n // factor for n in image_shape)
+            n_features = top * math.prod(self.feature_shape)
+            self.to_posterior: nn.Module = nn.Linear(n_features, 2 * latent_dim)
+            self.from_latent: nn.Module = nn.Sequential(nn.Linear(latent_dim, n_features),
+                                                        nn.LeakyReLU(_NEG_SLOPE))
+        else:
+            self.to_posterior = nn.Conv3d(top, 2 * latent_channels, 1)
+            self.from_latent = nn.Sequential(nn.Conv3d(latent_channels, top, 1),
+                                             nn.LeakyReLU(_NEG_SLOPE))
+        outs = [*reversed(channels[:-1]), channels[0]]
+        self.decoder = nn.Sequential(*[
+            _stage(cin, cout, s, norm, residual_units, up=True)
+            for cin, cout, s in zip([top, *outs[:-1]], outs, reversed(strides), strict=True)])
+        self.learned_sigma = learned_sigma
+        self.min_sigma = min_sigma
+        self.head = nn.Conv3d(channels[0], in_channels * (2 if learned_sigma else 1), 3,
+                              padding=1)
+        # softplus(raw + offset) + min_sigma starts at init_sigma for raw = 0
+        self.sigma_offset = math.log(math.expm1(max(init_sigma - min_sigma, 1e-6)))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.to_posterior(self.encoder(x))
-        mu, logvar = h.chunk(2, dim=1)
+        h = self.encoder(x)
+        if self.latent == "dense":
+            h = h.flatten(1)
+        mu, logvar = self.to_posterior(h).chunk(2, dim=1)
         return mu, logvar.clamp(*_LOGVAR_RANGE)
 
+    def decode_params(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decoder mean and (``gaussian_learned``) voxel-wise std for latents ``z``."""
+        h = self.from_latent(z)
+        if self.latent == "dense":
+            h = h.view(z.shape[0], -1, *self.feature_shape)
+        out = self.head(self.decoder(h))
+        sigma = None
+        if self.learned_sigma:
+            out, raw = out.chunk(2, dim=1)
+            sigma = F.softplus(raw.float() + self.sigma_offset) + self.min_sigma
+        if self.mean_image is not None:
+            out = out + self.mean_image
+        return out, sigma
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.decoder(self.from_latent(z)))
-        return out if self.mean_image is None else out + self.mean_image
+        return self.decode_params(z)[0]
 
     @torch.no_grad()
     def init_mean_image(self, images: torch.Tensor) -> None:
@@ -107,33 +162,5 @@ class ConvVAE(nn.Module):
         mu, logvar = self.encode(x)
         draw = self.training if sample is None else sample
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if draw else mu
-        return VAEOutput(self.decode(z), mu, logvar, z)
-
-
-def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Per-voxel negative log-likelihood (nats) under N(mean, sigma²)."""
-    return 0.5 * ((x - mean) / sigma) ** 2 + math.log(sigma) + 0.5 * math.log(2 * math.pi)
-
-
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Per-latent-unit KL(q(z|x) || N(0, I)) in nats."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
-
-
-@dataclass
-class ELBOTerms:
-    loss: torch.Tensor           # what is minimised: recon + beta * kl (per volume, mean)
-    reconstruction: torch.Tensor  # nats per volume
-    kl: torch.Tensor              # nats per volume
-
-    @property
-    def negative_elbo(self) -> torch.Tensor:
-        return self.reconstruction + self.kl
-
-
-def elbo(out: VAEOutput, x: torch.Tensor, sigma: float, beta: float) -> ELBOTerms:
-    """Batch-mean ELBO terms of ``out`` for inputs ``x``."""
-    batch = x.shape[0]
-    rec = gaussian_nll(x.float(), out.reconstruction.float(), sigma).reshape(batch, -1).sum(1)
-    kl = kl_divergence(out.mu.float(), out.logvar.float()).reshape(batch, -1).sum(1)
-    return ELBOTerms(loss=(rec + beta * kl).mean(), reconstruction=rec.mean(), kl=kl.mean())
+        rec, sigma = self.decode_params(z)
+        return VAEOutput(rec, mu, logvar, z, sigma)

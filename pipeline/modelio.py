@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import paths
-from pipeline.config import Params, params_from_dict
+from pipeline.config import Params, params_from_dict, with_legacy_defaults
 from pipeline.nifti import one_line, sha256
 from pipeline.paths import HEAD_ATLAS_FILE
 from pipeline.template import TEMPLATE_FILE, load_template, read_template, save_template
@@ -73,7 +73,11 @@ def build_vae(params: Params) -> Any:
     m = params.model
     shape = params.template.crop_shape
     return ConvVAE(list(m.channels), m.latent_channels, m.norm,
-                   image_shape=(shape[0], shape[1], shape[2]) if m.learn_mean_image else None)
+                   image_shape=(shape[0], shape[1], shape[2]), strides=list(m.strides),
+                   residual_units=m.residual_units, latent=m.latent, latent_dim=m.latent_dim,
+                   mean_image=m.learn_mean_image,
+                   learned_sigma=m.likelihood == "gaussian_learned", init_sigma=m.recon_sigma,
+                   min_sigma=m.min_sigma)
 
 
 def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any],
@@ -114,8 +118,9 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
     folder, uri_text = resolve(uri, params)
     try:
         meta = json.loads((folder / MODEL_JSON).read_text())
-        stored = params_from_dict(meta["params"], root=paths.project_root())
-    except (OSError, ValueError, KeyError) as exc:
+        stored = params_from_dict(with_legacy_defaults(meta["params"]),
+                                  root=paths.project_root())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{uri_text}: not a vae-anomaly model folder ({exc})") from exc
     weights = _verified(folder / WEIGHTS, meta.get("weights_sha256"), uri_text, "weights")
     read_template(_verified(folder / TEMPLATE_FILE, meta.get("template_sha256"), uri_text,

@@ -1,24 +1,41 @@
-"""The VAE training loop: in-memory data, AMP on GPU, KL warm-up, checkpoints.
+"""The VAE training loop: cached cohort, AMP, KL schedule, early stopping, checkpoints, DDP.
+
+One function, :func:`fit`, trains on template-space volumes held in memory (on the GPU when
+they fit). It runs the same in one process and under ``torchrun`` (DistributedDataParallel:
+every rank sees the same seeded permutation and takes its share), resumes from a
+:class:`~pipeline.checkpoint.Checkpoint` exactly where the killed run stopped, and returns
+the weights of the best validation ELBO.
 
 Example:
-    >>> history = fit(vae, train_images, val_images, params, on_epoch=print)   # doctest: +SKIP
+    >>> result = fit(vae, train_images, val_images, params, on_epoch=print)   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
+from pipeline import checkpoint as ckpt_io
+from pipeline import distributed as dist
+from pipeline.augment import augment
 from pipeline.config import Params
-from pipeline.model import ConvVAE, elbo
+from pipeline.model import ConvVAE
+from pipeline.objective import Likelihood, elbo_terms
+from pipeline.runtime import autocast, cache_on_device, pick_device, seed_everything
+from pipeline.validation import Validation, validate
 
 log = logging.getLogger(__name__)
+
+ACTIVE_NATS_PER_UNIT = 0.01  # a latent channel carrying more KL per unit counts as active
+
+__all__ = ["EpochStats", "FitResult", "best_epoch", "fit", "pick_device", "seed_everything"]
 
 
 @dataclass
@@ -30,125 +47,33 @@ class EpochStats:
     val_negative_elbo: float
     val_reconstruction: float
     val_kl: float
+    val_iwae_nll: float | None
     beta: float
+    learning_rate: float
     seconds: float
     volumes_per_s: float
+    skipped_steps: int
+    active_channels: int
+    gpu_peak_mem_gb: float | None
+    kl_channels: list[float] = field(default_factory=list)
 
 
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+@dataclass
+class FitResult:
+    history: list[EpochStats]
+    best_epoch: int
+    best_val_negative_elbo: float
+    stopped_early: bool
+    resumed_from: int  # epoch of the checkpoint the run continued from; 0 = fresh
 
 
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def _augment(x: torch.Tensor, params: Params, gen: torch.Generator) -> torch.Tensor:
+def kl_weight(epoch: int, params: Params) -> float:
+    """β at ``epoch`` (1-based) under the configured KL schedule."""
     tp = params.train
-    if tp.augment_flip:
-        flip = torch.rand(x.shape[0], generator=gen) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1, 1).to(x.device), x.flip(2), x)
-    if tp.augment_intensity > 0:
-        scale = 1.0 + (torch.rand(x.shape[0], generator=gen) * 2 - 1) * tp.augment_intensity
-        x = x * scale.view(-1, 1, 1, 1, 1).to(x.device)
-    return x
-
-
-def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    dtype = torch.bfloat16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        dtype = torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype,
-                          enabled=enabled and device.type == "cuda")
-
-
-def evaluate_elbo(vae: ConvVAE, data: torch.Tensor, params: Params, device: torch.device
-                  ) -> tuple[float, float]:
-    """Mean (reconstruction, KL) in nats per volume, posterior sampled once."""
-    vae.eval()
-    rec = kl = 0.0
-    gen = torch.Generator(device="cpu").manual_seed(params.seed)
-    with torch.no_grad():
-        for i in range(0, len(data), params.train.batch_size):
-            x = data[i: i + params.train.batch_size].to(device)
-            torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
-            with _autocast(device, params.train.amp):
-                out = vae(x, sample=True)
-            terms = elbo(out, x, params.model.recon_sigma, 1.0)
-            rec += float(terms.reconstruction) * len(x)
-            kl += float(terms.kl) * len(x)
-    return rec / max(len(data), 1), kl / max(len(data), 1)
-
-
-def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params,
-        checkpoint_dir: Path | None = None,
-        on_epoch: Callable[[EpochStats], None] | None = None) -> list[EpochStats]:
-    """Train ``vae`` on ``train`` (N, 1, D, H, W); return with the best validation-ELBO weights.
-
-    The validation set is the healthy calibration split: an unsupervised model-selection
-    criterion that never sees a lesion or a test scan.
-    """
-    tp = params.train
-    device = pick_device(tp.device)
-    vae.init_mean_image(train)
-    vae.to(device)
-    if device.type == "cuda":  # the whole cohort fits on the GPU: no data loader stalls
-        train, val = train.to(device), val.to(device)
-    opt = torch.optim.Adam(vae.parameters(), lr=tp.learning_rate, weight_decay=tp.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(tp.epochs, 1))
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and tp.amp
-                                  and not torch.cuda.is_bf16_supported())
-    gen = torch.Generator(device="cpu").manual_seed(params.seed)
-    history: list[EpochStats] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    for epoch in range(1, tp.epochs + 1):
-        vae.train()
-        beta = tp.beta * min(1.0, epoch / max(tp.kl_warmup_epochs, 1))
-        t0 = time.perf_counter()
-        sums = np.zeros(3)
-        perm = torch.randperm(len(train), generator=gen)
-        for i in range(0, len(train), tp.batch_size):
-            x = _augment(train[perm[i: i + tp.batch_size].to(train.device)], params, gen)
-            with _autocast(device, tp.amp):
-                out = vae(x)
-            terms = elbo(out, x, params.model.recon_sigma, beta)
-            if not torch.isfinite(terms.loss):
-                log.warning("epoch %d: non-finite loss, step skipped", epoch)
-                opt.zero_grad(set_to_none=True)
-                continue
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(terms.loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sums += np.array([terms.loss.item(), terms.reconstruction.item(),
-                              terms.kl.item()]) * len(x)
-        sched.step()
-        seconds = time.perf_counter() - t0
-        sums /= len(train)
-        v_rec, v_kl = evaluate_elbo(vae, val, params, device)
-        stats = EpochStats(epoch=epoch, train_loss=float(sums[0]),
-                           train_reconstruction=float(sums[1]), train_kl=float(sums[2]),
-                           val_negative_elbo=v_rec + v_kl, val_reconstruction=v_rec, val_kl=v_kl,
-                           beta=beta, seconds=seconds, volumes_per_s=len(train) / seconds)
-        history.append(stats)
-        if best is None or stats.val_negative_elbo < best[0]:
-            state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
-            best = (stats.val_negative_elbo, epoch, state)
-        if on_epoch:
-            on_epoch(stats)
-        if checkpoint_dir and (epoch % tp.checkpoint_every == 0 or epoch == tp.epochs):
-            save_checkpoint(checkpoint_dir, vae, opt, epoch)
-    if best is not None:  # keep the weights of the best validation ELBO
-        vae.load_state_dict(best[2])
-        log.info("best validation -ELBO %.1f at epoch %d", best[0], best[1])
-    vae.to("cpu").eval()
-    return history
+    if tp.kl_schedule == "constant" or tp.kl_warmup_epochs <= 0:
+        return tp.beta
+    step = epoch - 1 if tp.kl_schedule == "linear" else (epoch - 1) % max(tp.kl_cycle_epochs, 1)
+    return tp.beta * min(1.0, (step + 1) / tp.kl_warmup_epochs)
 
 
 def best_epoch(history: list[EpochStats]) -> EpochStats:
@@ -156,15 +81,173 @@ def best_epoch(history: list[EpochStats]) -> EpochStats:
     return min(history, key=lambda s: s.val_negative_elbo)
 
 
-def save_checkpoint(folder: Path, vae: ConvVAE, opt: torch.optim.Optimizer, epoch: int) -> None:
-    """Weights as safetensors; optimizer state loadable with ``weights_only=True``."""
-    from safetensors.torch import save_file
+def _clone(vae: ConvVAE) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in vae.state_dict().items()}
 
-    from pipeline.nifti import atomic_write
 
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
-    atomic_write(folder / "last.safetensors", lambda p: save_file(state, str(p),
-                                                                 {"epoch": str(epoch)}))
-    atomic_write(folder / "last_optimizer.pt",
-                 lambda p: torch.save({"epoch": epoch, "optimizer": opt.state_dict()}, p))
+class _Trainer:
+    """State of one run; :func:`fit` is its public face."""
+
+    def __init__(self, vae: ConvVAE, params: Params, world: dist.World) -> None:
+        tp = params.train
+        self.vae, self.params, self.world = vae, params, world
+        self.device = dist.device_for(world, pick_device(tp.device))
+        self.opt = torch.optim.Adam(vae.parameters(), lr=tp.learning_rate,
+                                    weight_decay=tp.weight_decay)
+        self.sched: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=tp.epochs)
+            if tp.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(self.opt, 1.0))
+        self.autocast, dtype = autocast(self.device, tp.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
+        self.gen = torch.Generator().manual_seed(params.seed)  # identical on every rank
+        torch.manual_seed(params.seed + world.rank)  # posterior samples differ per rank
+        self.likelihood = Likelihood(params.model.likelihood, params.model.recon_sigma)
+        self.history: list[EpochStats] = []
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def restore(self, c: ckpt_io.Checkpoint) -> None:
+        self.vae.load_state_dict(c.weights)
+        self.opt.load_state_dict(c.state["optimizer"])
+        self.sched.load_state_dict(c.state["scheduler"])
+        self.scaler.load_state_dict(c.state["scaler"])
+        ckpt_io.restore_rng(c.state["rng"], self.gen)
+        self.history = [EpochStats(**h) for h in c.history]
+        if self.history:
+            b = best_epoch(self.history)
+            self.best = (b.val_negative_elbo, b.epoch, dict(c.best_weights))
+
+    def checkpoint(self, epoch: int, fingerprint: str, finished: bool,
+                   extra: dict[str, Any]) -> ckpt_io.Checkpoint:
+        assert self.best is not None
+        state = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": ckpt_io.rng_state(self.gen)}
+        return ckpt_io.Checkpoint(epoch=epoch, weights=_clone(self.vae),
+                                  best_weights=self.best[2], state=state,
+                                  fingerprint=fingerprint,
+                                  history=[asdict(h) for h in self.history],
+                                  finished=finished, extra=extra)
+
+    def train_epoch(self, model: torch.nn.Module, data: torch.Tensor, beta: float
+                    ) -> tuple[torch.Tensor, int]:
+        """One pass over this rank's share; returns (summed loss terms + count, skipped)."""
+        tp, world = self.params.train, self.world
+        model.train()
+        perm = torch.randperm(len(data), generator=self.gen)
+        perm = perm[: len(perm) - len(perm) % world.size][world.rank::world.size]
+        sums = torch.zeros(4, dtype=torch.float64)
+        skipped = 0
+        for i in range(0, len(perm), tp.batch_size):
+            x = data[perm[i: i + tp.batch_size].to(data.device)].to(self.device,
+                                                                    non_blocking=True)
+            x = augment(x, tp.augment, self.gen)
+            if tp.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            with self.autocast:
+                out = model(x)
+            terms = elbo_terms(out, x, self.likelihood, beta, tp.free_bits)
+            self.opt.zero_grad(set_to_none=True)
+            bad = dist.all_sum(torch.tensor([float(not torch.isfinite(terms.loss))],
+                                            device=self.device), world)
+            if bad.item() > 0:  # the same decision on every rank, or DDP would hang
+                skipped += 1
+                log.warning("non-finite loss: step skipped")
+                continue
+            self.scaler.scale(terms.loss).backward()
+            self.scaler.unscale_(self.opt)
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.vae.parameters(), tp.grad_clip_norm if tp.grad_clip_norm > 0 else math.inf)
+            if not torch.isfinite(norm):  # gradients are all-reduced: same on every rank
+                skipped += 1
+                log.warning("non-finite gradient: step skipped")
+                self.scaler.update()  # fp16: lowers the scale; bf16/fp32: no-op
+                continue
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            n = len(x)
+            sums += torch.tensor([terms.loss.item() * n, terms.reconstruction.item() * n,
+                                  terms.kl.item() * n, n], dtype=torch.float64)
+        return sums, skipped
+
+
+def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params, *,
+        checkpoint_dir: Path | None = None, start: ckpt_io.Checkpoint | None = None,
+        fingerprint: str = "", extra: dict[str, Any] | None = None,
+        on_epoch: Callable[[EpochStats], None] | None = None,
+        world: dist.World | None = None) -> FitResult:
+    """Train ``vae`` on ``train`` (N, 1, D, H, W); return with the best validation-ELBO weights.
+
+    The validation set is the healthy calibration split: an unsupervised model-selection
+    criterion that never sees a lesion or a test scan. ``start`` continues a checkpointed run;
+    checkpoints (rank 0 only) go to ``checkpoint_dir`` every ``checkpoint_every`` epochs and
+    at the end, tagged with ``fingerprint`` and carrying ``extra`` (e.g. the MLflow run id).
+    """
+    tp, world = params.train, world or dist.World()
+    if start is None:
+        vae.init_mean_image(train)
+    t = _Trainer(vae, params, world)
+    if start is not None:
+        t.restore(start)
+    vae.to(t.device)
+    if tp.channels_last:
+        vae.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    train, val = cache_on_device(train, val, t.device, tp.gpu_cache_fraction)
+    model: torch.nn.Module = vae
+    if world.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            vae, device_ids=[t.device.index] if t.device.type == "cuda" else None)
+    if tp.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    first = start.epoch + 1 if start is not None else 1
+    stopped = bool(start and start.finished)
+    epoch = first - 1
+    for epoch in range(first, tp.epochs + 1):
+        if stopped:
+            break
+        beta = kl_weight(epoch, params)
+        lr = float(t.sched.get_last_lr()[0])
+        t0 = time.perf_counter()
+        sums, skipped = t.train_epoch(model, train, beta)
+        sums = dist.all_sum(sums.to(t.device if t.device.type == "cuda" else "cpu"), world)
+        sums = sums.cpu()
+        seconds = time.perf_counter() - t0
+        t.sched.step()
+        last = epoch == tp.epochs
+        iwae = tp.iwae_samples if (epoch % tp.iwae_every == 0 or last) else 0
+        v: Validation = validate(vae, val, t.likelihood, params.seed, tp.batch_size, iwae,
+                                 world, t.autocast)
+        count = max(float(sums[3]), 1.0)
+        stats = EpochStats(
+            epoch=epoch, train_loss=float(sums[0]) / count,
+            train_reconstruction=float(sums[1]) / count, train_kl=float(sums[2]) / count,
+            val_negative_elbo=v.negative_elbo, val_reconstruction=v.reconstruction,
+            val_kl=v.kl, val_iwae_nll=v.iwae_nll, beta=beta, learning_rate=lr,
+            seconds=seconds, volumes_per_s=float(sums[3]) / max(seconds, 1e-9),
+            skipped_steps=skipped,
+            active_channels=sum(k / v.units_per_channel > ACTIVE_NATS_PER_UNIT
+                                for k in v.kl_channels),
+            gpu_peak_mem_gb=(torch.cuda.max_memory_allocated(t.device) / 1e9
+                             if t.device.type == "cuda" else None),
+            kl_channels=v.kl_channels)
+        t.history.append(stats)
+        if t.best is None or stats.val_negative_elbo < t.best[0] - tp.early_stopping_min_delta:
+            t.best = (stats.val_negative_elbo, epoch, _clone(vae))
+        stopped = (tp.early_stopping_patience > 0
+                   and epoch - t.best[1] >= tp.early_stopping_patience)
+        if stopped:
+            log.info("early stopping at epoch %d: no better validation ELBO since epoch %d",
+                     epoch, t.best[1])
+        if on_epoch and world.is_main:
+            on_epoch(stats)
+        if checkpoint_dir and world.is_main and (epoch % tp.checkpoint_every == 0 or last
+                                                 or stopped):
+            ckpt_io.save(checkpoint_dir, t.checkpoint(epoch, fingerprint, last or stopped,
+                                                      extra or {}))
+        dist.barrier(world)
+    if t.best is None:
+        raise RuntimeError("training ran no epoch (checkpoint already at train.epochs?)")
+    vae.load_state_dict(t.best[2])
+    log.info("best validation -ELBO %.1f at epoch %d", t.best[0], t.best[1])
+    vae.to("cpu").eval()
+    return FitResult(history=t.history, best_epoch=t.best[1], best_val_negative_elbo=t.best[0],
+                     stopped_early=stopped and epoch < tp.epochs,
+                     resumed_from=start.epoch if start else 0)

@@ -1,29 +1,48 @@
-"""``vae-anomaly train``: fit the VAE on healthy training scans, log and register it in MLflow.
+"""``vae-anomaly train [--resume]``: fit the VAE on healthy scans, log and register it.
 
 Writes ``models/trained/`` (weights + ``model.json`` + ``history.json``), checkpoints under
-``models/checkpoints/``, one MLflow run (params, per-epoch losses, the model folder as
-artifacts) and a new version of the configured registered model with alias ``champion``.
+``models/checkpoints/``, ``reports/train_metrics.json`` and ``reports/plots/train.csv``,
+one MLflow run (params, per-epoch losses, KL per latent channel, IWAE bound, learning rate,
+throughput, GPU memory; the model folder as artifacts) and a new version of the configured
+registered model; alias ``champion`` moves to it only when its validation ELBO is better.
+
+``--resume`` continues from the newest checkpoint made with the same parameters, data and
+code (and the same MLflow run); without one it starts from the beginning. Under
+``torchrun --nproc_per_node=N`` it trains data-parallel; only rank 0 writes and logs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
+import json
 import logging
 import platform
+import shutil
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline import paths, tracking
+from pipeline import checkpoint, distributed, paths, tracking
 from pipeline.config import Params, flatten, to_dict
 from pipeline.dataset import load_images
 from pipeline.modelio import build_vae, save_model
-from pipeline.nifti import write_json
+from pipeline.nifti import atomic_write, write_json
 from pipeline.stages.prepare import load_manifest
 from pipeline.template import load_template
-from pipeline.training import EpochStats, best_epoch, fit, pick_device, seed_everything
+from pipeline.training import EpochStats, FitResult, fit, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
+
+# train.* keys that change how fast, not what, a run computes: a checkpoint stays resumable
+RUNTIME_KEYS = ("device", "threads", "checkpoint_every", "gpu_cache_fraction", "compile",
+                "channels_last", "iwae_samples", "iwae_every")
+CODE = ("model.py", "objective.py", "augment.py", "training.py", "validation.py")
+PLOT_COLUMNS = ("epoch", "train_loss", "val_negative_elbo", "val_iwae_nll", "val_kl",
+                "learning_rate", "volumes_per_s")
 
 
 def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -37,12 +56,75 @@ def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
         "n_calibration": len(manifest["calibration"]),
         "n_test_healthy": len(manifest["test_healthy"]),
         "split_seed": params.seed,
-        "preprocessing": "canonical RAS, affine registration (Mattes MI) to MNI152, "
-                         "brain-masked, robust-percentile intensity normalisation",
+        "preprocessing": "canonical RAS, N4 bias field correction, affine registration to "
+                         "MNI152, brain-masked, robust-percentile intensity normalisation",
     }
 
 
-def run(params: Params) -> None:
+def fingerprint(params: Params, train: torch.Tensor, val: torch.Tensor) -> str:
+    """SHA-256 of what determines the trained weights: parameters, data and training code."""
+    tp = {k: v for k, v in to_dict(params)["train"].items() if k not in RUNTIME_KEYS}
+    h = hashlib.sha256(json.dumps({"model": to_dict(params)["model"], "train": tp,
+                                   "template": to_dict(params)["template"],
+                                   "seed": params.seed}, sort_keys=True).encode())
+    for t in (train, val):
+        h.update(t.numpy().tobytes())
+    code = Path(__file__).resolve().parents[1]
+    for name in CODE:
+        h.update((code / name).read_bytes())
+    return h.hexdigest()
+
+
+def validation_key(info: dict[str, Any], manifest: dict[str, Any], params: Params) -> str:
+    """Identifies the validation scans and their space (champion comparisons need both)."""
+    ids = sorted(c["id"] for c in manifest["calibration"])
+    body = json.dumps([info["cohort"], info["space"], params.template.crop_shape, ids])
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _epoch_metrics(s: EpochStats) -> dict[str, float]:
+    metrics = {k: float(v) for k, v in asdict(s).items()
+               if k not in ("epoch", "kl_channels") and v is not None}
+    metrics.update({f"kl_channel_{i:03d}": v for i, v in enumerate(s.kl_channels)})
+    return metrics
+
+
+def _write_reports(params: Params, result: FitResult) -> None:
+    plots = paths.reports_dir(params.root) / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+
+    def table(p: Path) -> None:
+        with open(p, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(PLOT_COLUMNS)
+            for s in result.history:
+                row = asdict(s)
+                w.writerow(["" if row[c] is None else row[c] for c in PLOT_COLUMNS])
+
+    atomic_write(plots / "train.csv", table)
+    best = next(s for s in result.history if s.epoch == result.best_epoch)
+    iwae = [s.val_iwae_nll for s in result.history if s.val_iwae_nll is not None]
+    write_json(paths.reports_dir(params.root) / "train_metrics.json", {
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "val_negative_elbo": best.val_negative_elbo, "val_kl": best.val_kl,
+        "val_iwae_nll_last": iwae[-1] if iwae else None,
+        "active_latent_channels": best.active_channels,
+        "train_seconds": round(sum(s.seconds for s in result.history), 1),
+        "volumes_per_s_median": sorted(s.volumes_per_s for s in result.history)[
+            len(result.history) // 2]})
+
+
+def run(params: Params, resume: bool = False) -> None:
+    world = distributed.from_env()
+    distributed.init(world, pick_device(params.train.device))
+    try:
+        _run(params, resume, world)
+    finally:
+        distributed.shutdown()
+
+
+def _run(params: Params, resume: bool, world: distributed.World) -> None:
     import mlflow
 
     if params.train.threads > 0:
@@ -54,45 +136,76 @@ def run(params: Params) -> None:
     vae = build_vae(params)
     info = trained_on(params, manifest)
     device = pick_device(params.train.device)
-    log.info("training on %d scans (%d validation) on %s", len(train), len(val), device)
-
-    exp_id = tracking.setup(params.mlflow.experiment)
-    with mlflow.start_run(experiment_id=exp_id) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in flatten(to_dict(params)).items()})
-        mlflow.set_tags({"modality": info["modality"], "space": info["space"],
-                         "cohort": info["cohort"], "device": str(device),
-                         "torch": torch.__version__, "host": platform.node()})
+    ckdir = paths.checkpoints_dir(params.root)
+    fp = fingerprint(params, train, val)
+    start = checkpoint.load_latest(ckdir, fp) if resume else None
+    if start is None and world.is_main and ckdir.exists():
+        shutil.rmtree(ckdir)  # another run's checkpoints must not mix with this one's
+    distributed.barrier(world)
+    log.info("training on %d scans (%d validation) on %s x %d%s", len(train), len(val), device,
+             world.size, f", resuming after epoch {start.epoch}" if start else "")
+    run_ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if world.is_main:
+        exp_id = tracking.setup(params.mlflow.experiment)
+        run_id = start.extra.get("mlflow_run_id") if start else None
+        if run_id and not tracking.run_exists(run_id):
+            run_id = None
+        run_ctx = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id)
+    with run_ctx as active:
+        extra = {"mlflow_run_id": active.info.run_id} if active else {}
+        if active and not start:
+            mlflow.log_params({k: str(v)[:500] for k, v in flatten(to_dict(params)).items()})
+            mlflow.set_tags({"modality": info["modality"], "space": info["space"],
+                             "cohort": info["cohort"], "device": str(device),
+                             "world_size": str(world.size), "torch": torch.__version__,
+                             "host": platform.node()})
 
         def on_epoch(s: EpochStats) -> None:
-            metrics = {k: v for k, v in asdict(s).items() if k != "epoch"}
-            metrics["learning_rate"] = params.train.learning_rate
-            if device.type == "cuda":
-                metrics["gpu_peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
-            mlflow.log_metrics(metrics, step=s.epoch)
-            log.info("epoch %3d  loss %.1f  rec %.1f  kl %.1f  val -ELBO %.1f  (%.1f vol/s)",
+            mlflow.log_metrics(_epoch_metrics(s), step=s.epoch)
+            log.info("epoch %3d  loss %.1f  rec %.1f  kl %.1f  val -ELBO %.1f%s  (%.1f vol/s)",
                      s.epoch, s.train_loss, s.train_reconstruction, s.train_kl,
-                     s.val_negative_elbo, s.volumes_per_s)
+                     s.val_negative_elbo, "" if s.val_iwae_nll is None
+                     else f"  IWAE {s.val_iwae_nll:.1f}", s.volumes_per_s)
 
-        history = fit(vae, train, val, params, paths.checkpoints_dir(params.root), on_epoch)
-        folder = paths.trained_model_dir(params.root)
-        final = best_epoch(history)
-        meta: dict[str, Any] = {"format": "vae-anomaly/1", "trained_on": info,
-                "mlflow": {"run_id": run.info.run_id, "experiment": params.mlflow.experiment,
-                           "registered_model": params.mlflow.registered_model},
-                "val_negative_elbo_nats": final.val_negative_elbo, "best_epoch": final.epoch,
-                "epochs_run": len(history)}
-        atlas = paths.prepared_dir(params.root) / paths.HEAD_ATLAS_FILE
-        save_model(folder, vae, params, meta, atlas if atlas.is_file() else None)
-        write_json(folder / "history.json", [asdict(h) for h in history])
-        mlflow.log_artifacts(str(folder), artifact_path=tracking.MODEL_ARTIFACT)
-        description = (f"3D conv VAE trained on {info['n_train']} healthy {info['modality']} "
-                       f"scans of {info['cohort']} in {info['space']}; "
-                       f"validation -ELBO {final.val_negative_elbo:.1f} nats/volume "
-                       f"(best of {len(history)} epochs: {final.epoch}).")
-        version = tracking.register_version(
-            run.info.run_id, params.mlflow.registered_model, description,
-            {"modality": info["modality"], "space": info["space"], "cohort": info["cohort"],
-             "calibrated": "false"})
-    meta["mlflow"]["version"] = version
+        result = fit(vae, train, val, params, checkpoint_dir=ckdir, start=start,
+                     fingerprint=fp, extra=extra, on_epoch=on_epoch if active else None,
+                     world=world)
+        if active:
+            _finish(params, vae, result, info, manifest, active.info.run_id)
+
+
+def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
+            manifest: dict[str, Any], run_id: str) -> None:
+    import mlflow
+
+    folder = paths.trained_model_dir(params.root)
+    best = next(s for s in result.history if s.epoch == result.best_epoch)
+    meta: dict[str, Any] = {
+        "format": "vae-anomaly/1", "trained_on": info,
+        "mlflow": {"run_id": run_id, "experiment": params.mlflow.experiment,
+                   "registered_model": params.mlflow.registered_model},
+        "val_negative_elbo_nats": best.val_negative_elbo, "best_epoch": best.epoch,
+        "epochs_run": len(result.history), "stopped_early": result.stopped_early}
+    atlas = paths.prepared_dir(params.root) / paths.HEAD_ATLAS_FILE
+    save_model(folder, vae, params, meta, atlas if atlas.is_file() else None)
+    write_json(folder / "history.json", [asdict(h) for h in result.history])
+    _write_reports(params, result)
+    mlflow.log_artifacts(str(folder), artifact_path=tracking.MODEL_ARTIFACT)
+    mlflow.log_metrics({"best_epoch": best.epoch,
+                        "best_val_negative_elbo": best.val_negative_elbo})
+    description = (
+        f"3D conv VAE ({params.model.latent} latent, {params.model.likelihood} likelihood) "
+        f"trained on {info['n_train']} healthy {info['modality']} scans of {info['cohort']}, "
+        f"registered to {info['space']}. Split (seed {info['split_seed']}): "
+        f"{info['n_train']} train / {info['n_calibration']} validation+calibration / "
+        f"{info['n_test_healthy']} healthy test subjects. Validation -ELBO "
+        f"{best.val_negative_elbo:.1f} nats/volume at epoch {best.epoch} of "
+        f"{len(result.history)}.")
+    reg = tracking.register_version(
+        run_id, params.mlflow.registered_model, description,
+        {"modality": info["modality"], "space": info["space"], "cohort": info["cohort"],
+         "calibrated": "false"}, best.val_negative_elbo, validation_key(info, manifest, params))
+    meta["mlflow"].update(version=reg.version, champion=reg.champion)
     write_json(folder / "registration.json", meta["mlflow"])
-    log.info("registered %s version %s (alias champion)", params.mlflow.registered_model, version)
+    log.info("registered %s version %s: %s", params.mlflow.registered_model, reg.version,
+             reg.reason)
