@@ -113,8 +113,8 @@ def load_latest(folder: Path, fingerprint: str) -> Checkpoint | None:
         log.warning("checkpoint in %s is unreadable (%s): training from the start", folder, exc)
         return None
     if body["fingerprint"] != fingerprint:
-        log.warning("checkpoint %s was made with other parameters, data or code: "
-                    "training from the start", path)
+        log.info("checkpoint %s was made with other parameters, data or code: "
+                 "training from the start", path)
         return None
     return Checkpoint(epoch=int(body["epoch"]), weights=weights, best_weights=best,
                       state=body["state"], fingerprint=body["fingerprint"],

@@ -139,3 +139,28 @@ def test_scores_are_reproducible(in_project: Path, tmp_path: Path) -> None:
     print("max abs difference", float(diff.max()))
     assert float(diff.max()) < 0.05 * max(float(maps[0].max()), 1.0)
     assert float(np.mean(diff > 1e-3)) < 0.01
+
+
+def test_train_resume_of_a_finished_run_keeps_the_champion(in_project: Path) -> None:
+    """`train --resume` (what dvc.yaml runs) after a finished run trains no epoch again,
+    logs into the same MLflow run, and a version that does not beat the champion's
+    validation ELBO does not take the alias."""
+    from mlflow import MlflowClient
+
+    before = json.loads((in_project / "models" / "trained" / "registration.json").read_text())
+    history = json.loads((in_project / "models" / "trained" / "history.json").read_text())
+    assert main(["train", "--resume"]) == 0
+    after = json.loads((in_project / "models" / "trained" / "registration.json").read_text())
+    assert after["run_id"] == before["run_id"]
+    assert json.loads((in_project / "models" / "trained" / "history.json").read_text()) == history
+    assert after["version"] != before["version"] and after["champion"] is False
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("vae-anomaly-test", "champion")
+    assert str(champion.version) == before["version"]
+    tags = client.get_model_version("vae-anomaly-test", after["version"]).tags
+    assert "does not beat" in tags["champion_decision"]
+    metrics = json.loads((in_project / "reports" / "train_metrics.json").read_text())
+    assert metrics["best_epoch"] >= 1 and metrics["val_negative_elbo"] == \
+        pytest.approx(history[metrics["best_epoch"] - 1]["val_negative_elbo"])
+    # restore the model folder the other tests read (calibrated version 1)
+    (in_project / "models" / "trained" / "registration.json").write_text(json.dumps(before))
