@@ -117,6 +117,8 @@ def _write_reports(params: Params, result: FitResult) -> None:
 
 def run(params: Params, resume: bool = False) -> None:
     world = distributed.from_env()
+    if not world.is_main:  # one log, from rank 0; the other ranks only report problems
+        logging.getLogger().setLevel(logging.WARNING)
     distributed.init(world, pick_device(params.train.device))
     try:
         _run(params, resume, world)
