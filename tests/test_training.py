@@ -126,3 +126,28 @@ def test_kl_schedules() -> None:
     cyc = _params(kl_schedule="cyclical", kl_warmup_epochs=2, kl_cycle_epochs=3)
     assert [kl_weight(e, cyc) for e in range(1, 7)] == [0.5, 1.0, 1.0, 0.5, 1.0, 1.0]
     assert kl_weight(1, _params(kl_schedule="constant")) == 1.0
+
+
+def test_gradient_scaler_path_skips_non_finite_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fp16 path (older GPUs): loss scaling, unscaling before clipping, skipped steps.
+    Emulated on the CPU with CPU autocast and an enabled CPU gradient scaler."""
+    import pipeline.training as training
+
+    monkeypatch.setattr(training, "autocast", lambda device, enabled: (
+        torch.autocast("cpu", dtype=torch.bfloat16), torch.float16))
+    calls = []
+
+    def corrupt_third_batch(x: torch.Tensor, ap: object, gen: torch.Generator) -> torch.Tensor:
+        calls.append(1)
+        return x * float("inf") if len(calls) == 3 else x
+
+    monkeypatch.setattr(training, "augment", corrupt_third_batch)
+    params = _params(epochs=2, grad_clip_norm=1.0)
+    seed_everything(params.seed)
+    vae = build_vae(params)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    result = fit(vae, _data(0), _data(1), params)
+    assert sum(s.skipped_steps for s in result.history) == 1
+    after = vae.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
