@@ -73,11 +73,3 @@ def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
 
-
-def broadcast_flag(flag: bool, world: World, device: torch.device) -> bool:
-    """Rank 0's value of ``flag`` on every rank (e.g. early stopping)."""
-    if not world.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.broadcast(t, 0)
-    return bool(t.item())

@@ -63,10 +63,11 @@ def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def fingerprint(params: Params, train: torch.Tensor, val: torch.Tensor) -> str:
     """SHA-256 of what determines the trained weights: parameters, data and training code."""
-    tp = {k: v for k, v in to_dict(params)["train"].items() if k not in RUNTIME_KEYS}
-    h = hashlib.sha256(json.dumps({"model": to_dict(params)["model"], "train": tp,
-                                   "template": to_dict(params)["template"],
-                                   "seed": params.seed}, sort_keys=True).encode())
+    raw = to_dict(params)
+    tp = {k: v for k, v in raw["train"].items() if k not in RUNTIME_KEYS}
+    h = hashlib.sha256(json.dumps({"model": raw["model"], "train": tp,
+                                   "template": raw["template"], "seed": params.seed},
+                                  sort_keys=True).encode())
     for t in (train, val):
         h.update(t.numpy().tobytes())
     code = Path(__file__).resolve().parents[1]
