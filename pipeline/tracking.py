@@ -60,11 +60,12 @@ def register_version(run_id: str, name: str, description: str, tags: dict[str, s
     except MlflowException:
         client.create_registered_model(
             name, description="3D convolutional VAE for unsupervised brain MRI anomaly maps")
-    version = str(client.create_model_version(
+    stored = f"{val_negative_elbo:.6f}"
+    val_negative_elbo = float(stored)  # compare at the precision the tags keep: a re-registered
+    version = str(client.create_model_version(  # model must not "beat" itself by rounding
         name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id,
         description=description,
-        tags={**tags, VAL_ELBO_TAG: f"{val_negative_elbo:.6f}",
-              VALIDATION_KEY_TAG: validation_key}).version)
+        tags={**tags, VAL_ELBO_TAG: stored, VALIDATION_KEY_TAG: validation_key}).version)
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:

@@ -26,6 +26,7 @@ def test_champion_moves_only_on_a_better_validation_elbo(tmp_path: Path,
         return tracking.register_version(run.info.run_id, "m", "test model", {}, elbo, key)
 
     assert register(-100.0).champion  # first version
+    assert not register(-100.0000004).champion  # the same model again: rounding is no win
     worse = register(-90.0)
     assert not worse.champion and "does not beat" in worse.reason
     assert register(-120.0).champion  # better: the alias moves
