@@ -23,7 +23,8 @@ from common import publish
 from pipeline import paths
 from pipeline.config import deep_merge, load_raw, params_from_dict
 from pipeline.modelio import build_vae
-from pipeline.training import fit, seed_everything
+from pipeline.runtime import seed_everything
+from pipeline.training import fit
 
 
 def _variant(name: str) -> dict[str, bool]:

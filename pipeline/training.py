@@ -28,15 +28,12 @@ from pipeline.augment import augment
 from pipeline.config import Params
 from pipeline.model import ConvVAE
 from pipeline.objective import Likelihood, elbo_terms
-from pipeline.runtime import autocast, cache_on_device, pick_device, seed_everything
+from pipeline.runtime import autocast, cache_on_device, pick_device
 from pipeline.validation import Validation, validate
 
 log = logging.getLogger(__name__)
 
 ACTIVE_NATS_PER_UNIT = 0.01  # a latent channel carrying more KL per unit counts as active
-
-__all__ = ["EpochStats", "FitResult", "best_epoch", "fit", "pick_device", "seed_everything"]
-
 
 @dataclass
 class EpochStats:
@@ -146,9 +143,15 @@ class _Trainer:
                 out = model(x)
             terms = elbo_terms(out, x, self.likelihood, beta, tp.free_bits)
             self.opt.zero_grad(set_to_none=True)
-            bad = dist.all_sum(torch.tensor([float(not torch.isfinite(terms.loss))],
-                                            device=self.device), world)
-            if bad.item() > 0:  # the same decision on every rank, or DDP would hang
+            # one host sync per step for the logged terms; the finiteness decision must be
+            # the same on every rank, or DDP would hang
+            values = torch.stack([terms.loss, terms.reconstruction, terms.kl]).detach()
+            values = values.double().cpu()
+            bad = not bool(torch.isfinite(values).all())
+            if world.distributed:
+                bad = dist.all_sum(torch.tensor([float(bad)], device=self.device),
+                                   world).item() > 0
+            if bad:
                 skipped += 1
                 log.warning("non-finite loss: step skipped")
                 continue
@@ -164,8 +167,7 @@ class _Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             n = len(x)
-            sums += torch.tensor([terms.loss.item() * n, terms.reconstruction.item() * n,
-                                  terms.kl.item() * n, n], dtype=torch.float64)
+            sums += torch.cat([values * n, torch.tensor([n], dtype=torch.float64)])
         return sums, skipped
 
 

@@ -19,7 +19,7 @@ import torch
 
 from pipeline.distributed import World, all_sum
 from pipeline.model import ConvVAE, VAEOutput
-from pipeline.objective import Likelihood, iwae_log_likelihood, kl_divergence, kl_per_channel
+from pipeline.objective import Likelihood, elbo_terms, iwae_log_likelihood
 
 
 @dataclass
@@ -58,19 +58,18 @@ def validate(vae: ConvVAE, data: torch.Tensor, likelihood: Likelihood, seed: int
             eps = torch.stack([_noise(mu.shape[1:], seed + int(i)) for i in idx]).to(mu.device)
             z = mu + eps * torch.exp(0.5 * logvar)
             rec, sigma = vae.decode_params(z)
-            nll = likelihood.nll(x, VAEOutput(rec, mu, logvar, z, sigma))
+            terms = elbo_terms(VAEOutput(rec, mu, logvar, z, sigma), x, likelihood, 1.0, 0.0)
             iwae = torch.zeros(len(idx), device=mu.device)
             if iwae_samples > 0:
                 gen = torch.Generator().manual_seed(seed + int(idx[0]) + len(data))
                 iwae = iwae_log_likelihood(vae, x, likelihood, iwae_samples, gen)
-        kl_units = kl_divergence(mu, logvar)
-        units = kl_units[0, 0].numel()
+        units = mu[0, 0].numel()
         n = len(idx)
         sums[0] += n
-        sums[1] += float(nll.reshape(n, -1).sum(1).sum())
-        sums[2] += float(kl_units.reshape(n, -1).sum(1).sum())
+        sums[1] += float(terms.reconstruction) * n  # elbo_terms gives batch means
+        sums[2] += float(terms.kl) * n
         sums[3] += float(-iwae.float().sum())
-        sums[4:] += (kl_per_channel(kl_units) * n).double().cpu()
+        sums[4:] += (terms.kl_channels * n).double().cpu()
     sums = all_sum(sums.to(device if device.type == "cuda" else "cpu"), world).cpu()
     count = max(float(sums[0]), 1.0)
     vae.train(was_training)

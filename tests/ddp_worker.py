@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from pipeline import distributed
 from pipeline.config import load_raw, params_from_dict
 from pipeline.modelio import build_vae
-from pipeline.training import fit, seed_everything
+from pipeline.runtime import seed_everything
+from pipeline.training import fit
 
 
 def main(out: Path) -> None:

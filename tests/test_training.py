@@ -12,7 +12,8 @@ from pipeline import checkpoint
 from pipeline.config import Params, load_raw, params_from_dict
 from pipeline.modelio import build_vae
 from pipeline.objective import Likelihood
-from pipeline.training import best_epoch, fit, kl_weight, seed_everything
+from pipeline.runtime import seed_everything
+from pipeline.training import best_epoch, fit, kl_weight
 from pipeline.validation import validate
 
 

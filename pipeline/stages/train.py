@@ -31,9 +31,10 @@ from pipeline.config import Params, flatten, to_dict
 from pipeline.dataset import load_images
 from pipeline.modelio import build_vae, save_model
 from pipeline.nifti import atomic_write, write_json
+from pipeline.runtime import pick_device, seed_everything
 from pipeline.stages.prepare import load_manifest
 from pipeline.template import load_template
-from pipeline.training import EpochStats, FitResult, fit, pick_device, seed_everything
+from pipeline.training import EpochStats, FitResult, fit
 
 log = logging.getLogger(__name__)
 
