@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--resume", action="store_true",
                             help="continue from the newest checkpoint of a run with the same "
                                  "parameters, data and code (else start from the beginning)")
+            sp.add_argument("--autoencoder", action="store_true",
+                            help="train the evaluation's baseline: the same network as a plain "
+                                 "autoencoder (beta = 0) into models/autoencoder")
     sc = sub.add_parser("score", help="score native-space NIfTI scans")
     sc.add_argument("scans", nargs="+", type=Path, help="NIfTI scans (.nii or .nii.gz)")
     sc.add_argument("--out", type=Path, required=True, help="output folder")
@@ -49,7 +52,7 @@ def _stage(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     module = importlib.import_module(f"pipeline.stages.{args.command}")
     if args.command == "train":
-        module.run(params, resume=args.resume)
+        module.run(params, resume=args.resume, autoencoder=args.autoencoder)
     else:
         module.run(params)
     return 0

@@ -34,6 +34,7 @@ from pipeline.schema import (
     ScoringParams,
     TrainParams,
 )
+from pipeline.scoretypes import KINDS, MODEL_KINDS
 
 __all__ = [  # the schema classes are re-exported: `from pipeline.config import Params` works
     "AugmentParams", "BiasFieldParams", "BrainMaskParams", "ConfigError", "DemoParams",
@@ -56,7 +57,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return _build(hint, value, key)
+        return _build(hint, value, f"{key}.")
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -104,6 +105,8 @@ _CHOICES = {  # dotted key -> accepted values
     "train.device": {"auto", "cpu", "cuda"},
     "train.lr_schedule": {"cosine", "constant"},
     "train.kl_schedule": {"linear", "cyclical", "constant"},
+    "scoring.residual": {"abs", "squared"},
+    "scoring.scan_statistic": {"top_voxels", "elbo"},
 }
 
 
@@ -133,6 +136,15 @@ def _validate(p: Params) -> None:
         raise ConfigError("train.free_bits, iwae_samples >= 0; gpu_cache_fraction in [0, 1]")
     if not 0 < p.calibrate.voxel_fpr < 1 or not 0 < p.calibrate.scan_fpr < 1:
         raise ConfigError("calibrate.voxel_fpr and scan_fpr must lie in (0, 1)")
+    sc = p.scoring
+    for key, names in (("scoring.score", sc.score), ("scoring.compare", sc.compare)):
+        bad = [n for n in names if n not in KINDS]
+        if bad or not names:
+            raise ConfigError(f"{key} must list score types out of {sorted(KINDS)}, got {names}")
+    if any(n not in MODEL_KINDS for n in sc.score):
+        raise ConfigError(f"scoring.score may only combine model scores {list(MODEL_KINDS)}")
+    if sc.mc_samples < 0 or sc.restoration.steps < 0 or sc.median_filter_vox < 0:
+        raise ConfigError("scoring.mc_samples, restoration.steps, median_filter_vox must be >= 0")
     if p.split.calibration_fraction + p.split.test_fraction >= 1:
         raise ConfigError("split fractions must leave scans for training")
     reg = p.prepare.registration
@@ -159,6 +171,11 @@ LEGACY_DEFAULTS: dict[str, Any] = {
               "channels_last": False, "compile": False, "gpu_cache_fraction": 0.0,
               "augment": {"rotation_deg": 0.0, "translation_vox": 0.0, "scale": 0.0,
                           "intensity_shift": 0.0, "gamma": 0.0, "bias_field": 0.0}},
+    "scoring": {"score": ["residual"], "compare": ["residual"], "residual": "abs",
+                "mc_samples": 0, "grad_smoothing_sigma_vox": 1.0, "median_filter_vox": 0,
+                "restoration": {"steps": 0, "step_size": 0.5, "consistency": 0.05},
+                "scan_statistic": "top_voxels"},
+    "evaluate": {"autoencoder_baseline": False, "extra_cases": []},
 }
 _LEGACY_RENAMED = {"augment_flip": "flip", "augment_intensity": "intensity_scale"}
 

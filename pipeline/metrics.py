@@ -76,3 +76,74 @@ def scan_auroc(healthy: list[float], abnormal: list[float]) -> float:
 
     labels = np.r_[np.zeros(len(healthy)), np.ones(len(abnormal))]
     return float(roc_auc_score(labels, np.r_[healthy, abnormal]))
+
+
+def lesions_found(mask: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+    """(found, total) lesions: connected components of ``truth`` (26-connected) that the
+    binary ``mask`` overlaps."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(truth, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return 0, 0
+    hit = np.unique(labels[(labels > 0) & mask.astype(bool)])
+    return int(hit.size), int(n)
+
+
+class Pooled:
+    """Voxel scores and masks pooled over scans, summarised into the evaluation metrics.
+
+    Example:
+        >>> p = Pooled()
+        >>> p.add_healthy(np.array([0.1, 0.2]), np.array([0, 0], bool), 0.3)
+        >>> p.add_lesioned(np.array([0.1, 0.9]), np.array([0, 1], bool),
+        ...                np.array([False, True]), 2.0, (1, 1))
+        >>> p.summary(10)["dice_at_calibrated_threshold"]
+        1.0
+    """
+
+    def __init__(self) -> None:
+        self.scores: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.preds: list[np.ndarray] = []
+        self.healthy_scan: list[float] = []
+        self.lesion_scan: list[float] = []
+        self.flagged = self.healthy_voxels = 0
+        self.found = self.lesions = self.scans_detected = 0
+        self.roc: list[dict[str, float]] = []
+        self.pr: list[dict[str, float]] = []
+
+    def add_healthy(self, scores: np.ndarray, pred: np.ndarray, scan_score: float) -> None:
+        """A healthy scan's brain voxels: its flagged voxels are false positives."""
+        self.healthy_scan.append(scan_score)
+        self.flagged += int(pred.sum())
+        self.healthy_voxels += int(pred.size)
+
+    def add_lesioned(self, scores: np.ndarray, labels: np.ndarray, pred: np.ndarray,
+                     scan_score: float, found: tuple[int, int]) -> None:
+        """A lesioned scan's brain voxels with truth; ``found`` from :func:`lesions_found`."""
+        self.scores.append(np.asarray(scores, np.float32))
+        self.labels.append(np.asarray(labels, bool))
+        self.preds.append(np.asarray(pred, bool))
+        self.lesion_scan.append(scan_score)
+        self.found += found[0]
+        self.lesions += found[1]
+        self.scans_detected += int(found[0] > 0)
+
+    def summary(self, n_thresholds: int, curve_points: int = 0
+                ) -> dict[str, float | int | None]:
+        s, y = np.concatenate(self.scores), np.concatenate(self.labels)
+        c, self.roc, self.pr = curves(s, y, curve_points)
+        best, best_t = best_dice(s, y, n_thresholds)
+        nan = float("nan")
+        return {
+            "voxel_auroc": c["auroc"], "voxel_auprc": c["auprc"],
+            "best_dice": best, "best_dice_threshold": best_t,
+            "dice_at_calibrated_threshold": dice(np.concatenate(self.preds), y),
+            "healthy_voxel_fpr": self.flagged / self.healthy_voxels if self.healthy_voxels
+            else nan,
+            "scan_auroc": scan_auroc(self.healthy_scan, self.lesion_scan),
+            "lesion_detection_rate": self.found / self.lesions if self.lesions else nan,
+            "lesioned_scans_with_detection": self.scans_detected / max(len(self.lesion_scan), 1),
+            "n_lesions": self.lesions,
+        }

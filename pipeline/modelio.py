@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +38,52 @@ class ModelError(Exception):
 
 
 @dataclass
-class Calibration:
-    """Healthy voxel-wise statistics and thresholds of one score type."""
+class Normative:
+    """Voxel-wise healthy mean and (floored) std of one raw score type, template space."""
 
     mean: np.ndarray
     std: np.ndarray
-    voxel_threshold: float
-    scan_threshold: float
+
+
+@dataclass
+class Thresholds:
+    """Thresholds of one calibrated map, chosen on healthy calibration scans."""
+
+    voxel: float                 # voxel score above which a voxel is flagged
+    scan: float                  # scan score above which a scan is abnormal
+    healthy_scan_scores: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Calibration:
+    """Everything scoring needs beyond the weights: which score, its statistics, thresholds.
+
+    ``score`` lists the types whose calibrated maps are averaged into the primary map (the
+    one ``score`` writes); ``thresholds`` holds one entry per calibrated map, keyed by
+    :func:`map_name` (the primary combination and every compared type).
+    """
+
+    score: list[str]
+    stats: dict[str, Normative]
+    thresholds: dict[str, Thresholds]
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> str:
+        return map_name(self.score)
+
+    @property
+    def voxel_threshold(self) -> float:
+        return self.thresholds[self.primary].voxel
+
+    @property
+    def scan_threshold(self) -> float:
+        return self.thresholds[self.primary].scan
+
+
+def map_name(score: list[str]) -> str:
+    """Name of the map combining the ``score`` types (``residual+elbo_grad``)."""
+    return "+".join(score)
 
 
 @dataclass
@@ -63,8 +101,9 @@ class LoadedModel:
 
     def healthy_scan_scores(self) -> list[float]:
         """Scan scores of the healthy calibration scans (the reference shown in reports)."""
-        return list(self.calibration.info.get("healthy_scan_scores", [])) \
-            if self.calibration else []
+        if self.calibration is None:
+            return []
+        return list(self.calibration.thresholds[self.calibration.primary].healthy_scan_scores)
 
 
 def build_vae(params: Params) -> Any:
@@ -105,11 +144,16 @@ def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any],
 def save_calibration(folder: Path, calib: Calibration) -> None:
     from pipeline.nifti import write_arrays, write_json
 
-    write_arrays(folder / CALIBRATION, {"mean": calib.mean.astype(np.float32),
-                                        "std": calib.std.astype(np.float32)})
+    arrays = {}
+    for name, st in calib.stats.items():
+        arrays[f"{name}.mean"] = st.mean.astype(np.float32)
+        arrays[f"{name}.std"] = st.std.astype(np.float32)
+    write_arrays(folder / CALIBRATION, arrays)
     write_json(folder / CALIBRATION_JSON, {
+        **calib.info, "score": calib.score, "primary": calib.primary,
         "voxel_threshold": calib.voxel_threshold, "scan_threshold": calib.scan_threshold,
-        **calib.info, "statistics_sha256": sha256(folder / CALIBRATION)})
+        "thresholds": {k: asdict(v) for k, v in calib.thresholds.items()},
+        "statistics_sha256": sha256(folder / CALIBRATION)})
 
 
 def load_model(uri: str | Path | None = None, params: Params | None = None,
@@ -157,9 +201,15 @@ def _load_calibration(folder: Path, uri_text: str) -> Calibration:
     info = json.loads((folder / CALIBRATION_JSON).read_text())
     _verified(folder / CALIBRATION, info.get("statistics_sha256"), uri_text, "calibration")
     arrays = load_file(str(folder / CALIBRATION))
-    return Calibration(mean=arrays["mean"], std=arrays["std"],
-                       voxel_threshold=float(info["voxel_threshold"]),
-                       scan_threshold=float(info["scan_threshold"]), info=info)
+    if "thresholds" not in info:  # format of issue 3: one residual map, no combination
+        stats = {"residual": Normative(arrays["mean"], arrays["std"])}
+        return Calibration(score=["residual"], stats=stats, thresholds={"residual": Thresholds(
+            float(info["voxel_threshold"]), float(info["scan_threshold"]),
+            list(info.get("healthy_scan_scores", [])))}, info=info)
+    names = {k.rsplit(".", 1)[0] for k in arrays}
+    stats = {n: Normative(arrays[f"{n}.mean"], arrays[f"{n}.std"]) for n in sorted(names)}
+    thresholds = {k: Thresholds(**v) for k, v in info["thresholds"].items()}
+    return Calibration(score=list(info["score"]), stats=stats, thresholds=thresholds, info=info)
 
 
 def resolve(uri: str | Path | None, params: Params | None) -> tuple[Path, str]:

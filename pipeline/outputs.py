@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.modelio import LoadedModel
 from pipeline.nifti import voxel_volume_mm3, write_json, write_nifti, write_text
 from pipeline.preprocess import ScanRecord
+from pipeline.scoretypes import KINDS
 from pipeline.scoring import ScanResult
 
 
@@ -28,7 +29,13 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
         "json": out_dir / f"{stem}.json",
         "html": out_dir / f"{stem}.html",
         "reconstruction": out_dir / f"{stem}_reconstruction.nii.gz",
+        "restoration": out_dir / f"{stem}_restoration.nii.gz",
+        "uncertainty": out_dir / f"{stem}_uncertainty.nii.gz",
     }
+
+
+def _describe(name: str) -> str:
+    return " and ".join(KINDS[t].description for t in name.split("+") if t in KINDS) or name
 
 
 def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record: ScanRecord,
@@ -43,7 +50,9 @@ def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record:
         "is_abnormal": bool(result.is_abnormal),
         "flagged_voxels": int(result.mask.sum()),
         "flagged_volume_ml": round(int(result.mask.sum()) * voxel_ml, 3),
-        "heatmap_units": "z-score of the reconstruction residual against healthy scans",
+        "score": result.score,
+        "heatmap_units": f"mean z-score of {_describe(result.score)} against healthy scans",
+        **result.extra,
         "model": {"uri": loaded.uri, "name": version.get("registered_model"),
                   "version": version.get("version"), "run_id": version.get("run_id")},
         "trained_on": loaded.trained_on(),
@@ -64,7 +73,10 @@ def write_outputs(out_dir: Path, stem: str, result: ScanResult, img: nib.Nifti1I
     write_nifti(p["heatmap"], result.heatmap, affine, header, dtype=np.float32)
     write_nifti(p["mask"], result.mask, affine, header, dtype=np.uint8)
     if reconstruction:
-        write_nifti(p["reconstruction"], result.reconstruction, affine, header)
+        for key in ("reconstruction", "restoration", "uncertainty"):
+            data = getattr(result, key)
+            if data is not None:
+                write_nifti(p[key], data, affine, header)
     if html is not None:
         write_text(p["html"], html)
     write_json(p["json"], info)

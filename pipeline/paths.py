@@ -78,6 +78,15 @@ def model_dir(root: Path | None = None) -> Path:
     return models_dir(root) / "vae"
 
 
+def autoencoder_dir(root: Path | None = None) -> Path:
+    """The plain-autoencoder baseline (β = 0), written by ``train --autoencoder``."""
+    return models_dir(root) / "autoencoder"
+
+
+def autoencoder_checkpoints_dir(root: Path | None = None) -> Path:
+    return models_dir(root) / "checkpoints-autoencoder"
+
+
 def checkpoints_dir(root: Path | None = None) -> Path:
     return models_dir(root) / "checkpoints"
 

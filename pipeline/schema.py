@@ -173,12 +173,27 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class RestorationParams:
+    steps: int
+    step_size: float
+    consistency: float
+
+
+@dataclass(frozen=True)
 class ScoringParams:
+    score: list[str]
+    compare: list[str]
+    residual: str
+    mc_samples: int
     smoothing_sigma_vox: float
+    grad_smoothing_sigma_vox: float
+    restoration: RestorationParams
     std_smoothing_sigma_vox: float
     std_floor_fraction: float
     erode_brain_vox: int
+    median_filter_vox: int
     min_component_voxels: int
+    scan_statistic: str
     scan_top_voxels: int
 
 
@@ -189,9 +204,19 @@ class CalibrateParams:
 
 
 @dataclass(frozen=True)
+class ExtraCase:
+    name: str
+    image: str
+    lesion_mask: str
+    brain_mask: str
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     n_thresholds: int
     curve_points: int
+    autoencoder_baseline: bool
+    extra_cases: list[ExtraCase]
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""Anomaly maps: reconstruction residual → normative z-score → native grid → mask.
+"""Anomaly maps: raw scores → normative z-scores → post-processing → native grid → mask.
 
-The raw score is the smoothed absolute residual |x − x̂| of the posterior-mean reconstruction.
-It is calibrated voxel-wise against healthy calibration scans, z = (s − μ_v) / σ_v (negative
-values clipped to 0), inside the slightly eroded brain. Maps go back to the input's own grid,
-where the calibrated threshold gives the binary mask (tiny components removed).
+Raw maps (:mod:`pipeline.scores`) are calibrated voxel-wise against healthy calibration scans,
+z = (s − μ_v) / σ_v (one-sided: negative values clipped to 0), averaged over the score types
+of ``scoring.score`` into the primary map, median-filtered inside the slightly eroded brain,
+and mapped back to the input's own grid, where the calibrated threshold gives the binary mask
+(components smaller than ``min_component_voxels`` removed).
 
 Example:
     >>> result = score_prepared(loaded, prepared)   # doctest: +SKIP
@@ -13,89 +14,84 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from pipeline.config import ScoringParams
-from pipeline.modelio import Calibration, LoadedModel
+from pipeline.modelio import Calibration, LoadedModel, map_name
 from pipeline.nifti import voxel_volume_mm3
+from pipeline.objective import Likelihood
 from pipeline.preprocess import PreparedScan, native_brain, to_native
-
-
-@dataclass
-class TemplateMaps:
-    """Template-space arrays for one scan."""
-
-    reconstruction: np.ndarray
-    raw: np.ndarray
-    region: np.ndarray   # voxels that are scored (eroded brain)
+from pipeline.scores import RawScores, raw_scores
+from pipeline.scoretypes import KINDS
 
 
 @dataclass
 class ScanResult:
-    """One scored scan: native-grid maps and its scan-level score."""
+    """One scored scan: native-grid maps of one calibrated score and its scan-level score."""
 
     heatmap: np.ndarray
     mask: np.ndarray
-    reconstruction: np.ndarray
+    reconstruction: np.ndarray | None
     scan_score: float
     voxel_threshold: float
     scan_threshold: float
+    score: str = ""
+    restoration: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_abnormal(self) -> bool:
         return self.scan_score > self.scan_threshold
 
 
-def reconstruct(loaded: LoadedModel, images: list[np.ndarray]) -> list[np.ndarray]:
-    """Posterior-mean reconstructions of template-space images."""
-    import torch
+def calibrate_map(raw: np.ndarray, region: np.ndarray, name: str, calib: Calibration
+                  ) -> np.ndarray:
+    """z-score map of one raw score type (zero outside ``region``)."""
+    kind = KINDS[name]
+    if not kind.normative:
+        z = raw.astype(np.float64)
+    else:
+        st = calib.stats[name]
+        z = (raw - st.mean) / st.std
+        z = np.abs(z) if kind.two_sided else np.maximum(z, 0.0)
+    return np.where(region, z, 0.0).astype(np.float32)
 
-    vae = loaded.vae
-    device = next(vae.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for img in images:
-            x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                                enabled=device.type == "cuda"):
-                rec = vae(x.to(device), sample=False).reconstruction
-            out.append(rec.float()[0, 0].cpu().numpy())
+
+def postprocess(z: np.ndarray, region: np.ndarray, sp: ScoringParams) -> np.ndarray:
+    """Median filter (``median_filter_vox`` radius) inside the scored region."""
+    if sp.median_filter_vox > 0:
+        z = ndimage.median_filter(z, size=2 * sp.median_filter_vox + 1)
+    return np.where(region, z, 0.0).astype(np.float32)
+
+
+def calibrated_maps(raw: RawScores, calib: Calibration, sp: ScoringParams,
+                    compare: list[str] | tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The primary map (mean of the ``calib.score`` z-maps) and one map per ``compare`` type."""
+    z = {t: calibrate_map(raw.maps[t], raw.region, t, calib)
+         for t in dict.fromkeys([*calib.score, *compare])}
+    out = {map_name(calib.score): postprocess(np.mean([z[t] for t in calib.score], axis=0),
+                                              raw.region, sp)}
+    for t in compare:
+        out.setdefault(t, postprocess(z[t], raw.region, sp))
     return out
 
 
-def scored_region(brain: np.ndarray, sp: ScoringParams) -> np.ndarray:
-    if sp.erode_brain_vox <= 0:
-        return brain.astype(bool)
-    return np.asarray(ndimage.binary_erosion(brain, iterations=sp.erode_brain_vox))
-
-
-def raw_maps(loaded: LoadedModel, image: np.ndarray, brain: np.ndarray) -> TemplateMaps:
-    sp = loaded.params.scoring
-    (rec,) = reconstruct(loaded, [image])
-    region = scored_region(brain, sp)
-    residual = np.abs(image - rec) * region
-    if sp.smoothing_sigma_vox > 0:
-        residual = ndimage.gaussian_filter(residual, sp.smoothing_sigma_vox)
-    return TemplateMaps(reconstruction=rec, raw=(residual * region).astype(np.float32),
-                        region=region)
-
-
-def calibrate_map(raw: np.ndarray, region: np.ndarray, calib: Calibration) -> np.ndarray:
-    """Healthy-normalised z-score map, clipped at 0, zero outside ``region``."""
-    z = (raw - calib.mean) / calib.std
-    return np.where(region, np.maximum(z, 0.0), 0.0).astype(np.float32)
-
-
-def scan_score(zmap: np.ndarray, region: np.ndarray, top_voxels: int) -> float:
-    """The ``top_voxels``-th highest calibrated value: high when a finding at least that
-    large stands out, unlike a quantile, which small lesions never reach."""
-    values = zmap[region]
+def scan_score(zmap: np.ndarray, raw: RawScores, sp: ScoringParams, primary: bool = True
+               ) -> float:
+    """Scan-level score: for the primary map with ``scan_statistic: elbo``, the negative
+    ELBO (nats); otherwise the
+    ``scan_top_voxels``-th highest calibrated value, which is high when a finding at least
+    that large stands out (a quantile would never see a small lesion)."""
+    if primary and sp.scan_statistic == "elbo" and raw.negative_elbo is not None:
+        return raw.negative_elbo
+    values = zmap[raw.region]
     if values.size == 0:
         return 0.0
-    k = min(max(top_voxels, 1), values.size)
+    k = min(max(sp.scan_top_voxels, 1), values.size)
     return float(np.partition(values, values.size - k)[values.size - k])
 
 
@@ -117,22 +113,46 @@ def native_min_component(sp: ScoringParams, template_voxel_mm3: float,
     return max(1, round(sp.min_component_voxels * template_voxel_mm3 / native_voxel_mm3))
 
 
+def template_scores(loaded: LoadedModel, image: np.ndarray, brain: np.ndarray,
+                    kinds: set[str]) -> RawScores:
+    """Raw maps of ``kinds`` for a template-space image under the loaded model."""
+    m = loaded.params.model
+    return raw_scores(loaded.vae, Likelihood(m.likelihood, m.recon_sigma), image, brain,
+                      kinds, loaded.params.scoring, seed=loaded.params.seed)
+
+
+def to_result(loaded: LoadedModel, prepared: PreparedScan, raw: RawScores, name: str,
+              zmap: np.ndarray, brain_native: np.ndarray | None = None) -> ScanResult:
+    """Map one calibrated template-space map back to the native grid and threshold it."""
+    calib = loaded.calibration
+    assert calib is not None
+    sp, record = loaded.params.scoring, prepared.record
+    brain_native = native_brain(prepared) if brain_native is None else brain_native
+    heat = np.where(brain_native, np.maximum(to_native(zmap, record), 0.0), 0.0)
+    th = calib.thresholds[name]
+    mask = threshold_mask(heat, th.voxel, native_min_component(
+        sp, voxel_volume_mm3(np.asarray(record.template_affine)),
+        voxel_volume_mm3(np.asarray(record.native_affine))))
+
+    def native(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else to_native(a, record).astype(np.float32)
+
+    primary = name == calib.primary
+    return ScanResult(heatmap=heat.astype(np.float32), mask=mask,
+                      reconstruction=native(raw.reconstruction) if primary else None,
+                      scan_score=scan_score(zmap, raw, sp, primary), voxel_threshold=th.voxel,
+                      scan_threshold=th.scan, score=name,
+                      restoration=native(raw.restored) if primary else None,
+                      uncertainty=native(raw.uncertainty) if primary else None,
+                      extra={} if raw.negative_elbo is None
+                      else {"negative_elbo_nats": raw.negative_elbo})
+
+
 def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:
-    """Score one prepared scan and map everything back to its native grid."""
+    """Score one prepared scan with the calibrated primary score, on its native grid."""
     calib = loaded.calibration
     if calib is None:
         raise ValueError("model is not calibrated")
-    sp = loaded.params.scoring
-    maps = raw_maps(loaded, prepared.image, prepared.brain)
-    zmap = calibrate_map(maps.raw, maps.region, calib)
-    record = prepared.record
-    brain_native = native_brain(prepared)
-    heat = np.where(brain_native, np.maximum(to_native(zmap, record), 0.0), 0.0)
-    rec_native = to_native(maps.reconstruction, record)
-    mask = threshold_mask(heat, calib.voxel_threshold, native_min_component(
-        sp, voxel_volume_mm3(np.asarray(record.template_affine)),
-        voxel_volume_mm3(np.asarray(record.native_affine))))
-    return ScanResult(heatmap=heat.astype(np.float32), mask=mask,
-                      reconstruction=rec_native.astype(np.float32),
-                      scan_score=scan_score(zmap, maps.region, sp.scan_top_voxels),
-                      voxel_threshold=calib.voxel_threshold, scan_threshold=calib.scan_threshold)
+    raw = template_scores(loaded, prepared.image, prepared.brain, set(calib.score))
+    zmap = calibrated_maps(raw, calib, loaded.params.scoring)[calib.primary]
+    return to_result(loaded, prepared, raw, calib.primary, zmap)

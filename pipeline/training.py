@@ -73,9 +73,15 @@ def kl_weight(epoch: int, params: Params) -> float:
     return tp.beta * min(1.0, (step + 1) / tp.kl_warmup_epochs)
 
 
-def best_epoch(history: list[EpochStats]) -> EpochStats:
-    """The epoch whose weights :func:`fit` returns (lowest validation -ELBO)."""
-    return min(history, key=lambda s: s.val_negative_elbo)
+def selection_value(s: EpochStats, beta: float) -> float:
+    """Validation objective that picks the best epoch: reconstruction + β·KL, which is the
+    -ELBO for β = 1 and the reconstruction error of a plain autoencoder for β = 0."""
+    return s.val_reconstruction + beta * s.val_kl
+
+
+def best_epoch(history: list[EpochStats], beta: float = 1.0) -> EpochStats:
+    """The epoch whose weights :func:`fit` returns (lowest validation objective)."""
+    return min(history, key=lambda s: selection_value(s, beta))
 
 
 def _clone(vae: ConvVAE) -> dict[str, torch.Tensor]:
@@ -110,8 +116,9 @@ class _Trainer:
         ckpt_io.restore_rng(c.state["rng"], self.gen)
         self.history = [EpochStats(**h) for h in c.history]
         if self.history:
-            b = best_epoch(self.history)
-            self.best = (b.val_negative_elbo, b.epoch, dict(c.best_weights))
+            b = best_epoch(self.history, self.params.train.beta)
+            self.best = (selection_value(b, self.params.train.beta), b.epoch,
+                         dict(c.best_weights))
 
     def checkpoint(self, epoch: int, fingerprint: str, finished: bool,
                    extra: dict[str, Any]) -> ckpt_io.Checkpoint:
@@ -140,7 +147,7 @@ class _Trainer:
             if tp.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             with self.autocast:
-                out = model(x)
+                out = model(x, sample=tp.beta > 0)  # β = 0: a plain autoencoder
             terms = elbo_terms(out, x, self.likelihood, beta, tp.free_bits)
             self.opt.zero_grad(set_to_none=True)
             # one host sync per step for the logged terms; the finiteness decision must be
@@ -216,7 +223,7 @@ def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params, *,
         last = epoch == tp.epochs
         iwae = tp.iwae_samples if (epoch % tp.iwae_every == 0 or last) else 0
         v: Validation = validate(vae, val, t.likelihood, params.seed, tp.batch_size, iwae,
-                                 world, t.autocast)
+                                 world, t.autocast, sample=tp.beta > 0)
         count = max(float(sums[3]), 1.0)
         stats = EpochStats(
             epoch=epoch, train_loss=float(sums[0]) / count,
@@ -231,8 +238,9 @@ def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params, *,
                              if t.device.type == "cuda" else None),
             kl_channels=v.kl_channels)
         t.history.append(stats)
-        if t.best is None or stats.val_negative_elbo < t.best[0] - tp.early_stopping_min_delta:
-            t.best = (stats.val_negative_elbo, epoch, _clone(vae))
+        value = selection_value(stats, tp.beta)
+        if t.best is None or value < t.best[0] - tp.early_stopping_min_delta:
+            t.best = (value, epoch, _clone(vae))
         stopped = (tp.early_stopping_patience > 0
                    and epoch - t.best[1] >= tp.early_stopping_patience)
         if stopped:
@@ -248,8 +256,10 @@ def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params, *,
     if t.best is None:
         raise RuntimeError("training ran no epoch (checkpoint already at train.epochs?)")
     vae.load_state_dict(t.best[2])
-    log.info("best validation -ELBO %.1f at epoch %d", t.best[0], t.best[1])
+    log.info("best validation objective %.1f at epoch %d", t.best[0], t.best[1])
     vae.to("cpu").eval()
-    return FitResult(history=t.history, best_epoch=t.best[1], best_val_negative_elbo=t.best[0],
+    best = next(s for s in t.history if s.epoch == t.best[1])
+    return FitResult(history=t.history, best_epoch=t.best[1],
+                     best_val_negative_elbo=best.val_negative_elbo,
                      stopped_early=stopped and epoch < tp.epochs,
                      resumed_from=start.epoch if start else 0)

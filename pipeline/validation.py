@@ -39,9 +39,11 @@ def _noise(shape: torch.Size, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def validate(vae: ConvVAE, data: torch.Tensor, likelihood: Likelihood, seed: int,
              batch_size: int, iwae_samples: int = 0, world: World | None = None,
-             autocast: contextlib.AbstractContextManager[None] | None = None) -> Validation:
+             autocast: contextlib.AbstractContextManager[None] | None = None,
+             sample: bool = True) -> Validation:
     """Mean validation terms over ``data``; under torchrun each rank takes every
-    ``world.size``-th volume and the sums are reduced, so all ranks get the same values."""
+    ``world.size``-th volume and the sums are reduced, so all ranks get the same values.
+    ``sample=False`` decodes the posterior mean (a plain autoencoder, β = 0)."""
     world = world or World()
     was_training = vae.training
     vae.eval()
@@ -56,7 +58,7 @@ def validate(vae: ConvVAE, data: torch.Tensor, likelihood: Likelihood, seed: int
         with autocast or contextlib.nullcontext():
             mu, logvar = (t.float() for t in vae.encode(x))
             eps = torch.stack([_noise(mu.shape[1:], seed + int(i)) for i in idx]).to(mu.device)
-            z = mu + eps * torch.exp(0.5 * logvar)
+            z = mu + eps * torch.exp(0.5 * logvar) if sample else mu
             rec, sigma = vae.decode_params(z)
             terms = elbo_terms(VAEOutput(rec, mu, logvar, z, sigma), x, likelihood, 1.0, 0.0)
             iwae = torch.zeros(len(idx), device=mu.device)

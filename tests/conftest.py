@@ -25,7 +25,7 @@ TINY_OVERRIDES: dict[str, Any] = {
     "prepare": {"workers": 1, "registration": {"min_containment": 0.75}},
     "model": {"channels": [4, 8, 8], "latent_channels": 4},
     "train": {"epochs": 2, "batch_size": 2, "checkpoint_every": 1},
-    "scoring": {"std_smoothing_sigma_vox": 1.0},
+    "scoring": {"std_smoothing_sigma_vox": 1.0, "restoration": {"steps": 3}},
     "report": {"max_cases": 2},
     "mlflow": {"registered_model": "vae-anomaly-test"},
 }
@@ -85,7 +85,8 @@ def make_project(root: Path, overrides: dict[str, Any]) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run cohort → prepare → train → calibrate → evaluate → report on a tiny demo cohort."""
+    """Run cohort → prepare → train (VAE and autoencoder baseline) → calibrate → evaluate →
+    report on a tiny demo cohort."""
     from pipeline.cli import main
 
     root = tmp_path_factory.mktemp("project")
@@ -95,8 +96,9 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["VAE_ANOMALY_ROOT"] = str(root)
     try:
-        for stage in ("cohort", "prepare", "train", "calibrate", "evaluate", "report"):
-            assert main([stage, "--params", str(params_file)]) == 0, stage
+        for stage in ("cohort", "prepare", "train", "train --autoencoder", "calibrate",
+                      "evaluate", "report"):
+            assert main([*stage.split(), "--params", str(params_file)]) == 0, stage
     finally:
         os.chdir(old_cwd)
         os.environ.clear()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
+from pipeline.config import load_params
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +34,42 @@ def test_stages_write_their_outputs(tiny_project: Path) -> None:
     assert model["trained_on"]["modality"] == "T1w"
     assert model["mlflow"]["version"] == "1"
     assert (root / "models" / "vae" / "calibration.json").is_file()
+
+
+def test_evaluate_compares_every_score_type_with_the_baselines(tiny_project: Path) -> None:
+    metrics = json.loads((tiny_project / "reports" / "metrics.json").read_text())
+    params = load_params(tiny_project / "configs" / "params.yaml")
+    table = metrics["score_types"]
+    assert set(table) == {*params.scoring.compare, "autoencoder"}
+    assert metrics["score"] == "+".join(params.scoring.score)
+    for name, row in table.items():
+        assert 0.0 <= row["voxel_auroc"] <= 1.0, name
+        assert 0.0 <= row["healthy_voxel_fpr"] <= 1.0, name
+        assert row["n_lesions"] >= 1 and 0.0 <= row["lesion_detection_rate"] <= 1.0, name
+    assert metrics["voxel_auprc"] == table[metrics["score"]]["voxel_auprc"]
+    rows = (tiny_project / "reports" / "score_comparison.csv").read_text().splitlines()
+    assert len(rows) == len(table) + 1
+    ae = json.loads((tiny_project / "models" / "autoencoder" / "model.json").read_text())
+    assert ae["params"]["train"]["beta"] == 0.0
+    assert ae["mlflow"]["registered_model"] == "vae-anomaly-test-autoencoder"
+
+
+def test_extra_lesion_case_is_prepared_and_scored(in_project: Path) -> None:
+    from pipeline.modelio import load_model
+    from pipeline.schema import ExtraCase
+    from pipeline.stages.evaluate import _extra_case
+
+    loaded = load_model(in_project / "models" / "vae")
+    image = sorted((in_project / "data" / "prepared" / "lesioned").glob("*_T1.nii.gz"))[0]
+    truth = image.with_name(image.name.replace("_T1", "_lesion"))
+    case = ExtraCase(name="real", image=str(image), lesion_mask=str(truth), brain_mask="")
+    out = _extra_case(loaded, None, case, in_project, ["residual", "intensity"], 20)
+    assert out is not None and out["lesion_volume_ml"] > 0
+    assert {"combi", "residual", "intensity"} <= set(out)
+    assert 0.0 <= out["combi"]["voxel_auroc"] <= 1.0
+    missing = ExtraCase(name="gone", image="nowhere.nii.gz", lesion_mask="x.nii.gz",
+                        brain_mask="")
+    assert _extra_case(loaded, None, missing, in_project, [], 20) is None
 
 
 def test_champion_is_registered_with_calibration(in_project: Path) -> None:

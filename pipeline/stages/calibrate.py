@@ -1,8 +1,10 @@
 """``vae-anomaly calibrate``: healthy voxel statistics and thresholds, stored with the model.
 
-Reads ``models/trained``, scores the calibration split, and writes the complete scoring model
-``models/vae`` (weights, config, calibration); the calibration files are also attached to the
-MLflow model version created by ``train`` and its thresholds set as version tags.
+Reads ``models/trained``, computes every score type of ``scoring.score`` and
+``scoring.compare`` on the calibration split, and writes the complete scoring model
+``models/vae`` (weights, config, voxel-wise statistics and thresholds of every calibrated map);
+the calibration files are also attached to the MLflow model version created by ``train`` and
+its thresholds set as version tags.
 """
 
 from __future__ import annotations
@@ -19,15 +21,29 @@ from pipeline.modelio import (
     CALIBRATION,
     CALIBRATION_JSON,
     MODEL_JSON,
+    LoadedModel,
     copy_model,
     load_model,
     save_calibration,
     update_meta,
 )
-from pipeline.scoring import raw_maps
+from pipeline.scores import RawScores
+from pipeline.scoring import template_scores
 from pipeline.stages.prepare import load_manifest
 
 log = logging.getLogger(__name__)
+
+
+def healthy_raw_scores(params: Params, loaded: LoadedModel, kinds: set[str]
+                       ) -> list[RawScores]:
+    """Raw maps of the calibration split (images dropped: only the maps are kept)."""
+    out = []
+    for case in load_manifest(params)["calibration"]:
+        image, brain = load_template_case(params, case["id"])
+        raw = template_scores(loaded, image, brain, kinds)
+        out.append(RawScores(maps=raw.maps, region=raw.region,
+                             negative_elbo=raw.negative_elbo))
+    return out
 
 
 def run(params: Params) -> None:
@@ -37,26 +53,21 @@ def run(params: Params) -> None:
     loaded.params = dataclasses.replace(loaded.params, scoring=params.scoring,
                                         calibrate=params.calibrate)
     manifest = load_manifest(params)
-    raws, regions = [], []
-    for case in manifest["calibration"]:
-        image, brain = load_template_case(params, case["id"])
-        maps = raw_maps(loaded, image, brain)
-        raws.append(maps.raw)
-        regions.append(maps.region)
-    calib = fit_calibration(raws, regions, loaded.params.scoring,
-                            params.calibrate.voxel_fpr, params.calibrate.scan_fpr)
+    sp = params.scoring
+    raws = healthy_raw_scores(params, loaded, {*sp.score, *sp.compare})
+    calib = fit_calibration(raws, sp, params.calibrate)
     calib.info["cases"] = [c["id"] for c in manifest["calibration"]]
     out = paths.model_dir(params.root)
     reg = json.loads((trained / "registration.json").read_text())
     copy_model(trained, out)
     update_meta(out, loaded.params, reg)
     save_calibration(out, calib)
-    log.info("voxel threshold %.3f (FPR %.3g), scan threshold %.3f",
+    log.info("%s: voxel threshold %.3f (FPR %.3g), scan threshold %.3f", calib.primary,
              calib.voxel_threshold, params.calibrate.voxel_fpr, calib.scan_threshold)
     tracking.setup(params.mlflow.experiment)
     tracking.add_to_version(reg["run_id"], reg["registered_model"], reg["version"],
                             [out / CALIBRATION, out / CALIBRATION_JSON, out / MODEL_JSON],
-                            {"calibrated": "true",
+                            {"calibrated": "true", "score": calib.primary,
                              "voxel_threshold": f"{calib.voxel_threshold:.4f}",
                              "scan_threshold": f"{calib.scan_threshold:.4f}",
                              "voxel_fpr": str(params.calibrate.voxel_fpr)})

@@ -1,14 +1,20 @@
-"""``vae-anomaly evaluate``: score held-out test scans and measure against ground truth.
+"""``vae-anomaly evaluate``: every score type and the baselines on the same held-out scans.
 
 Healthy test scans and their lesioned copies are scored exactly as the ``score`` command does
-(maps on the native grid); voxels inside the native brain mask are pooled over scans.
-Writes ``reports/metrics.json`` and the ROC / PR plot data ``reports/plots/{roc,pr}.csv``;
-per-case maps go to ``data/evaluation/`` for the ``report`` stage.
+(maps on the native grid, thresholds from the healthy calibration split); voxels inside the
+native brain mask are pooled over scans. Each calibrated map of ``scoring.compare`` and the
+plain-autoencoder baseline (calibrated here on the same healthy calibration scans) gets the
+same metrics. Real lesioned scans of ``evaluate.extra_cases`` are prepared and scored on
+their own. Writes ``reports/metrics.json`` (the primary score's metrics at the top level,
+``score_types`` with every map, ``extra_cases``), ``reports/score_comparison.csv``, the ROC /
+PR plot data ``reports/plots/{roc,pr}.csv`` and the per-case outputs in
+``data/evaluation/`` for the ``report`` stage.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -17,19 +23,22 @@ from typing import Any
 import numpy as np
 
 from pipeline import metrics, paths
+from pipeline.calibration import fit_calibration
 from pipeline.config import Params
 from pipeline.dataset import load_prepared
-from pipeline.modelio import load_model
-from pipeline.nifti import atomic_write, load_mask, stem, write_json
+from pipeline.modelio import LoadedModel, ModelError, load_model
+from pipeline.nifti import atomic_write, load_mask, load_scan, stem, write_json
 from pipeline.outputs import summary, write_outputs
-from pipeline.preprocess import native_brain
-from pipeline.scoring import score_prepared
+from pipeline.preprocess import PreparedScan, native_brain, prepare_scan
+from pipeline.scoring import ScanResult, calibrated_maps, template_scores, to_result
+from pipeline.stages.calibrate import healthy_raw_scores
 from pipeline.stages.prepare import load_manifest
 
 log = logging.getLogger(__name__)
+AUTOENCODER = "autoencoder"  # row name of the β = 0 baseline (its residual map)
 
 
-def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     def writer(p: Path) -> None:
         with p.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["x"])
@@ -39,69 +48,134 @@ def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
     atomic_write(path, writer)
 
 
+def _autoencoder(params: Params) -> LoadedModel | None:
+    """The β = 0 baseline, calibrated (residual) on the healthy calibration split."""
+    folder = paths.autoencoder_dir(params.root)
+    if not params.evaluate.autoencoder_baseline:
+        return None
+    try:
+        ae = load_model(folder, require_calibration=False)
+    except ModelError as exc:
+        log.warning("no autoencoder baseline (%s): run `vae-anomaly train --autoencoder`", exc)
+        return None
+    sp = dataclasses.replace(params.scoring, score=["residual"], compare=["residual"])
+    ae.params = dataclasses.replace(ae.params, scoring=sp)
+    raws = healthy_raw_scores(params, ae, {"residual"})
+    ae.calibration = fit_calibration(raws, sp, params.calibrate)
+    return ae
+
+
+def _all_maps(loaded: LoadedModel, ae: LoadedModel | None, prepared: PreparedScan,
+              compare: list[str]) -> tuple[ScanResult, dict[str, ScanResult]]:
+    """The primary result (with reconstructions) and one native result per compared map."""
+    calib = loaded.calibration
+    assert calib is not None
+    raw = template_scores(loaded, prepared.image, prepared.brain, {*calib.score, *compare})
+    zmaps = calibrated_maps(raw, calib, loaded.params.scoring, compare)
+    brain = native_brain(prepared)
+    results = {name: to_result(loaded, prepared, raw, name, z, brain)
+               for name, z in zmaps.items()}
+    if ae is not None:
+        assert ae.calibration is not None
+        ae_raw = template_scores(ae, prepared.image, prepared.brain, {"residual"})
+        z = calibrated_maps(ae_raw, ae.calibration, ae.params.scoring)["residual"]
+        results[AUTOENCODER] = to_result(ae, prepared, ae_raw, "residual", z, brain)
+    return results[calib.primary], results
+
+
+def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Path,
+                compare: list[str], n_thresholds: int) -> dict[str, Any] | None:
+    """Metrics of every map on one real lesioned scan (``evaluate.extra_cases``)."""
+    image, truth_path = paths.resolve(case.image, root), paths.resolve(case.lesion_mask, root)
+    if not image.is_file() or not truth_path.is_file():
+        log.info("extra case %s skipped: %s not found", case.name, image)
+        return None
+    img = load_scan(image)
+    brain_mask = load_mask(paths.resolve(case.brain_mask, root), img) if case.brain_mask \
+        else None
+    prepared = prepare_scan(img, brain_mask, loaded.params, loaded.head_atlas)
+    truth = load_mask(truth_path, img)
+    _, results = _all_maps(loaded, ae, prepared, compare)
+    brain = native_brain(prepared) | truth
+    voxel_ml = float(np.abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
+    out: dict[str, Any] = {"image": str(image), "registration_ok": prepared.record.registration_ok,
+                           "lesion_volume_ml": round(float(truth.sum()) * voxel_ml, 2)}
+    for name, r in results.items():
+        pooled = metrics.Pooled()
+        pooled.add_lesioned(r.heatmap[brain], truth[brain], r.mask[brain] > 0, r.scan_score,
+                            metrics.lesions_found(r.mask, truth))
+        m = pooled.summary(n_thresholds)
+        out[name] = {k: m[k] for k in ("voxel_auroc", "voxel_auprc", "best_dice",
+                                       "dice_at_calibrated_threshold", "lesion_detection_rate",
+                                       "n_lesions")}
+        out[name].update(flagged_volume_ml=round(float(r.mask.sum()) * voxel_ml, 2),
+                         scan_abnormal=bool(r.is_abnormal))
+    return out
+
+
 def run(params: Params) -> dict[str, Any]:
     loaded = load_model(paths.model_dir(params.root))
+    calib = loaded.calibration
+    assert calib is not None
+    compare = [c for c in params.scoring.compare if c in calib.thresholds]
+    ae = _autoencoder(params)
     manifest = load_manifest(params)
     out_dir = paths.evaluation_dir(params.root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scores, labels, preds = [], [], []
-    healthy_scores: list[float] = []
-    lesion_scores: list[float] = []
-    flagged = brain_voxels = 0
-    cases_found = 0
+    pooled: dict[str, metrics.Pooled] = {}
     seconds = []
     for part in ("test_healthy", "test_lesion"):
         for case in manifest[part]:
             t0 = time.perf_counter()
             prepared, native = load_prepared(params, case)
-            result = score_prepared(loaded, prepared)
+            primary, results = _all_maps(loaded, ae, prepared, compare)
             seconds.append(time.perf_counter() - t0)
             brain = native_brain(prepared)
-            info = summary(case["image"], result, loaded, prepared.record,
-                           {"score": seconds[-1]})
+            info = summary(case["image"], primary, loaded, prepared.record,
+                           {"score_all_maps": seconds[-1]})
             info.update({"case": case["id"], "split": part, "truth": case["truth"]})
-            write_outputs(out_dir, stem(case["image"]), result, native, info,
+            write_outputs(out_dir, stem(case["image"]), primary, native, info,
                           reconstruction=True)
-            if part == "test_healthy":
-                healthy_scores.append(result.scan_score)
-                flagged += int(result.mask[brain].sum())
-                brain_voxels += int(brain.sum())
-            else:
-                truth = load_mask(case["truth"], native)
-                scores.append(result.heatmap[brain])
-                preds.append(result.mask[brain] > 0)
-                labels.append(truth[brain])
-                lesion_scores.append(result.scan_score)
-                cases_found += int(bool((result.mask.astype(bool) & truth).any()))
-    if not scores:
+            truth = load_mask(case["truth"], native) if part == "test_lesion" else None
+            for name, r in results.items():
+                acc = pooled.setdefault(name, metrics.Pooled())
+                if truth is None:
+                    acc.add_healthy(r.heatmap[brain], r.mask[brain] > 0, r.scan_score)
+                else:
+                    acc.add_lesioned(r.heatmap[brain], truth[brain], r.mask[brain] > 0,
+                                     r.scan_score, metrics.lesions_found(r.mask, truth))
+    if calib.primary not in pooled or not pooled[calib.primary].scores:
         raise RuntimeError("no lesioned test scans to evaluate")
-    s, y = np.concatenate(scores), np.concatenate(labels)
-    summary_curves, roc, pr = metrics.curves(s, y, params.evaluate.curve_points)
-    best, best_t = metrics.best_dice(s, y, params.evaluate.n_thresholds)
-    pred = np.concatenate(preds)
+    ev = params.evaluate
+    table = {name: acc.summary(ev.n_thresholds, ev.curve_points if name == calib.primary else 0)
+             for name, acc in pooled.items()}
+    main = table[calib.primary]
+    extra = {}
+    for c in ev.extra_cases:
+        found = _extra_case(loaded, ae, c, params.root, compare, ev.n_thresholds)
+        if found is not None:
+            extra[c.name] = found
     result_metrics = {
-        "voxel_auroc": summary_curves["auroc"],
-        "voxel_auprc": summary_curves["auprc"],
-        "best_dice": best,
-        "best_dice_threshold": best_t,
-        "best_dice_n_thresholds": params.evaluate.n_thresholds,
-        "dice_at_calibrated_threshold": metrics.dice(pred, y),
-        "calibrated_threshold": loaded.calibration.voxel_threshold if loaded.calibration else None,
-        "healthy_voxel_fpr": flagged / max(brain_voxels, 1),
-        "scan_auroc": metrics.scan_auroc(healthy_scores, lesion_scores),
-        "lesioned_scans_with_detection": cases_found / max(len(lesion_scores), 1),
-        "n_test_healthy": len(healthy_scores),
-        "n_test_lesion": len(lesion_scores),
-        "lesion_voxel_fraction": float(y.mean()),
-        "seconds_per_scan": float(np.median(seconds)),
-        "model": loaded.meta.get("mlflow", {}),
-        "cohort": params.cohort.name,
+        **main, "score": calib.primary, "best_dice_n_thresholds": ev.n_thresholds,
+        "calibrated_threshold": calib.voxel_threshold,
+        "voxel_fpr_target": params.calibrate.voxel_fpr,
+        "n_test_healthy": len(manifest["test_healthy"]),
+        "n_test_lesion": len(manifest["test_lesion"]),
+        "lesion_voxel_fraction": float(np.concatenate(pooled[calib.primary].labels).mean()),
+        "seconds_per_scan_all_maps": float(np.median(seconds)),
+        "model": loaded.meta.get("mlflow", {}), "cohort": params.cohort.name,
+        "score_types": table, "extra_cases": extra,
     }
     reports = paths.reports_dir(params.root)
     write_json(reports / "metrics.json", result_metrics)
-    _write_csv(reports / "plots" / "roc.csv", roc)
-    _write_csv(reports / "plots" / "pr.csv", pr)
-    log.info("AUROC %.3f  AUPRC %.3f  best Dice %.3f  Dice@calib %.3f  healthy FPR %.4f",
-             result_metrics["voxel_auroc"], result_metrics["voxel_auprc"], best,
-             result_metrics["dice_at_calibrated_threshold"], result_metrics["healthy_voxel_fpr"])
+    _write_csv(reports / "score_comparison.csv", [
+        {"score": name, **{k: v for k, v in row.items() if k != "best_dice_threshold"}}
+        for name, row in table.items()])
+    _write_csv(reports / "plots" / "roc.csv", pooled[calib.primary].roc)
+    _write_csv(reports / "plots" / "pr.csv", pooled[calib.primary].pr)
+    for name, row in table.items():
+        log.info("%-20s AUROC %.3f  AUPRC %.3f  best Dice %.3f  Dice@calib %.3f  FPR %.4f  "
+                 "scan AUROC %.3f  lesions found %.2f", name, row["voxel_auroc"],
+                 row["voxel_auprc"], row["best_dice"], row["dice_at_calibrated_threshold"],
+                 row["healthy_voxel_fpr"], row["scan_auroc"], row["lesion_detection_rate"])
     return result_metrics

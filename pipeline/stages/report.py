@@ -28,6 +28,18 @@ def _index(metrics: dict[str, Any], rows: list[dict[str, Any]], trained: dict[st
     esc = html.escape
     mrows = "".join(f"<tr><th>{esc(k)}</th><td>{v:.4f}</td></tr>" for k, v in metrics.items()
                     if isinstance(v, float))
+    cols = ("voxel_auroc", "voxel_auprc", "best_dice", "dice_at_calibrated_threshold",
+            "healthy_voxel_fpr", "scan_auroc", "lesion_detection_rate")
+    table = metrics.get("score_types", {})
+    srows = "".join(
+        f"<tr><th>{esc(name)}{' (primary)' if name == metrics.get('score') else ''}</th>"
+        + "".join(f"<td>{row.get(c, float('nan')):.3f}</td>" for c in cols) + "</tr>"
+        for name, row in table.items())
+    comparison = (f"<h2>Score types and baselines</h2><p>Same test scans, same thresholds "
+                  f"policy (healthy calibration scans); <i>intensity</i>, "
+                  f"<i>intensity_normative</i> and <i>autoencoder</i> are baselines.</p>"
+                  f"<table><tr><th>score</th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>"
+                  f"{srows}</table>") if table else ""
     crow = "".join(
         f"<tr><td><a href='cases/{esc(r['stem'])}.html'>{esc(r['case'])}</a></td>"
         f"<td>{esc(r['split'])}</td><td>{r['scan_score']:.3f}</td>"
@@ -40,6 +52,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}<
 <p>Model trained on {esc(str(trained.get('modality')))} scans of
 {esc(str(trained.get('cohort')))} in {esc(str(trained.get('space')))}.</p>
 <h2>Metrics</h2><table>{mrows}</table>
+{comparison}
 <h2>Test scans</h2><table><tr><th>case</th><th>split</th><th>scan score</th><th>verdict</th>
 <th>flagged mL</th></tr>{crow}</table></body></html>"""
 

@@ -6,6 +6,10 @@ one MLflow run (params, per-epoch losses, KL per latent channel, IWAE bound, lea
 throughput, GPU memory; the model folder as artifacts) and a new version of the configured
 registered model; alias ``champion`` moves to it only when its validation ELBO is better.
 
+``--autoencoder`` trains the baseline of the evaluation instead: the same network as a plain
+autoencoder (β = 0, no posterior sampling), into ``models/autoencoder/`` with its own
+checkpoints, reports (``*_autoencoder``) and registered model (``<name>-autoencoder``).
+
 ``--resume`` continues from the newest checkpoint made with the same parameters, data and
 code (and the same MLflow run); without one it starts from the beginning. Under
 ``torchrun --nproc_per_node=N`` it trains data-parallel; only rank 0 writes and logs.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,7 +47,8 @@ log = logging.getLogger(__name__)
 RUNTIME_KEYS = ("device", "threads", "checkpoint_every", "gpu_cache_fraction", "compile",
                 "channels_last", "iwae_samples", "iwae_every")
 CODE = ("model.py", "objective.py", "augment.py", "training.py", "validation.py")
-PLOT_COLUMNS = ("epoch", "train_loss", "val_negative_elbo", "val_iwae_nll", "val_kl",
+PLOT_COLUMNS = ("epoch", "train_loss", "val_negative_elbo", "val_reconstruction",
+                "val_iwae_nll", "val_kl",
                 "learning_rate", "volumes_per_s")
 
 
@@ -91,7 +97,48 @@ def _epoch_metrics(s: EpochStats) -> dict[str, float]:
     return metrics
 
 
-def _write_reports(params: Params, result: FitResult) -> None:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """Where one kind of training run writes (the VAE, or the autoencoder baseline)."""
+
+    model_dir: Path
+    checkpoints: Path
+    suffix: str      # of the report files
+    kind: str        # in the MLflow description
+
+
+def variant(params: Params, autoencoder: bool) -> tuple[Params, Variant]:
+    """Parameters and output places of the VAE run, or of the β = 0 autoencoder baseline."""
+    root = params.root
+    if not autoencoder:
+        return params, Variant(paths.trained_model_dir(root), paths.checkpoints_dir(root), "",
+                               "3D conv VAE")
+    train = dataclasses.replace(params.train, beta=0.0, free_bits=0.0, kl_schedule="constant")
+    ml = dataclasses.replace(params.mlflow,
+                             registered_model=f"{params.mlflow.registered_model}-autoencoder")
+    return (dataclasses.replace(params, train=train, mlflow=ml),
+            Variant(paths.autoencoder_dir(root), paths.autoencoder_checkpoints_dir(root),
+                    "_autoencoder", "Baseline: the same 3D conv network as a plain "
+                                    "autoencoder (beta = 0, no sampling)"))
+
+
+def _write_disabled(params: Params, where: Variant) -> None:
+    """Outputs of a disabled baseline run (DVC wants them): a note, no model."""
+    if where.model_dir.exists():
+        shutil.rmtree(where.model_dir)
+    where.model_dir.mkdir(parents=True)
+    (where.model_dir / "DISABLED.txt").write_text(
+        "evaluate.autoencoder_baseline is false: no autoencoder baseline was trained.\n")
+    reports = paths.reports_dir(params.root)
+    (reports / "plots").mkdir(parents=True, exist_ok=True)
+    write_json(reports / f"train{where.suffix}_metrics.json", {"disabled": True})
+    atomic_write(reports / "plots" / f"train{where.suffix}.csv",
+                 lambda p: p.write_text(",".join(PLOT_COLUMNS) + "\n"))
+    where.checkpoints.mkdir(parents=True, exist_ok=True)
+    log.info("autoencoder baseline disabled (evaluate.autoencoder_baseline: false)")
+
+
+def _write_reports(params: Params, result: FitResult, suffix: str) -> None:
     plots = paths.reports_dir(params.root) / "plots"
     plots.mkdir(parents=True, exist_ok=True)
 
@@ -103,10 +150,10 @@ def _write_reports(params: Params, result: FitResult) -> None:
                 row = asdict(s)
                 w.writerow(["" if row[c] is None else row[c] for c in PLOT_COLUMNS])
 
-    atomic_write(plots / "train.csv", table)
+    atomic_write(plots / f"train{suffix}.csv", table)
     best = next(s for s in result.history if s.epoch == result.best_epoch)
     iwae = [s.val_iwae_nll for s in result.history if s.val_iwae_nll is not None]
-    write_json(paths.reports_dir(params.root) / "train_metrics.json", {
+    write_json(paths.reports_dir(params.root) / f"train{suffix}_metrics.json", {
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "val_negative_elbo": best.val_negative_elbo, "val_kl": best.val_kl,
@@ -117,18 +164,22 @@ def _write_reports(params: Params, result: FitResult) -> None:
             len(result.history) // 2]})
 
 
-def run(params: Params, resume: bool = False) -> None:
+def run(params: Params, resume: bool = False, autoencoder: bool = False) -> None:
+    params, where = variant(params, autoencoder)
+    if autoencoder and not params.evaluate.autoencoder_baseline:
+        _write_disabled(params, where)
+        return
     world = distributed.from_env()
     if not world.is_main:  # one log, from rank 0; the other ranks only report problems
         logging.getLogger().setLevel(logging.WARNING)
     distributed.init(world, pick_device(params.train.device))
     try:
-        _run(params, resume, world)
+        _run(params, resume, world, where)
     finally:
         distributed.shutdown()
 
 
-def _run(params: Params, resume: bool, world: distributed.World) -> None:
+def _run(params: Params, resume: bool, world: distributed.World, where: Variant) -> None:
     import mlflow
 
     if params.train.threads > 0:
@@ -140,7 +191,7 @@ def _run(params: Params, resume: bool, world: distributed.World) -> None:
     vae = build_vae(params)
     info = trained_on(params, manifest)
     device = pick_device(params.train.device)
-    ckdir = paths.checkpoints_dir(params.root)
+    ckdir = where.checkpoints
     fp = fingerprint(params, train, val)
     start = checkpoint.load_latest(ckdir, fp) if resume else None
     if start is None and world.is_main and ckdir.exists():
@@ -175,14 +226,14 @@ def _run(params: Params, resume: bool, world: distributed.World) -> None:
                      fingerprint=fp, extra=extra, on_epoch=on_epoch if active else None,
                      world=world)
         if active:
-            _finish(params, vae, result, info, manifest, active.info.run_id)
+            _finish(params, vae, result, info, manifest, active.info.run_id, where)
 
 
 def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
-            manifest: dict[str, Any], run_id: str) -> None:
+            manifest: dict[str, Any], run_id: str, where: Variant) -> None:
     import mlflow
 
-    folder = paths.trained_model_dir(params.root)
+    folder = where.model_dir
     best = next(s for s in result.history if s.epoch == result.best_epoch)
     meta: dict[str, Any] = {
         "format": "vae-anomaly/1", "trained_on": info,
@@ -193,12 +244,12 @@ def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
     atlas = paths.prepared_dir(params.root) / paths.HEAD_ATLAS_FILE
     save_model(folder, vae, params, meta, atlas if atlas.is_file() else None)
     write_json(folder / "history.json", [asdict(h) for h in result.history])
-    _write_reports(params, result)
+    _write_reports(params, result, where.suffix)
     mlflow.log_artifacts(str(folder), artifact_path=tracking.MODEL_ARTIFACT)
     mlflow.log_metrics({"best_epoch": best.epoch,
                         "best_val_negative_elbo": best.val_negative_elbo})
     description = (
-        f"3D conv VAE ({params.model.latent} latent, {params.model.likelihood} likelihood) "
+        f"{where.kind} ({params.model.latent} latent, {params.model.likelihood} likelihood) "
         f"trained on {info['n_train']} healthy {info['modality']} scans of {info['cohort']}, "
         f"registered to {info['space']}. Split (seed {info['split_seed']}): "
         f"{info['n_train']} train / {info['n_calibration']} validation+calibration / "
