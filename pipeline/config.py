@@ -141,8 +141,10 @@ def _validate(p: Params) -> None:
         bad = [n for n in names if n not in KINDS]
         if bad or not names:
             raise ConfigError(f"{key} must list score types out of {sorted(KINDS)}, got {names}")
-    if any(n not in MODEL_KINDS for n in sc.score):
-        raise ConfigError(f"scoring.score may only combine model scores {list(MODEL_KINDS)}")
+    if not any(n in MODEL_KINDS for n in sc.score) or not all(KINDS[n].normative
+                                                              for n in sc.score):
+        raise ConfigError(f"scoring.score combines calibrated (normative) score types, at least "
+                          f"one of the model's {list(MODEL_KINDS)}; got {sc.score}")
     if sc.mc_samples < 0 or sc.restoration.steps < 0 or sc.median_filter_vox < 0:
         raise ConfigError("scoring.mc_samples, restoration.steps, median_filter_vox must be >= 0")
     if p.split.calibration_fraction + p.split.test_fraction >= 1:

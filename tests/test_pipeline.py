@@ -65,8 +65,9 @@ def test_extra_lesion_case_is_prepared_and_scored(in_project: Path) -> None:
     case = ExtraCase(name="real", image=str(image), lesion_mask=str(truth), brain_mask="")
     out = _extra_case(loaded, None, case, in_project, ["residual", "intensity"], 20)
     assert out is not None and out["lesion_volume_ml"] > 0
-    assert {"combi", "residual", "intensity"} <= set(out)
-    assert 0.0 <= out["combi"]["voxel_auroc"] <= 1.0
+    primary = loaded.calibration.primary if loaded.calibration else ""
+    assert {primary, "residual", "intensity"} <= set(out)
+    assert 0.0 <= out[primary]["voxel_auroc"] <= 1.0
     missing = ExtraCase(name="gone", image="nowhere.nii.gz", lesion_mask="x.nii.gz",
                         brain_mask="")
     assert _extra_case(loaded, None, missing, in_project, [], 20) is None

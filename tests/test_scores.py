@@ -127,3 +127,20 @@ def test_pooled_metrics() -> None:
     assert m["healthy_voxel_fpr"] == pytest.approx(0.01)
     assert m["lesion_detection_rate"] == pytest.approx(2 / 3)
     assert m["scan_auroc"] == 1.0 and p.roc and p.pr
+
+
+@pytest.mark.parametrize("score, ok", [
+    (["nll", "intensity_normative"], True), (["restoration"], True),
+    (["intensity_normative"], False),      # no model in the map
+    (["nll", "intensity"], False),         # not calibrated: cannot be averaged with z-scores
+    (["bogus"], False), ([], False)])
+def test_primary_score_is_validated(score: list[str], ok: bool) -> None:
+    from pipeline.config import ConfigError, load_raw, params_from_dict
+
+    raw = load_raw()
+    raw["scoring"]["score"] = score
+    if ok:
+        assert params_from_dict(raw).scoring.score == score
+    else:
+        with pytest.raises(ConfigError, match=r"scoring\.score"):
+            params_from_dict(raw)

@@ -152,3 +152,27 @@ def test_gradient_scaler_path_skips_non_finite_steps(monkeypatch: pytest.MonkeyP
     after = vae.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values())
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_autoencoder_variant_trains_without_kl_or_sampling(tmp_path: Path) -> None:
+    from conftest import make_project
+
+    from pipeline.config import load_params
+    from pipeline.stages.train import run, variant
+
+    params = load_params(make_project(tmp_path, {"evaluate": {"autoencoder_baseline": False}}))
+    ae, where = variant(params, autoencoder=True)
+    assert ae.train.beta == 0.0 and ae.train.free_bits == 0.0
+    assert ae.mlflow.registered_model.endswith("-autoencoder")
+    assert where.model_dir.name == "autoencoder" and where.checkpoints.name.endswith("autoencoder")
+    assert variant(params, autoencoder=False)[0] is params
+    run(params, autoencoder=True)  # disabled: a note instead of a model, nothing trained
+    assert (where.model_dir / "DISABLED.txt").is_file()
+    assert not (where.model_dir / "model.json").exists()
+    # β = 0 never samples the posterior: the validation value is deterministic in the seed
+    torch.manual_seed(0)
+    vae = build_vae(_params(beta=0.0)).eval()
+    x = torch.rand(2, 1, 16, 16, 16)
+    a = validate(vae, x, Likelihood("gaussian", 0.1), seed=1, batch_size=2, sample=False)
+    b = validate(vae, x, Likelihood("gaussian", 0.1), seed=2, batch_size=2, sample=False)
+    assert a.reconstruction == b.reconstruction
