@@ -95,7 +95,7 @@ class Pooled:
 
     Example:
         >>> p = Pooled()
-        >>> p.add_healthy(np.array([0.1, 0.2]), np.array([0, 0], bool), 0.3)
+        >>> p.add_healthy(np.array([0, 0], bool), 0.3)
         >>> p.add_lesioned(np.array([0.1, 0.9]), np.array([0, 1], bool),
         ...                np.array([False, True]), 2.0, (1, 1))
         >>> p.summary(10)["dice_at_calibrated_threshold"]
@@ -113,7 +113,7 @@ class Pooled:
         self.roc: list[dict[str, float]] = []
         self.pr: list[dict[str, float]] = []
 
-    def add_healthy(self, scores: np.ndarray, pred: np.ndarray, scan_score: float) -> None:
+    def add_healthy(self, pred: np.ndarray, scan_score: float) -> None:
         """A healthy scan's brain voxels: its flagged voxels are false positives."""
         self.healthy_scan.append(scan_score)
         self.flagged += int(pred.sum())

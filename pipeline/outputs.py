@@ -35,7 +35,7 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
 
 
 def _describe(name: str) -> str:
-    return " and ".join(KINDS[t].description for t in name.split("+") if t in KINDS) or name
+    return "; ".join(KINDS[t].description for t in name.split("+") if t in KINDS) or name
 
 
 def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record: ScanRecord,
@@ -51,7 +51,8 @@ def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record:
         "flagged_voxels": int(result.mask.sum()),
         "flagged_volume_ml": round(int(result.mask.sum()) * voxel_ml, 3),
         "score": result.score,
-        "heatmap_units": f"mean z-score of {_describe(result.score)} against healthy scans",
+        "heatmap_units": "mean of the healthy-calibrated z-scores of: "
+                         + _describe(result.score),
         **result.extra,
         "model": {"uri": loaded.uri, "name": version.get("registered_model"),
                   "version": version.get("version"), "run_id": version.get("run_id")},

@@ -30,8 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import ndimage
 
+from pipeline.model import ConvVAE, VAEOutput
 from pipeline.objective import Likelihood, elbo_terms, kl_divergence
 from pipeline.restoration import frozen, restore
 from pipeline.schema import ScoringParams
@@ -61,13 +63,8 @@ def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(a, sigma) if sigma > 0 else a
 
 
-def _model_maps(vae: object, likelihood: Likelihood, image: np.ndarray, region: np.ndarray,
+def _model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray, region: np.ndarray,
                 kinds: set[str], sp: ScoringParams, seed: int) -> RawScores:
-    import torch
-
-    from pipeline.model import ConvVAE
-
-    assert isinstance(vae, ConvVAE)
     device = next(vae.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
     weight = torch.from_numpy(region.astype(np.float32))[None, None].to(device)
@@ -82,8 +79,6 @@ def _model_maps(vae: object, likelihood: Likelihood, image: np.ndarray, region: 
         else:
             z = mu
         recs, sigmas = vae.decode_params(z)
-        from pipeline.model import VAEOutput
-
         nll = likelihood.nll(x.expand_as(recs), VAEOutput(recs, mu, logvar, z, sigmas))
         kl = kl_divergence(mu.float(), logvar.float()).sum()
         out.negative_elbo = float(nll.reshape(len(nll), -1).sum(1).mean() + kl)
@@ -93,7 +88,8 @@ def _model_maps(vae: object, likelihood: Likelihood, image: np.ndarray, region: 
         out.uncertainty = recs.float().std(0)[0].cpu().numpy() if k > 1 else None
         residual = err.mean(0)[0].cpu().numpy()
         if "nll" in kinds:
-            out.maps["nll"] = nll.mean(0)[0].cpu().numpy()
+            out.maps["nll"] = _smooth(nll.mean(0)[0].cpu().numpy() * region,
+                                      sp.smoothing_sigma_vox)
     if kinds & {"residual", "combi"}:
         out.maps["residual"] = _smooth(residual * region, sp.smoothing_sigma_vox)
     if kinds & {"elbo_grad", "combi"}:
@@ -110,12 +106,10 @@ def _model_maps(vae: object, likelihood: Likelihood, image: np.ndarray, region: 
         out.restored = restored[0, 0].cpu().numpy()
         out.maps["restoration"] = _smooth(np.abs(image - out.restored) * region,
                                           sp.smoothing_sigma_vox)
-    if "nll" in out.maps:
-        out.maps["nll"] = _smooth(out.maps["nll"] * region, sp.smoothing_sigma_vox)
     return out
 
 
-def raw_scores(vae: object | None, likelihood: Likelihood | None, image: np.ndarray,
+def raw_scores(vae: ConvVAE | None, likelihood: Likelihood | None, image: np.ndarray,
                brain: np.ndarray, kinds: set[str], sp: ScoringParams, seed: int = 0
                ) -> RawScores:
     """Raw maps of the requested score ``kinds`` for one template-space image.

@@ -27,9 +27,9 @@ KINDS: dict[str, ScoreKind] = {
     "combi": ScoreKind(True, description="reconstruction error x |d(-ELBO)/dx| (ceVAE)"),
     "restoration": ScoreKind(True, description="|x - MAP restoration| under the VAE prior"),
     "intensity": ScoreKind(False, normative=False,
-                           description="baseline: |x - median brain intensity|, thresholded"),
+                           description="|x - median brain intensity| (baseline, uncalibrated)"),
     "intensity_normative": ScoreKind(False, two_sided=True,
-                                     description="baseline: intensity z-score vs healthy "
-                                                 "scans (no VAE)"),
+                                     description="intensity against healthy scans (atlas, "
+                                                 "no VAE)"),
 }
 MODEL_KINDS = tuple(k for k, v in KINDS.items() if v.needs_model)

@@ -117,7 +117,7 @@ def test_lesions_found_counts_overlapped_components() -> None:
 
 def test_pooled_metrics() -> None:
     p = Pooled()
-    p.add_healthy(np.zeros(100), np.r_[np.ones(1), np.zeros(99)].astype(bool), 0.5)
+    p.add_healthy(np.r_[np.ones(1), np.zeros(99)].astype(bool), 0.5)
     scores = np.r_[np.full(10, 5.0), np.zeros(90)]
     labels = np.r_[np.ones(10), np.zeros(90)].astype(bool)
     p.add_lesioned(scores, labels, scores > 1, 3.0, (2, 3))

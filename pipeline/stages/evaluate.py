@@ -140,7 +140,7 @@ def run(params: Params) -> dict[str, Any]:
             for name, r in results.items():
                 acc = pooled.setdefault(name, metrics.Pooled())
                 if truth is None:
-                    acc.add_healthy(r.heatmap[brain], r.mask[brain] > 0, r.scan_score)
+                    acc.add_healthy(r.mask[brain] > 0, r.scan_score)
                 else:
                     acc.add_lesioned(r.heatmap[brain], truth[brain], r.mask[brain] > 0,
                                      r.scan_score, metrics.lesions_found(r.mask, truth))
