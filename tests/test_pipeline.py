@@ -40,7 +40,7 @@ def test_evaluate_compares_every_score_type_with_the_baselines(tiny_project: Pat
     metrics = json.loads((tiny_project / "reports" / "metrics.json").read_text())
     params = load_params(tiny_project / "configs" / "params.yaml")
     table = metrics["score_types"]
-    assert set(table) == {*params.scoring.compare, "autoencoder"}
+    assert set(table) == {*params.scoring.compare, metrics["score"], "autoencoder"}
     assert metrics["score"] == "+".join(params.scoring.score)
     for name, row in table.items():
         assert 0.0 <= row["voxel_auroc"] <= 1.0, name
