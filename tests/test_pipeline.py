@@ -202,3 +202,24 @@ def test_train_resume_of_a_finished_run_keeps_the_champion(in_project: Path) -> 
         pytest.approx(history[metrics["best_epoch"] - 1]["val_negative_elbo"])
     # restore the model folder the other tests read (calibrated version 1)
     (in_project / "models" / "trained" / "registration.json").write_text(json.dumps(before))
+
+
+def test_calibration_of_the_first_format_still_loads(in_project: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.modelio import CALIBRATION, CALIBRATION_JSON, load_model
+    from pipeline.nifti import sha256, write_arrays
+
+    folder = tmp_path / "old"
+    shutil.copytree(in_project / "models" / "vae", folder)
+    new = load_model(folder).calibration
+    assert new is not None
+    stats = new.stats["nll"]
+    write_arrays(folder / CALIBRATION, {"mean": stats.mean, "std": stats.std})
+    (folder / CALIBRATION_JSON).write_text(json.dumps({  # issue 3: one residual map
+        "voxel_threshold": 2.5, "scan_threshold": 4.0, "healthy_scan_scores": [1.0, 2.0],
+        "statistics_sha256": sha256(folder / CALIBRATION)}))
+    old = load_model(folder).calibration
+    assert old is not None and old.score == ["residual"] and old.primary == "residual"
+    assert old.voxel_threshold == 2.5 and old.scan_threshold == 4.0
+    assert np.array_equal(old.stats["residual"].mean, stats.mean)
