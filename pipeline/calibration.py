@@ -67,13 +67,13 @@ def voxel_statistics(raws: list[np.ndarray], regions: list[np.ndarray], sp: Scor
     return _Sums(raws, regions).statistics(sp)
 
 
-def fit_calibration(scans: list[RawScores], sp: ScoringParams, cp: CalibrateParams,
-                    names: list[str] | None = None) -> Calibration:
-    """Statistics on all ``scans``; thresholds of the primary map and of each type in
-    ``names`` (default: ``sp.compare``) on leave-one-out z-maps."""
+def fit_calibration(scans: list[RawScores], sp: ScoringParams, cp: CalibrateParams
+                    ) -> Calibration:
+    """Statistics on all ``scans``; thresholds of the primary map and of each type of
+    ``sp.compare`` (that the scans have maps of) on leave-one-out z-maps."""
     if len(scans) < MIN_SCANS:
         raise ValueError(f"calibration needs at least {MIN_SCANS} healthy scans, got {len(scans)}")
-    compared = [n for n in (names if names is not None else sp.compare) if n in scans[0].maps]
+    compared = [n for n in sp.compare if n in scans[0].maps]
     types = sorted({*sp.score, *compared} & set(scans[0].maps))
     regions = [s.region for s in scans]
     sums = {t: _Sums([s.maps[t] for s in scans], regions)

@@ -27,7 +27,14 @@ from pipeline.calibration import fit_calibration
 from pipeline.config import Params
 from pipeline.dataset import load_prepared
 from pipeline.modelio import LoadedModel, ModelError, load_model
-from pipeline.nifti import atomic_write, load_mask, load_scan, stem, write_json
+from pipeline.nifti import (
+    atomic_write,
+    load_mask,
+    load_scan,
+    stem,
+    voxel_volume_mm3,
+    write_json,
+)
 from pipeline.outputs import summary, write_outputs
 from pipeline.preprocess import PreparedScan, native_brain, prepare_scan
 from pipeline.scoring import ScanResult, calibrated_maps, template_scores, to_result
@@ -97,7 +104,7 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Pa
     truth = load_mask(truth_path, img)
     _, results = _all_maps(loaded, ae, prepared, compare)
     brain = native_brain(prepared) | truth
-    voxel_ml = float(np.abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
     out: dict[str, Any] = {"image": str(image), "registration_ok": prepared.record.registration_ok,
                            "lesion_volume_ml": round(float(truth.sum()) * voxel_ml, 2)}
     for name, r in results.items():
