@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="brain mask on the scan's grid (repeat once per scan, in order)")
     sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     sc.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    sc.add_argument("--convention", choices=("radiological", "neurological"), default=None,
+                    help="left/right display of the report's axial and coronal views "
+                         "(default: the model's report.convention)")
     return ap
 
 

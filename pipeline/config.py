@@ -107,6 +107,7 @@ _CHOICES = {  # dotted key -> accepted values
     "train.kl_schedule": {"linear", "cyclical", "constant"},
     "scoring.residual": {"abs", "squared"},
     "scoring.scan_statistic": {"top_voxels", "elbo"},
+    "report.convention": {"radiological", "neurological"},
 }
 
 
@@ -158,6 +159,12 @@ def _validate(p: Params) -> None:
         raise ConfigError("registration levels must be positive spacings in mm")
     if p.prepare.bias_field.levels < 1 or p.prepare.bias_field.fit_spacing_mm <= 0:
         raise ConfigError("prepare.bias_field needs levels >= 1 and fit_spacing_mm > 0")
+    r = p.report
+    if (len(r.heat_range) != 2 or not 0 <= r.heat_range[0] < r.heat_range[1]
+            or r.display_mm <= 0 or min(r.montage_slices, r.finding_views, r.max_findings,
+                                        r.viewer_max_slices, r.gallery_max, r.max_cases) < 0):
+        raise ConfigError("report: heat_range is [low, high] with 0 <= low < high, display_mm "
+                          "> 0, counts >= 0")
     if p.cohort.image_pattern.count("*") != 1:
         raise ConfigError("cohort.image_pattern must contain exactly one '*' (the subject id)")
 
@@ -178,6 +185,9 @@ LEGACY_DEFAULTS: dict[str, Any] = {
                 "restoration": {"steps": 0, "step_size": 0.5, "consistency": 0.05},
                 "scan_statistic": "top_voxels"},
     "evaluate": {"autoencoder_baseline": False, "extra_cases": []},
+    "report": {"convention": "radiological", "finding_views": 3, "max_findings": 20,
+               "viewer_max_slices": 48, "display_mm": 1.0, "heat_range": [0.5, 2.5],
+               "midline_mm": 4.0, "gallery_max": 48},
 }
 _LEGACY_RENAMED = {"augment_flip": "flip", "augment_intensity": "intensity_scale"}
 

@@ -69,3 +69,14 @@ def affine_transform_to_json(tx: sitk.Transform) -> dict[str, list[float]]:
         "parameters": [float(v) for v in tx.GetParameters()],
         "fixed_parameters": [float(v) for v in tx.GetFixedParameters()],
     }
+
+
+def transform_matrix_ras(tx: sitk.AffineTransform) -> np.ndarray:
+    """4×4 RAS matrix of a SimpleITK affine transform (which works in LPS millimetres)."""
+    matrix = np.asarray(tx.GetMatrix(), dtype=np.float64).reshape(3, 3)
+    centre = np.asarray(tx.GetCenter(), dtype=np.float64)
+    lps = np.eye(4)
+    lps[:3, :3] = matrix
+    lps[:3, 3] = np.asarray(tx.GetTranslation()) + centre - matrix @ centre
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return flip @ lps @ flip

@@ -15,6 +15,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from pipeline.findings import find_components
 from pipeline.modelio import LoadedModel
 from pipeline.nifti import voxel_volume_mm3, write_json, write_nifti, write_text
 from pipeline.preprocess import ScanRecord
@@ -40,8 +41,11 @@ def _describe(name: str) -> str:
 
 def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record: ScanRecord,
             timings: dict[str, float], warnings: list[str] | None = None) -> dict[str, Any]:
-    voxel_ml = voxel_volume_mm3(np.asarray(record.native_affine)) / 1000.0
+    native_affine = np.asarray(record.native_affine)
+    voxel_ml = voxel_volume_mm3(native_affine) / 1000.0
     version = loaded.meta.get("mlflow", {})
+    found = find_components(result.heatmap, result.mask, native_affine, record,
+                            loaded.params.report.midline_mm)
     return {
         "input": str(source),
         "scan_score": round(result.scan_score, 5),
@@ -53,6 +57,7 @@ def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record:
         "score": result.score,
         "heatmap_units": "mean of the healthy-calibrated z-scores of: "
                          + _describe(result.score),
+        "findings": [f.to_json() for f in found],
         **result.extra,
         "model": {"uri": loaded.uri, "name": version.get("registered_model"),
                   "version": version.get("version"), "run_id": version.get("run_id")},

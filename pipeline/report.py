@@ -1,185 +1,253 @@
-"""Self-contained HTML heatmap reports (images embedded, no external requests).
+"""The per-scan HTML report a radiologist reviews (written by ``score`` and the report stage).
 
-Views are drawn from the scan's canonical (RAS) reorientation of its native grid — an exact
-axis permutation, no resampling — in neurological convention (the patient's left on the
-left of the image), with orientation labels on every view.
+One self-contained file: header (scan, model, what it was trained on, verdict, where the scan
+score falls among the healthy calibration scans), views through the strongest findings
+(input, reconstruction, pseudo-healthy restoration when computed, anomaly map with the mask
+outline and a colour bar in calibrated units), the findings table, an axial montage and an
+interactive slice viewer. Views and orientation labels: see :mod:`pipeline.render`.
 
 Example:
-    >>> page = render_scan_report(data, affine, heat, mask, rec, info, [])  # doctest: +SKIP
+    >>> vols = ReportVolumes(image, affine, heat, mask)                 # doctest: +SKIP
+    >>> html = render_scan_report(vols, info, healthy_scores, params.report)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
-from pipeline.nifti import voxel_spacing, voxel_volume_mm3
+from pipeline import render, svg
+from pipeline.findings import Finding, find_components
+from pipeline.htmlkit import esc, meta_table, page, table, tile, verdict
+from pipeline.nifti import voxel_spacing
 from pipeline.preprocess import to_canonical
+from pipeline.schema import ReportParams
 
-OVERLAY_FRACTION = 0.5  # heat is drawn from this fraction of the threshold upwards
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:1.4em}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;
-padding:3px 8px;font-size:.9em;text-align:right}th{background:#f3f3f3}.bad{color:#b00;
-font-weight:bold}.ok{color:#070;font-weight:bold}img{max-width:100%}.meta td{text-align:left}"""
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+_CONVENTION = {
+    "radiological": "radiological convention: the patient's right is on the image left "
+                    "(axial and coronal views)",
+    "neurological": "neurological convention: the patient's left is on the image left "
+                    "(axial and coronal views)"}
 
 
-def _views(shape: tuple[int, ...], spacing: np.ndarray, point: tuple[int, int, int]
-           ) -> list[tuple[str, Any, float, tuple[str, str, str, str]]]:
-    """(name, slicer, aspect, (left, right, bottom, top) labels) per plane."""
-    i, j, k = point
-    return [
-        ("axial", (slice(None), slice(None), k), spacing[1] / spacing[0], ("L", "R", "P", "A")),
-        ("coronal", (slice(None), j, slice(None)), spacing[2] / spacing[0], ("L", "R", "I", "S")),
-        ("sagittal", (i, slice(None), slice(None)), spacing[2] / spacing[1], ("P", "A", "I", "S")),
-    ]
+@dataclass
+class ReportVolumes:
+    """Arrays on the scan's native grid (``affine``); optional ones are left out if ``None``."""
+
+    image: np.ndarray
+    affine: np.ndarray
+    heatmap: np.ndarray
+    mask: np.ndarray
+    reconstruction: np.ndarray | None = None
+    restoration: np.ndarray | None = None
+    truth: np.ndarray | None = None
 
 
-def figure_three_planes(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
-                        recon: np.ndarray | None, affine: np.ndarray, vmax: float,
-                        threshold: float, truth: np.ndarray | None = None) -> str:
-    """PNG (base64) of input / reconstruction / heatmap rows through the strongest finding."""
-    import matplotlib
+class _Canonical:
+    """The volumes in canonical RAS order and the native → canonical index map."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self, v: ReportVolumes) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        canon_affine = v.affine
+        for name in ("image", "heatmap", "mask", "reconstruction", "restoration", "truth"):
+            data = getattr(v, name)
+            if data is not None:
+                self.arrays[name], canon_affine, _ = to_canonical(np.asarray(data), v.affine)
+        self.index_map = np.linalg.inv(canon_affine) @ np.asarray(v.affine, np.float64)
+        self.spacing = voxel_spacing(canon_affine)
+        self.shape = self.arrays["image"].shape
 
-    img_c, aff_c, _ = to_canonical(image, affine)
-    heat_c = to_canonical(heat, affine)[0]
-    mask_c = to_canonical(mask, affine)[0]
-    truth_c = to_canonical(truth, affine)[0] if truth is not None else None
-    rec_c = to_canonical(recon, affine)[0] if recon is not None else None
-    spacing = voxel_spacing(aff_c)
-    if heat_c.max() > 0:
-        peak = np.unravel_index(int(np.argmax(heat_c)), heat_c.shape)
-    else:
-        peak = tuple(s // 2 for s in heat_c.shape)
-    point = (int(peak[0]), int(peak[1]), int(peak[2]))
-    rows = [("input", img_c), *([("reconstruction", rec_c)] if rec_c is not None else []),
-            ("anomaly map", img_c)]
-    lo, hi = np.percentile(img_c[img_c > 0], [1, 99.5]) if (img_c > 0).any() else (0, 1)
-    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.2 * len(rows)), squeeze=False)
-    for col, (name, sl, aspect, labels) in enumerate(_views(img_c.shape, spacing, point)):
-        for row, (title, vol) in enumerate(rows):
-            ax = axes[row, col]
-            ax.imshow(vol[sl].T, cmap="gray", origin="lower", aspect=aspect,
-                      vmin=lo if title == "input" or title == "anomaly map" else None,
-                      vmax=hi if title == "input" or title == "anomaly map" else None)
-            if title == "anomaly map":
-                h = np.ma.masked_less(heat_c[sl].T, OVERLAY_FRACTION * threshold)
-                im = ax.imshow(h, cmap="hot", origin="lower", aspect=aspect, vmin=0,
-                               vmax=vmax, alpha=0.7)
-                if mask_c[sl].any():
-                    ax.contour(mask_c[sl].T, levels=[0.5], colors="cyan", linewidths=0.8)
-                if truth_c is not None and truth_c[sl].any():
-                    ax.contour(truth_c[sl].T, levels=[0.5], colors="lime", linewidths=0.8,
-                               linestyles="dashed")
-                fig.colorbar(im, ax=ax, fraction=0.04, label="z (healthy-calibrated)")
-            ax.set_title(f"{title}: {name}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for text, xy in zip(labels, [(0.02, 0.5), (0.93, 0.5), (0.48, 0.02), (0.48, 0.92)],
-                                strict=True):
-                ax.text(*xy, text, transform=ax.transAxes, color="yellow", fontsize=9)
-    return _png(fig)
+    def point(self, native_voxel: list[int] | list[float]) -> tuple[int, int, int]:
+        p = self.index_map[:3, :3] @ np.asarray(native_voxel, float) + self.index_map[:3, 3]
+        q = np.clip(np.rint(p).astype(int), 0, np.asarray(self.shape) - 1)
+        return int(q[0]), int(q[1]), int(q[2])
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self.arrays.get(name)
 
 
-def figure_scan_score(score: float, healthy: list[float], threshold: float) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 1.4))
-    ax.scatter(healthy, np.zeros(len(healthy)), marker="|", s=300, color="gray",
-               label="healthy calibration scans")
-    ax.axvline(threshold, color="orange", linestyle="--", label="threshold")
-    ax.scatter([score], [0], color="red", zorder=3, label="this scan")
-    ax.set_yticks([])
-    ax.set_xlabel("scan score")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _png(fig)
+def _index(point: tuple[int, int, int], plane: str) -> int:
+    return point[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
 
 
-def findings(heat: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> list[dict[str, Any]]:
-    """Connected components of ``mask``: volume, peak/mean score, centroid (voxel and mm)."""
-    labels, n = ndimage.label(mask > 0)
-    voxel_ml = voxel_volume_mm3(affine) / 1000.0
-    rows = []
-    for idx in range(1, n + 1):
-        comp = labels == idx
-        centroid = np.argwhere(comp).mean(0)
-        world = affine[:3, :3] @ centroid + affine[:3, 3]
-        rows.append({"volume_ml": round(float(comp.sum()) * voxel_ml, 3),
-                     "peak": round(float(heat[comp].max()), 2),
-                     "mean": round(float(heat[comp].mean()), 2),
-                     "centroid_voxel": [round(float(v), 1) for v in centroid],
-                     "centroid_mm": [round(float(v), 1) for v in world],
-                     "hemisphere": "left" if world[0] < 0 else "right"})
-    return sorted(rows, key=lambda r: -r["volume_ml"])
+def _view(c: _Canonical, style: render.Style, plane: str, index: int, layer: str) -> np.ndarray:
+    """One displayed slice: a grey volume's name gives grey pixels, "overlay" the anatomy with
+    the map and outlines (RGB), "layer" the map and outlines alone (RGBA)."""
+
+    def sl(name: str) -> np.ndarray | None:
+        vol = c.get(name)
+        return None if vol is None else render.display_slice(vol, plane, index, style.convention)
+
+    mm = render.pixel_mm(c.spacing, plane)
+    anat = sl("image" if layer in ("overlay", "layer") else layer)
+    assert anat is not None
+    g = render.grey(anat, style, mm)
+    if layer not in ("overlay", "layer"):
+        return g
+    rgba = render.overlay(g.shape, style, mm, sl("heatmap"), sl("mask"), sl("truth"))
+    return rgba if layer == "layer" else render.blend(g, rgba)
 
 
-def render_scan_report(image: np.ndarray, affine: np.ndarray, heat: np.ndarray,
-                       mask: np.ndarray, recon: np.ndarray | None, info: dict[str, Any],
-                       healthy_scores: list[float], truth: np.ndarray | None = None) -> str:
-    """The per-scan HTML report as one self-contained string (``truth``: known lesions)."""
-    esc = html.escape
-    threshold = float(info["threshold"])
-    vmax = max(threshold * 2.0, float(np.percentile(heat[heat > 0], 99.9)) if (heat > 0).any()
-               else 1.0)
-    planes = figure_three_planes(image, heat, mask, recon, affine, vmax, threshold, truth)
-    score_fig = figure_scan_score(info["scan_score"], healthy_scores, info["scan_threshold"])
-    trained = info.get("trained_on", {})
-    verdict = ("<span class='bad'>ABNORMAL</span>" if info["is_abnormal"]
-               else "<span class='ok'>within healthy range</span>")
-    rows = "".join(
-        f"<tr><td>{i + 1}</td><td>{f['volume_ml']}</td><td>{f['peak']}</td><td>{f['mean']}</td>"
-        f"<td>{f['centroid_voxel']}</td><td>{f['centroid_mm']}</td><td>{f['hemisphere']}</td></tr>"
-        for i, f in enumerate(findings(heat, mask, affine)))
-    model = info.get("model", {})
+def _styles(c: _Canonical, threshold: float, rp: ReportParams) -> dict[str, render.Style]:
+    scale = threshold if threshold > 0 else float(np.max(c.arrays["heatmap"], initial=1.0))
+    heat = (rp.heat_range[0] * scale, rp.heat_range[1] * scale)
+    out = {}
+    for name in ("image", "reconstruction", "restoration"):
+        vol = c.get(name)
+        if vol is not None:
+            out[name] = render.Style(render.window(vol), heat, rp.display_mm, rp.convention)
+    out["overlay"] = out["image"]
+    return out
+
+
+_COLUMNS = {"image": "input", "reconstruction": "reconstruction",
+            "restoration": "pseudo-healthy restoration", "overlay": "anomaly map"}
+
+
+def _finding_grid(c: _Canonical, styles: dict[str, render.Style], point: tuple[int, int, int],
+                  layers: list[str], title: str) -> str:
+    cells = []
+    columns = len(layers) if len(layers) > 1 else len(render.PLANES)
+    for plane in render.PLANES:
+        idx = _index(point, plane)
+        for layer in layers:
+            style = styles[layer if layer in styles else "image"]
+            rgb = _view(c, style, plane, idx, layer)
+            cells.append(tile(render.image_uri(rgb), render.labels(plane, style.convention),
+                              f"{title}: {_COLUMNS[layer]}, {plane}",
+                              f"{_COLUMNS[layer]} · {plane} {idx}"))
+    return (f"<div class='grid' style='grid-template-columns:repeat({columns},auto)'>"
+            f"{''.join(cells)}</div>")
+
+
+def _montage(c: _Canonical, style: render.Style, n: int) -> str:
+    heat = c.arrays["heatmap"]
+    source = heat if np.any(heat) else c.arrays["image"]
+    lo, hi = render.extent(source, 2)
+    tiles = [tile(render.image_uri(_view(c, style, "axial", k, "overlay")),
+                  render.labels("axial", style.convention), f"axial slice {k}", f"axial {k}")
+             for k in render.spread(lo, hi, n)]
+    return f"<div class='views'>{''.join(tiles)}</div>"
+
+
+def _viewer(c: _Canonical, style: render.Style, plane: str, max_slices: int) -> str:
+    """A slider over the slices of one plane: two stacked sprites (anatomy, overlay)."""
+    finest = float(min(c.spacing))
+    vstyle = render.Style(style.window, style.heat_range, finest, style.convention)
+    source = c.arrays["heatmap"] if np.any(c.arrays["heatmap"]) else c.arrays["image"]
+    axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
+    lo, hi = render.extent(source, axis)
+    slices = render.spread(lo, hi, max_slices)
+    over = np.concatenate([_view(c, vstyle, plane, k, "layer") for k in slices])
+    anat = np.concatenate([_view(c, vstyle, plane, k, "image") for k in slices])
+    h, w = over.shape[0] // len(slices), over.shape[1]
+    zoom = finest / style.display_mm  # shown with the static views' pixel size
+    h_px, w_px, total = h * zoom, w * zoom, len(slices) * h * zoom
+    anat_uri, over_uri = render.image_uri(anat, "jpeg"), render.image_uri(over)
+    marks = "".join(f"<span class='lab {side[0]}'>{esc(t)}</span>"
+                    for side, t in render.labels(plane, style.convention).items())
+    size = f"width:{w_px:.1f}px;height:{total:.1f}px"
+    return (f"<div class='viewer' data-h='{h_px:.3f}' data-slices='{slices}'><b>{plane}</b>"
+            f"<div class='tile' style='width:{w_px:.1f}px;height:{h_px:.1f}px'>"
+            f"<img class='anat' alt='{plane} anatomy' style='{size}' src='{anat_uri}'>"
+            f"<img class='over' alt='{plane} anomaly map' style='{size}' src='{over_uri}'>"
+            f"{marks}"
+            f"</div><input type='range' aria-label='{plane} slice' min='0' "
+            f"max='{len(slices) - 1}' value='{len(slices) // 2}'><span class='pos'></span> "
+            f"<label><input type='checkbox' checked> map</label></div>")
+
+
+def _findings_table(rows: list[Finding], limit: int) -> str:
+    def cell(r: Finding) -> list[str]:
+        mni = "" if r.centroid_mni is None else esc(r.centroid_mni)
+        return [str(r.volume_ml), f"{r.peak:.2f}", f"{r.mean:.2f}", esc(r.centroid_voxel),
+                esc(r.centroid_mm), mni, esc(r.hemisphere), esc(r.tissue)]
+
+    shown = rows[:limit]
+    body = [[str(i + 1), *cell(r)] for i, r in enumerate(shown)]
+    more = (f"<p class='note'>{len(rows) - len(shown)} smaller-peak findings are listed in the "
+            f"JSON summary.</p>") if len(rows) > len(shown) else ""
+    if not rows:
+        return "<p>No component above the calibrated threshold.</p>"
+    return table(["#", "volume (mL)", "peak z", "mean z", "centroid (native voxel)",
+                  "centroid (scanner mm, RAS)", "centroid (MNI mm)", "hemisphere",
+                  "tissue (ICBM152)"], body, sortable=True) + more
+
+
+def _header(info: dict[str, Any], healthy: list[float]) -> str:
+    model, trained = info.get("model", {}), info.get("trained_on", {})
     reg = info.get("registration", {})
-    meta = [
-        ("created", esc(str(info.get("created", "")))),
-        ("model", f"{esc(str(model.get('name')))} v{esc(str(model.get('version')))} "
-                  f"({esc(str(model.get('uri')))})"),
-        ("trained on", f"{esc(str(trained.get('modality')))}, {esc(str(trained.get('space')))}, "
-                       f"cohort {esc(str(trained.get('cohort')))} "
-                       f"({esc(str(trained.get('n_train')))} healthy scans)"),
-        ("scan score", f"{info['scan_score']:.3f} (threshold {info['scan_threshold']:.3f}): "
-                       f"{verdict}"),
-        ("voxel threshold", f"z &gt; {threshold:.3f}; flagged {info['flagged_volume_ml']} mL"),
-        ("registration", f"Dice with template brain {reg.get('dice_with_template_brain')} "
-                         f"(brain mask: {esc(str(reg.get('brain_mask')))})"),
+    score, thr = float(info["scan_score"]), float(info["scan_threshold"])
+    rank = (f"; higher than {100.0 * np.mean(np.asarray(healthy) < score):.0f}% of the "
+            f"{len(healthy)} healthy calibration scans") if healthy else ""
+    warnings = "; ".join(esc(w) for w in info.get("warnings", [])) or "none"
+    rows = [
+        ("input", esc(info.get("input", ""))),
+        ("created", esc(info.get("created", ""))),
+        ("model", f"{esc(model.get('name'))} version {esc(model.get('version'))} "
+                  f"({esc(model.get('uri'))})"),
+        ("trained on", f"{esc(trained.get('modality'))} scans, {esc(trained.get('space'))}, "
+                       f"cohort {esc(trained.get('cohort'))} "
+                       f"({esc(trained.get('n_train'))} healthy training scans)"),
+        ("verdict", verdict(bool(info["is_abnormal"]))),
+        ("scan score", f"{score:.3f} (threshold {thr:.3f}{rank})"),
+        ("anomaly map", esc(info.get("heatmap_units", "z-score"))),
+        ("voxel threshold", f"z &gt; {float(info['threshold']):.3f}: "
+                            f"{esc(info.get('flagged_volume_ml'))} mL flagged"),
+        ("registration", f"Dice with the template brain "
+                         f"{esc(reg.get('dice_with_template_brain'))}; brain mask "
+                         f"{esc(reg.get('brain_mask'))}"),
+        ("warnings", warnings),
     ]
-    meta_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in meta)
-    title = esc(str(info.get("input", "")))
-    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
-<title>{title}: anomaly report</title><style>{_CSS}</style></head><body>
-<h1>Anomaly report: {title}</h1>
-<table class="meta">{meta_html}</table>
-<p><img alt="scan score among healthy scans" src="data:image/png;base64,{score_fig}"></p>
-<h2>Views through the strongest finding</h2>
-<p>Native grid, reoriented to RAS without resampling; neurological convention: the patient's
-left is on the image left, as labelled. Cyan outline: mask at the calibrated threshold.
-Colour: z-score against healthy calibration scans, drawn from half the threshold upwards.
-{"Dashed green outline: known (synthetic) lesions." if truth is not None else ""}</p>
-<img alt="three planes" src="data:image/png;base64,{planes}">
-<h2>Findings</h2><table><tr><th>#</th><th>volume (mL)</th><th>peak z</th><th>mean z</th>
-<th>centroid (voxel)</th><th>centroid (mm, scanner)</th><th>side</th></tr>{rows or
-'<tr><td colspan=7>no component above threshold</td></tr>'}</table>
-<p style="font-size:.8em;color:#666">Research use only; not a medical device.</p>
-</body></html>"""
+    return meta_table(rows) + svg.strip_plot(score, healthy, thr)
+
+
+def findings_of(info: dict[str, Any], vols: ReportVolumes, rp: ReportParams) -> list[Finding]:
+    """The findings of the JSON summary (computed without MNI lookups for older summaries)."""
+    if "findings" in info:
+        return [Finding.from_json(f) for f in info["findings"]]
+    return find_components(vols.heatmap, vols.mask, vols.affine, midline_mm=rp.midline_mm)
+
+
+def render_scan_report(vols: ReportVolumes, info: dict[str, Any], healthy: list[float],
+                       rp: ReportParams) -> str:
+    """The report of one scored scan as a self-contained HTML string."""
+    c = _Canonical(vols)
+    threshold = float(info["threshold"])
+    styles = _styles(c, threshold, rp)
+    found = findings_of(info, vols, rp)
+    layers = ["image", *[n for n in ("reconstruction", "restoration") if c.get(n) is not None],
+              "overlay"]
+    heat = c.arrays["heatmap"]
+    peak = c.point(found[0].peak_voxel) if found else (
+        np.unravel_index(int(np.argmax(heat)), heat.shape) if np.any(heat)
+        else tuple(s // 2 for s in c.shape))
+    point = (int(peak[0]), int(peak[1]), int(peak[2]))
+    lo, hi = styles["overlay"].heat_range
+    blocks = [_finding_grid(c, styles, point, layers,
+                            "finding 1" if found else "strongest voxel")]
+    for n, f in enumerate(found[1:rp.finding_views], start=2):
+        blocks.append(f"<h3>Finding {n}: {f.volume_ml} mL, peak z {f.peak:.2f}</h3>"
+                      + _finding_grid(c, styles, c.point(f.peak_voxel), ["overlay"],
+                                      f"finding {n}"))
+    truth_note = (" Green outline: known lesions (ground truth)."
+                  if vols.truth is not None else "")
+    viewers = "".join(_viewer(c, styles["overlay"], p, rp.viewer_max_slices)
+                      for p in render.PLANES) if rp.viewer_max_slices else ""
+    name = str(info.get("input", "scan")).replace("\\", "/").rsplit("/", 1)[-1]
+    body = f"""<h1>Anomaly report: {esc(name)}</h1>{_header(info, healthy)}
+<h2>{"Strongest finding" if found else "No finding: views through the highest score"}</h2>
+<p class='note'>Native grid in its closest anatomical orientation (an exact axis permutation,
+no resampling); {_CONVENTION[rp.convention]}; sagittal views: anterior on the left. Colour:
+{esc(info.get("heatmap_units", "anomaly score"))}, from {lo:.2f} up; cyan outline: the mask at
+the calibrated threshold.{truth_note}</p>
+{svg.colour_bar(lo, hi, threshold, "z")}{"".join(blocks)}
+<h2>Findings ({len(found)})</h2>{_findings_table(found, rp.max_findings)}
+<p class='note'>Components of the mask (26-connected), strongest peak first. MNI coordinates,
+hemisphere and tissue class come through the scan's affine registration to MNI152 and the
+ICBM152 tissue probability maps: approximate locations, not a parcellation.</p>
+<h2>Axial montage through the brain</h2>{_montage(c, styles["overlay"], rp.montage_slices)}
+{"<h2>Slice viewer</h2>" + viewers if viewers else ""}"""
+    return page(f"{name}: anomaly report", body)

@@ -227,7 +227,15 @@ class MlflowParams:
 
 @dataclass(frozen=True)
 class ReportParams:
+    convention: str
     montage_slices: int
+    finding_views: int
+    max_findings: int
+    viewer_max_slices: int
+    display_mm: float
+    heat_range: list[float]
+    midline_mm: float
+    gallery_max: int
     max_cases: int
 
 

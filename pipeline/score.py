@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
@@ -34,7 +35,7 @@ def _check_out_dir(out: Path) -> None:
 
 
 def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path,
-              report: bool) -> dict[str, Path]:
+              report: bool, convention: str | None = None) -> dict[str, Path]:
     """Score one scan; raise :class:`ScanError` for anything wrong with this input."""
     from pipeline.preprocess import prepare_scan
     from pipeline.scoring import score_prepared
@@ -57,12 +58,15 @@ def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path
     info = summary(scan, result, loaded, prepared.record, timings)
     page = None
     if report:
-        from pipeline.report import render_scan_report
+        from pipeline.report import ReportVolumes, render_scan_report
 
         t0 = time.perf_counter()
-        page = render_scan_report(np.asarray(img.dataobj), img.affine, result.heatmap,
-                                  result.mask, result.reconstruction, info,
-                                  loaded.healthy_scan_scores())
+        look = loaded.params.report
+        if convention:
+            look = dataclasses.replace(look, convention=convention)
+        vols = ReportVolumes(np.asarray(img.dataobj), img.affine, result.heatmap, result.mask,
+                             result.reconstruction, result.restoration)
+        page = render_scan_report(vols, info, loaded.healthy_scan_scores(), look)
         info["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
     name = stem(scan)
     try:
@@ -98,7 +102,8 @@ def score_command(args: argparse.Namespace) -> int:
             if name in seen:
                 raise ScanError(f"another input has the same output name {name!r}")
             seen.add(name)
-            score_one(loaded, scan, mask, args.out, report=not args.no_report)
+            score_one(loaded, scan, mask, args.out, report=not args.no_report,
+                      convention=args.convention)
         except ScanError as exc:
             failures += 1
             print(f"error: {scan}: {exc}", file=sys.stderr)

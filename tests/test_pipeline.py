@@ -68,6 +68,26 @@ def test_extra_lesion_case_is_prepared_and_scored(in_project: Path) -> None:
     primary = loaded.calibration.primary if loaded.calibration else ""
     assert {primary, "residual", "intensity"} <= set(out)
     assert 0.0 <= out[primary]["voxel_auroc"] <= 1.0
+    info = json.loads((in_project / "data" / "evaluation" / "real.json").read_text())
+    assert info["split"] == "extra" and info["truth"] == str(truth)
+    # the report stage renders it, known lesions outlined, linked from the cohort page
+    import dataclasses
+
+    from pipeline.stages import report
+
+    params = load_params(in_project / "configs" / "params.yaml")
+    params = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate,
+                                                                      extra_cases=[case]))
+    metrics_file = in_project / "reports" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({**metrics, "extra_cases": {"real": out}}))
+    try:
+        report.run(params)
+    finally:
+        metrics_file.write_text(json.dumps(metrics))
+    page = (in_project / "reports" / "cases" / "real.html").read_text()
+    assert "Green outline: known lesions" in page
+    assert "href='cases/real.html'" in (in_project / "reports" / "index.html").read_text()
     missing = ExtraCase(name="gone", image="nowhere.nii.gz", lesion_mask="x.nii.gz",
                         brain_mask="")
     assert _extra_case(loaded, None, missing, in_project, [], 20) is None
@@ -116,8 +136,21 @@ def test_score_writes_contract_outputs_on_the_input_grid(in_project: Path, tmp_p
     case = s.removesuffix("_T1")
     record = json.loads((in_project / "data" / "prepared" / "cases" / f"{case}.json").read_text())
     assert info["registration"]["dice_with_template_brain"] == record["registration_dice"]
+    # findings: one per connected component of the mask, with its volume and location
+    mask = np.asarray(nib.load(out / f"{s}_anomaly_mask.nii.gz").dataobj)
+    voxel_ml = float(np.prod(src.header.get_zooms()[:3])) / 1000
+    assert sum(f["voxels"] for f in info["findings"]) == int(mask.sum())
+    for f in info["findings"]:
+        assert f["volume_ml"] == pytest.approx(f["voxels"] * voxel_ml, abs=1e-3)
+        assert mask[tuple(f["peak_voxel"])] == 1 and f["hemisphere"] in ("left", "right",
+                                                                          "midline")
+        assert len(f["centroid_mni"]) == 3
     html = (out / f"{s}.html").read_text()
-    assert "data:image/png;base64," in html and "http" not in html.split("<body>")[1][:2000]
+    assert "data:image/png;base64," in html and "radiological convention" in html
+    assert f"<h2>Findings ({len(info['findings'])})</h2>" in html
+    assert main(["score", str(scan), "--out", str(tmp_path / "neuro"), "--convention",
+                 "neurological"]) == 0
+    assert "neurological convention" in (tmp_path / "neuro" / f"{s}.html").read_text()
 
 
 def test_batch_with_bad_inputs(in_project: Path, tmp_path: Path, capsys) -> None:

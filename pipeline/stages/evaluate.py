@@ -92,7 +92,10 @@ def _all_maps(loaded: LoadedModel, ae: LoadedModel | None, prepared: PreparedSca
 
 def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Path,
                 compare: list[str], n_thresholds: int) -> dict[str, Any] | None:
-    """Metrics of every map on one real lesioned scan (``evaluate.extra_cases``)."""
+    """Metrics of every map on one real lesioned scan (``evaluate.extra_cases``).
+
+    Its primary outputs go to ``data/evaluation/<case name>*`` for the report stage.
+    """
     image, truth_path = paths.resolve(case.image, root), paths.resolve(case.lesion_mask, root)
     if not image.is_file() or not truth_path.is_file():
         log.info("extra case %s skipped: %s not found", case.name, image)
@@ -102,7 +105,12 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Pa
         else None
     prepared = prepare_scan(img, brain_mask, loaded.params, loaded.head_atlas)
     truth = load_mask(truth_path, img)
-    _, results = _all_maps(loaded, ae, prepared, compare)
+    t0 = time.perf_counter()
+    primary, results = _all_maps(loaded, ae, prepared, compare)
+    info = summary(image, primary, loaded, prepared.record,
+                   {"score_all_maps": time.perf_counter() - t0})
+    info.update({"case": case.name, "split": "extra", "truth": str(truth_path)})
+    write_outputs(paths.evaluation_dir(root), case.name, primary, img, info, reconstruction=True)
     brain = native_brain(prepared) | truth
     voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
     out: dict[str, Any] = {"image": str(image), "registration_ok": prepared.record.registration_ok,

@@ -1,85 +1,88 @@
-"""``vae-anomaly report``: an HTML report per evaluated test scan and a cohort index page.
+"""``vae-anomaly report``: an HTML report per evaluated scan and the cohort page.
 
 Reads the maps ``evaluate`` wrote to ``data/evaluation/`` and ``reports/metrics.json``; writes
-``reports/cases/<stem>.html`` and ``reports/index.html``.
+``reports/cases/<stem>.html`` (healthy and lesioned test scans, then the real lesion cases of
+``evaluate.extra_cases``, with known lesions outlined) and ``reports/index.html``.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline import paths
 from pipeline.config import Params
+from pipeline.dashboard import CaseRow, gallery_tile, read_curve, render_index
 from pipeline.modelio import load_model
 from pipeline.nifti import load_mask, load_scan, read_array, stem, write_text
 from pipeline.outputs import output_paths
-from pipeline.report import render_scan_report
-from pipeline.stages.prepare import load_manifest
+from pipeline.report import ReportVolumes, findings_of, render_scan_report
 
 log = logging.getLogger(__name__)
 
 
-def _index(metrics: dict[str, Any], rows: list[dict[str, Any]], trained: dict[str, Any]) -> str:
-    esc = html.escape
-    mrows = "".join(f"<tr><th>{esc(k)}</th><td>{v:.4f}</td></tr>" for k, v in metrics.items()
-                    if isinstance(v, float))
-    cols = ("voxel_auroc", "voxel_auprc", "best_dice", "dice_at_calibrated_threshold",
-            "healthy_voxel_fpr", "scan_auroc", "lesion_detection_rate")
-    table = metrics.get("score_types", {})
-    srows = "".join(
-        f"<tr><th>{esc(name)}{' (primary)' if name == metrics.get('score') else ''}</th>"
-        + "".join(f"<td>{row.get(c, float('nan')):.3f}</td>" for c in cols) + "</tr>"
-        for name, row in table.items())
-    comparison = (f"<h2>Score types and baselines</h2><p>Same test scans, same thresholds "
-                  f"policy (healthy calibration scans); <i>intensity</i>, "
-                  f"<i>intensity_normative</i> and <i>autoencoder</i> are baselines.</p>"
-                  f"<table><tr><th>score</th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>"
-                  f"{srows}</table>") if table else ""
-    crow = "".join(
-        f"<tr><td><a href='cases/{esc(r['stem'])}.html'>{esc(r['case'])}</a></td>"
-        f"<td>{esc(r['split'])}</td><td>{r['scan_score']:.3f}</td>"
-        f"<td>{'abnormal' if r['is_abnormal'] else 'normal'}</td>"
-        f"<td>{r['flagged_volume_ml']}</td></tr>" for r in rows)
-    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
-<title>vae-anomaly cohort report</title><style>body{{font-family:system-ui,sans-serif;margin:24px}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}</style></head><body>
-<h1>vae-anomaly: test cohort report</h1>
-<p>Model trained on {esc(str(trained.get('modality')))} scans of
-{esc(str(trained.get('cohort')))} in {esc(str(trained.get('space')))}.</p>
-<h2>Metrics</h2><table>{mrows}</table>
-{comparison}
-<h2>Test scans</h2><table><tr><th>case</th><th>split</th><th>scan score</th><th>verdict</th>
-<th>flagged mL</th></tr>{crow}</table></body></html>"""
+def _volumes(image: str, files: dict[str, Path], truth: str | None) -> ReportVolumes:
+    img = load_scan(image)
+    optional = {k: read_array(files[k]) if files[k].is_file() else None
+                for k in ("reconstruction", "restoration")}
+    return ReportVolumes(np.asarray(img.dataobj), img.affine, read_array(files["heatmap"]),
+                         read_array(files["mask"], np.uint8), optional["reconstruction"],
+                         optional["restoration"], load_mask(truth, img) if truth else None)
+
+
+def _cases(params: Params) -> list[dict[str, Any]]:
+    """(name, split, image, truth, evaluation stem) of every scan evaluate scored."""
+    from pipeline.stages.prepare import load_manifest
+
+    manifest = load_manifest(params)
+    out = [{"name": c["id"], "split": part, "image": c["image"], "truth": c["truth"],
+            "stem": stem(c["image"])}
+           for part in ("test_healthy", "test_lesion") for c in manifest[part]]
+    if params.report.max_cases:
+        out = out[: params.report.max_cases]
+    ev = paths.evaluation_dir(params.root)
+    for c in params.evaluate.extra_cases:
+        info_file = output_paths(ev, c.name)["json"]
+        if info_file.is_file():
+            info = json.loads(info_file.read_text())
+            out.append({"name": c.name, "split": "extra", "image": info["input"],
+                        "truth": info.get("truth"), "stem": c.name})
+    return out
 
 
 def run(params: Params) -> None:
     loaded = load_model(paths.model_dir(params.root))
     healthy = loaded.healthy_scan_scores()
-    manifest = load_manifest(params)
+    rp = params.report
     ev = paths.evaluation_dir(params.root)
-    out = paths.reports_dir(params.root) / "cases"
+    reports = paths.reports_dir(params.root)
+    out = reports / "cases"
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    cases = manifest["test_healthy"] + manifest["test_lesion"]
-    for case in cases[: params.report.max_cases]:
-        s = stem(case["image"])
-        p = output_paths(ev, s)
-        info = json.loads(p["json"].read_text())
-        img = load_scan(case["image"])
-        heat = read_array(p["heatmap"])
-        mask = read_array(p["mask"], np.uint8)
-        rec = read_array(p["reconstruction"])
-        truth = load_mask(case["truth"], img) if case["truth"] else None
-        page = render_scan_report(np.asarray(img.dataobj), img.affine, heat, mask, rec, info,
-                                  healthy, truth)
-        write_text(out / f"{s}.html", page)
-        rows.append({"stem": s, **info})
-    metrics = json.loads((paths.reports_dir(params.root) / "metrics.json").read_text())
-    write_text(paths.reports_dir(params.root) / "index.html",
-               _index(metrics, rows, loaded.trained_on()))
+    rows: list[CaseRow] = []
+    gallery: list[str] = []
+    extra_links: dict[str, str] = {}
+    for case in _cases(params):
+        files = output_paths(ev, case["stem"])
+        info = json.loads(files["json"].read_text())
+        vols = _volumes(case["image"], files, case["truth"])
+        write_text(out / f"{case['stem']}.html", render_scan_report(vols, info, healthy, rp))
+        link = f"cases/{case['stem']}.html"
+        found = findings_of(info, vols, rp)
+        rows.append(CaseRow(case["name"], case["split"], float(info["scan_score"]),
+                            bool(info["is_abnormal"]), float(info["flagged_volume_ml"]),
+                            len(found), max((f.peak for f in found), default=0.0), link))
+        if case["split"] == "extra":
+            extra_links[case["name"]] = link
+        if case["split"] == "test_healthy" and len(gallery) < rp.gallery_max:
+            caption = f"{case['name']}: {float(info['flagged_volume_ml']):.2f} mL"
+            gallery.append(gallery_tile(vols, float(info["threshold"]), rp, caption, link))
+    metrics = json.loads((reports / "metrics.json").read_text())
+    curves = {"roc": read_curve(reports / "plots" / "roc.csv", "fpr", "tpr"),
+              "pr": read_curve(reports / "plots" / "pr.csv", "recall", "precision")}
+    write_text(reports / "index.html",
+               render_index(metrics, rows, loaded.trained_on(), curves, gallery, extra_links))
     log.info("wrote %d case reports and reports/index.html", len(rows))
