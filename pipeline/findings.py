@@ -76,7 +76,10 @@ def _tissue_maps() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for name, file in _TISSUE_FILES.items():
         img = nib.load(folder / file)
         assert isinstance(img, nib.Nifti1Image)
-        out[name] = (np.asarray(img.dataobj, dtype=np.float32), np.linalg.inv(img.affine))
+        prob = np.asarray(img.dataobj, dtype=np.float32)
+        if prob.max() > 1.0:  # nilearn ships them as uint8, 255 = probability 1
+            prob /= float(np.iinfo(img.get_data_dtype()).max)
+        out[name] = (prob, np.linalg.inv(img.affine))
     return out
 
 

@@ -31,6 +31,7 @@ OUTLINE_RGB = np.array([0, 230, 255], np.uint8)     # the calibrated mask
 TRUTH_RGB = np.array([60, 255, 60], np.uint8)       # known lesions, when given
 OVERLAY_ALPHA = 0.75
 JPEG_QUALITY = 85  # the slice viewer's anatomy only; every static view is lossless PNG
+HOT_START = 0.3  # the lowest shown map value gets hot(0.3): dark red
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,12 @@ def hot(values: np.ndarray) -> np.ndarray:
     v = np.clip(values, 0.0, 1.0)[..., None] * 3.0
     rgb = np.clip(np.concatenate([v, v - 1.0, v - 2.0], axis=-1), 0.0, 1.0)
     return (rgb * 255).astype(np.uint8)
+
+
+def heat_colour(values: np.ndarray) -> np.ndarray:
+    """Colour of normalised map values in [0, 1]: 'hot' from dark red (never black, which
+    would read as a hole in the anatomy) through yellow to white."""
+    return hot(HOT_START + (1.0 - HOT_START) * np.clip(values, 0.0, 1.0))
 
 
 def labels(plane: str, convention: str) -> dict[str, str]:
@@ -110,7 +117,7 @@ def overlay(shape: tuple[int, int], style: Style, mm: tuple[float, float],
         h = _zoom(np.asarray(heat, np.float32), factors, 1)
         h_lo, h_hi = style.heat_range
         show = h >= h_lo
-        rgba[show, :3] = hot((h[show] - h_lo) / max(h_hi - h_lo, 1e-6))
+        rgba[show, :3] = heat_colour((h[show] - h_lo) / max(h_hi - h_lo, 1e-6))
         rgba[show, 3] = int(OVERLAY_ALPHA * 255)
     for m, colour in ((truth, TRUTH_RGB), (mask, OUTLINE_RGB)):
         if m is not None and np.any(m):

@@ -149,7 +149,8 @@ def _viewer(c: _Canonical, style: render.Style, plane: str, max_slices: int) -> 
     marks = "".join(f"<span class='lab {side[0]}'>{esc(t)}</span>"
                     for side, t in render.labels(plane, style.convention).items())
     size = f"width:{w_px:.1f}px;height:{total:.1f}px"
-    return (f"<div class='viewer' data-h='{h_px:.3f}' data-slices='{slices}'><b>{plane}</b>"
+    return (f"<div class='viewer' data-h='{h_px:.3f}' data-slices='{slices}'>"
+            f"<div><b>{plane}</b></div>"
             f"<div class='tile' style='width:{w_px:.1f}px;height:{h_px:.1f}px'>"
             f"<img class='anat' alt='{plane} anatomy' style='{size}' src='{anat_uri}'>"
             f"<img class='over' alt='{plane} anomaly map' style='{size}' src='{over_uri}'>"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.render import hot
+from pipeline.render import heat_colour
 
 _FONT = "font-family='system-ui,sans-serif' font-size='11'"
 CURVE_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f")
@@ -89,9 +89,9 @@ def line_chart(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], x
 
 def colour_bar(lo: float, hi: float, threshold: float, unit: str, width: int = 300) -> str:
     """Horizontal bar of the heat colours from ``lo`` to ``hi`` with the threshold marked."""
-    stops = "".join(
-        f"<stop offset='{t:.2f}' stop-color='rgb{tuple(int(c) for c in hot(np.array(t)))}'/>"
-        for t in np.linspace(0.0, 1.0, 9))
+    colours = heat_colour(np.linspace(0.0, 1.0, 9))
+    stops = "".join(f"<stop offset='{n / 8:.3f}' stop-color='rgb({r},{g},{b})'/>"
+                    for n, (r, g, b) in enumerate(colours.tolist()))
     left, right = 8, width - 8
 
     def x(v: float) -> str:

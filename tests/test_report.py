@@ -99,7 +99,8 @@ def test_findings_volumes_peaks_and_mni_location() -> None:
     assert rows[1].volume_ml == pytest.approx(rows[1].voxels * 8 / 1000, abs=1e-3)
     assert rows[1].centroid_mni == pytest.approx([-26, -10, 30], abs=1.5)
     assert rows[1].hemisphere == "left"
-    assert rows[1].tissue.startswith("white matter")
+    label, prob = rows[1].tissue.split(" (")
+    assert label == "white matter" and 0.5 <= float(prob.rstrip(")")) <= 1.0
     assert rows[0].hemisphere == "midline"
     assert rows[0].tissue == "CSF or outside GM/WM"
     assert tuple(rows[1].peak_voxel) in {tuple(p) for p in np.argwhere(_blob(shape, wm, 2))}
