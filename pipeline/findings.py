@@ -67,7 +67,7 @@ def native_to_mni(record: Any) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _tissue_maps() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _tissue_maps() -> dict[str, tuple[np.ndarray, float, np.ndarray]]:
     import nibabel as nib
     import nilearn
 
@@ -76,21 +76,20 @@ def _tissue_maps() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for name, file in _TISSUE_FILES.items():
         img = nib.load(folder / file)
         assert isinstance(img, nib.Nifti1Image)
-        prob = np.asarray(img.dataobj, dtype=np.float32)
-        if prob.max() > 1.0:  # nilearn ships them as uint8, 255 = probability 1
-            prob /= float(np.iinfo(img.get_data_dtype()).max)
-        out[name] = (prob, np.linalg.inv(img.affine))
+        raw = np.asarray(img.dataobj)  # nilearn ships them as uint8: 255 = probability 1
+        scale = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else 1.0
+        out[name] = (raw, scale, np.linalg.inv(img.affine))
     return out
 
 
 def tissue_probabilities(mni_points: np.ndarray) -> dict[str, float]:
     """Mean ICBM152 grey/white matter probability at MNI points (N×3, mm; nearest voxel)."""
     out = {}
-    for name, (prob, world_to_vox) in _tissue_maps().items():
+    for name, (prob, scale, world_to_vox) in _tissue_maps().items():
         idx = np.rint(mni_points @ world_to_vox[:3, :3].T + world_to_vox[:3, 3]).astype(int)
         inside = np.all((idx >= 0) & (idx < np.asarray(prob.shape)), axis=1)
         values = np.zeros(len(idx), np.float32)
-        values[inside] = prob[tuple(idx[inside].T)]
+        values[inside] = prob[tuple(idx[inside].T)] / scale
         out[name] = float(values.mean()) if len(values) else 0.0
     return out
 
