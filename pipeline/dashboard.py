@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from pipeline import render, svg
-from pipeline.htmlkit import esc, meta_table, page, table, tile
+from pipeline.htmlkit import esc, href, meta_table, page, table, tile
 from pipeline.preprocess import to_canonical
-from pipeline.report import ReportVolumes
+from pipeline.report import ReportVolumes, heat_range
 from pipeline.schema import ReportParams
 
 METRICS = (  # (key in metrics.json, label, format)
@@ -75,8 +75,7 @@ def gallery_tile(vols: ReportVolumes, threshold: float, rp: ReportParams, captio
     lo, hi = render.extent(heat if np.any(heat) else image, 2)
     k = (lo + hi) // 2
     spacing = np.sqrt((canon_affine[:3, :3] ** 2).sum(0))
-    style = render.Style(render.window(image), (rp.heat_range[0] * threshold,
-                                                rp.heat_range[1] * threshold),
+    style = render.Style(render.window(image), heat_range(threshold, heat, rp),
                          2.0 * rp.display_mm, rp.convention)
     conv = rp.convention
     rgb = render.compose(render.display_slice(image, "axial", k, conv), style,
@@ -86,7 +85,7 @@ def gallery_tile(vols: ReportVolumes, threshold: float, rp: ReportParams, captio
                          mask=render.display_slice(mask.max(axis=2, keepdims=True), "axial", 0,
                                                    conv))
     img = tile(render.image_uri(rgb), render.labels("axial", conv), caption, caption)
-    return f"<a href='{esc(link)}'>{img}</a>" if link else img
+    return f"<a href='{href(link)}'>{img}</a>" if link else img
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
@@ -118,7 +117,7 @@ def _extra(metrics: dict[str, Any], links: dict[str, str]) -> str:
     body = []
     for name, m in cases.items():
         p = m.get(primary, {})
-        link = f"<a href='{esc(links[name])}'>{esc(name)}</a>" if name in links else esc(name)
+        link = f"<a href='{href(links[name])}'>{esc(name)}</a>" if name in links else esc(name)
         label = f"<td class='name'>{link}</td>"
         body.append([label, esc(m.get("lesion_volume_ml")),
                      *(f"{float(p.get(c, float('nan'))):.3f}"
@@ -133,7 +132,7 @@ def _extra(metrics: dict[str, Any], links: dict[str, str]) -> str:
 def _cases(rows: Sequence[CaseRow]) -> str:
     body = []
     for r in rows:
-        link = f"<a href='{esc(r.link)}'>{esc(r.name)}</a>" if r.link else esc(r.name)
+        link = f"<a href='{href(r.link)}'>{esc(r.name)}</a>" if r.link else esc(r.name)
         name = f"<td class='name'>{link}</td>"
         verdict = ("<td data-v='1' class='abnormal'>abnormal</td>" if r.is_abnormal
                    else "<td data-v='0'>normal</td>")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
@@ -94,7 +95,12 @@ def tile(uri: str, edge_labels: dict[str, str], alt: str, caption: str = "") -> 
     marks = "".join(f"<span class='lab {side[0]}'>{esc(text)}</span>"
                     for side, text in edge_labels.items())
     img = f"<div class='tile'><img alt='{esc(alt)}' src='{uri}'>{marks}</div>"
-    return f"<figure>{img}<figcaption>{caption}</figcaption></figure>" if caption else img
+    return f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>" if caption else img
+
+
+def href(link: str) -> str:
+    """A relative link as an attribute value: URL-encoded (``#``, ``%``), then escaped."""
+    return esc(quote(link))
 
 
 def verdict(abnormal: bool) -> str:

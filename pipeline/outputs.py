@@ -35,6 +35,11 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
     }
 
 
+def extra_stem(name: str) -> str:
+    """Output stem of a real lesion case of ``evaluate.extra_cases`` (never a scan's stem)."""
+    return f"extra-{name}"
+
+
 def _describe(name: str) -> str:
     return "; ".join(KINDS[t].description for t in name.split("+") if t in KINDS) or name
 

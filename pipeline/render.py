@@ -31,6 +31,7 @@ OUTLINE_RGB = np.array([0, 230, 255], np.uint8)     # the calibrated mask
 TRUTH_RGB = np.array([60, 255, 60], np.uint8)       # known lesions, when given
 OVERLAY_ALPHA = 0.75
 JPEG_QUALITY = 85  # the slice viewer's anatomy only; every static view is lossless PNG
+MAX_SPRITE_PX = 65000  # JPEG's height limit: the viewer stacks its slices in one image
 HOT_START = 0.3  # the lowest shown map value gets hot(0.3): dark red
 
 
@@ -116,7 +117,7 @@ def overlay(shape: tuple[int, int], style: Style, mm: tuple[float, float],
     if heat is not None:
         h = _zoom(np.asarray(heat, np.float32), factors, 1)
         h_lo, h_hi = style.heat_range
-        show = h >= h_lo
+        show = (h >= h_lo) & (h > 0)  # the map is 0 outside the brain: never coloured
         rgba[show, :3] = heat_colour((h[show] - h_lo) / max(h_hi - h_lo, 1e-6))
         rgba[show, 3] = int(OVERLAY_ALPHA * 255)
     for m, colour in ((truth, TRUTH_RGB), (mask, OUTLINE_RGB)):

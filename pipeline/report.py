@@ -90,9 +90,16 @@ def _view(c: _Canonical, style: render.Style, plane: str, index: int, layer: str
     return rgba if layer == "layer" else render.blend(g, rgba)
 
 
+def heat_range(threshold: float, heat: np.ndarray, rp: ReportParams) -> tuple[float, float]:
+    """The map's colour range: ``report.heat_range`` × the threshold (× the map's maximum
+    when the threshold is not positive)."""
+    top = float(np.max(heat, initial=0.0))
+    scale = threshold if threshold > 0 else (top if top > 0 else 1.0)
+    return rp.heat_range[0] * scale, rp.heat_range[1] * scale
+
+
 def _styles(c: _Canonical, threshold: float, rp: ReportParams) -> dict[str, render.Style]:
-    scale = threshold if threshold > 0 else float(np.max(c.arrays["heatmap"], initial=1.0))
-    heat = (rp.heat_range[0] * scale, rp.heat_range[1] * scale)
+    heat = heat_range(threshold, c.arrays["heatmap"], rp)
     out = {}
     for name in ("image", "reconstruction", "restoration"):
         vol = c.get(name)
@@ -139,7 +146,10 @@ def _viewer(c: _Canonical, style: render.Style, plane: str, max_slices: int) -> 
     source = c.arrays["heatmap"] if np.any(c.arrays["heatmap"]) else c.arrays["image"]
     axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
     lo, hi = render.extent(source, axis)
-    slices = render.spread(lo, hi, max_slices)
+    frame_h = max(render.grey(render.display_slice(c.arrays["image"], plane, lo,
+                                                   style.convention), vstyle,
+                              render.pixel_mm(c.spacing, plane)).shape[0], 1)
+    slices = render.spread(lo, hi, min(max_slices, render.MAX_SPRITE_PX // frame_h))
     over = np.concatenate([_view(c, vstyle, plane, k, "layer") for k in slices])
     anat = np.concatenate([_view(c, vstyle, plane, k, "image") for k in slices])
     h, w = over.shape[0] // len(slices), over.shape[1]

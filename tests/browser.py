@@ -16,7 +16,9 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -33,6 +35,14 @@ TIMEOUT_S = 60.0
 IMAGES_JS = """Promise.all(Array.from(document.images).map(function(i){
   return i.decode().then(function(){return {ok:true,w:i.naturalWidth,h:i.naturalHeight,
   alt:i.alt};}, function(e){return {ok:false,alt:i.alt,error:String(e)};});}))"""
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def find_chromium() -> str | None:
@@ -72,24 +82,36 @@ class Browser:
             os.dup2(high[0], 3)
             os.dup2(high[1], 4)
 
-        self.proc = subprocess.Popen(
-            [exe, *FLAGS, f"--user-data-dir={self._profile.name}",
-             f"--window-size={width},{height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=False, preexec_fn=child_fds)
-        for fd in high:
-            os.close(fd)
         self._buffer = b""
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.call("Target.attachToTarget",
-                                 {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable", session=True)
-        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
-                                                         "deviceScaleFactor": 1,
-                                                         "mobile": False}, session=True)
+        self.session = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+        reserved = []  # keep 3 and 4 taken so subprocess's own pipes get higher numbers
+        while any(not _is_open(fd) for fd in (3, 4)):
+            reserved.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        try:
+            # its own session: closing kills the renderer and zygote children too
+            self.proc = subprocess.Popen(
+                [exe, *FLAGS, f"--user-data-dir={self._profile.name}",
+                 f"--window-size={width},{height}", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                close_fds=False, preexec_fn=child_fds, start_new_session=True)
+        finally:
+            for fd in [*high, *reserved]:
+                os.close(fd)
+        try:
+            target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+            self.session = self.call("Target.attachToTarget",
+                                     {"targetId": target, "flatten": True})["sessionId"]
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.call(f"{domain}.enable", session=True)
+            self.call("Emulation.setDeviceMetricsOverride",
+                      {"width": width, "height": height, "deviceScaleFactor": 1,
+                       "mobile": False}, session=True)
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Browser:
         return self
@@ -98,21 +120,27 @@ class Browser:
         self.close()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, RuntimeError):
-            self.call("Browser.close")
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        """Close the browser, kill what is left of its process group, free the pipes."""
+        if self._to_child < 0:
+            return  # already closed
+        if self.proc is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self.call("Browser.close", timeout=10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         for fd in (self._to_child, self._from_child):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self._to_child = self._from_child = -1
         self._profile.cleanup()
 
     def _read_message(self, deadline: float) -> dict[str, Any]:
         while b"\0" not in self._buffer:
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._from_child], [], [], left)[0]:
                 raise RuntimeError("chromium did not answer in time")
             chunk = os.read(self._from_child, 1 << 20)
             if not chunk:
@@ -123,14 +151,14 @@ class Browser:
         return message
 
     def call(self, method: str, params: dict[str, Any] | None = None,
-             session: bool = False) -> dict[str, Any]:
+             session: bool = False, timeout: float = TIMEOUT_S) -> dict[str, Any]:
         """Send one command and return its result; events seen meanwhile are kept."""
         self._next_id += 1
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
             msg["sessionId"] = self.session
         os.write(self._to_child, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while True:
             reply = self._read_message(deadline)
             if reply.get("id") == self._next_id:

@@ -68,7 +68,7 @@ def test_extra_lesion_case_is_prepared_and_scored(in_project: Path) -> None:
     primary = loaded.calibration.primary if loaded.calibration else ""
     assert {primary, "residual", "intensity"} <= set(out)
     assert 0.0 <= out[primary]["voxel_auroc"] <= 1.0
-    info = json.loads((in_project / "data" / "evaluation" / "real.json").read_text())
+    info = json.loads((in_project / "data" / "evaluation" / "extra-real.json").read_text())
     assert info["split"] == "extra" and info["truth"] == str(truth)
     # the report stage renders it, known lesions outlined, linked from the cohort page
     import dataclasses
@@ -85,9 +85,9 @@ def test_extra_lesion_case_is_prepared_and_scored(in_project: Path) -> None:
         report.run(params)
     finally:
         metrics_file.write_text(json.dumps(metrics))
-    page = (in_project / "reports" / "cases" / "real.html").read_text()
+    page = (in_project / "reports" / "cases" / "extra-real.html").read_text()
     assert "Green outline: known lesions" in page
-    assert "href='cases/real.html'" in (in_project / "reports" / "index.html").read_text()
+    assert "href='cases/extra-real.html'" in (in_project / "reports" / "index.html").read_text()
     missing = ExtraCase(name="gone", image="nowhere.nii.gz", lesion_mask="x.nii.gz",
                         brain_mask="")
     assert _extra_case(loaded, None, missing, in_project, [], 20) is None

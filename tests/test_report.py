@@ -38,7 +38,7 @@ def _synthetic_case() -> tuple[ReportVolumes, dict[str, Any]]:
     heat[_blob(image.shape, (28, 30, 14), 2)] = 9.0
     heat += 0.5 * brain
     mask = (heat > 4.0).astype(np.uint8)
-    info = {"input": "/data/sub 01 ü.nii.gz", "threshold": 4.0, "scan_score": 7.5,
+    info = {"input": "/data/sub 01 ü 'x'<b>.nii.gz", "threshold": 4.0, "scan_score": 7.5,
             "scan_threshold": 5.0, "is_abnormal": True, "flagged_volume_ml": 1.2,
             "heatmap_units": "z-score", "created": "2026-11-24T00:00:00+00:00",
             "model": {"name": "m", "version": "3", "uri": "models:/m@champion"},
@@ -104,6 +104,17 @@ def test_findings_volumes_peaks_and_mni_location() -> None:
     assert rows[0].hemisphere == "midline"
     assert rows[0].tissue == "CSF or outside GM/WM"
     assert tuple(rows[1].peak_voxel) in {tuple(p) for p in np.argwhere(_blob(shape, wm, 2))}
+    # a real registration (rotation, translation, centre): MNI = its inverse at the centroid,
+    # in SimpleITK's LPS millimetres
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(sitk.VersorTransform((0.1, -0.2, 0.3), 0.4).GetMatrix())
+    tx.SetTranslation((5.0, -7.0, 3.0))
+    tx.SetCenter((10.0, 20.0, -5.0))
+    record.transform = affine_transform_to_json(tx)
+    for row in find_components(heat, mask, affine, record, tissue=False):
+        x, y, z = row.centroid_mm
+        lps = tx.GetInverse().TransformPoint((-x, -y, z))
+        assert row.centroid_mni == pytest.approx([-lps[0], -lps[1], lps[2]], abs=0.11)
 
 
 def test_report_is_self_contained_and_complete() -> None:
@@ -114,7 +125,8 @@ def test_report_is_self_contained_and_complete() -> None:
     assert "http-equiv='Content-Security-Policy'" in page and "default-src 'none'" in page
     assert not re.search(r"(href|src|url)\s*=?\s*\(?['\"]?https?:", page)
     assert "pseudo-healthy restoration" in page and "reconstruction" in page
-    assert "sub 01 ü.nii.gz" in page and "ABNORMAL" in page
+    assert "sub 01 ü &#x27;x&#x27;&lt;b&gt;.nii.gz" in page and "<b>.nii" not in page
+    assert "ABNORMAL" in page
     assert "radiological convention" in page
     assert "higher than 75% of the 4 healthy calibration scans" in page
     findings = re.search(r"<h2>Findings \((\d+)\)</h2>", page)
@@ -124,6 +136,8 @@ def test_report_is_self_contained_and_complete() -> None:
 
 def _index_page(tmp_path: Path) -> Path:
     rows = [CaseRow("b-scan", "test_healthy", 2.0, False, 0.0, 0, 0.0, "case.html"),
+            CaseRow("c'<img src=x onerror=alert(1)>", "test_healthy", 1.0, False, 0.0, 0, 0.0,
+                    "cases/sub#1 'q'.html"),
             CaseRow("a-scan", "test_lesion", 9.0, True, 1.5, 2, 7.5, "case.html")]
     metrics = {"voxel_auroc": 0.9, "voxel_auprc": 0.5, "score": "nll",
                "score_types": {"nll": {"voxel_auroc": 0.9}, "autoencoder": {"voxel_auroc": 0.8}}}
@@ -132,9 +146,12 @@ def _index_page(tmp_path: Path) -> Path:
     vols, _ = _synthetic_case()
     from pipeline.dashboard import gallery_tile
 
-    gallery = [gallery_tile(vols, 4.0, REPORT, "b-scan: 0.00 mL", "case.html")]
+    gallery = [gallery_tile(vols, 4.0, REPORT, "b-scan: 0.00 mL", "case.html"),
+               gallery_tile(vols, 4.0, REPORT, "c'<img src=x onerror=alert(1)>", None)]
     page = tmp_path / "index.html"
-    page.write_text(render_index(metrics, rows, {"modality": "T1w"}, curves, gallery))
+    text = render_index(metrics, rows, {"modality": "T1w"}, curves, gallery)
+    assert "<img src=x" not in text and "href='cases/sub%231%20%27q%27.html'" in text
+    page.write_text(text)
     return page
 
 
@@ -179,7 +196,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
                     "t.querySelectorAll('th')[2].click();var first=t.tBodies[0].rows[0]"
                     ".cells[0].textContent;t.querySelectorAll('th')[2].click();"
                     "return [first, t.tBodies[0].rows[0].cells[0].textContent];})()")
-                assert order == ["b-scan", "a-scan"]
+                # lowest score first, then highest; the hostile name shows as plain text
+                assert order == ["c'<img src=x onerror=alert(1)>", "a-scan"]
 
 
 def test_pipeline_reports_render_in_headless_chromium(tiny_project: Path) -> None:

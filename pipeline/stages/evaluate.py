@@ -35,7 +35,7 @@ from pipeline.nifti import (
     voxel_volume_mm3,
     write_json,
 )
-from pipeline.outputs import summary, write_outputs
+from pipeline.outputs import extra_stem, summary, write_outputs
 from pipeline.preprocess import PreparedScan, native_brain, prepare_scan
 from pipeline.scoring import ScanResult, calibrated_maps, template_scores, to_result
 from pipeline.stages.calibrate import healthy_raw_scores
@@ -94,7 +94,7 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Pa
                 compare: list[str], n_thresholds: int) -> dict[str, Any] | None:
     """Metrics of every map on one real lesioned scan (``evaluate.extra_cases``).
 
-    Its primary outputs go to ``data/evaluation/<case name>*`` for the report stage.
+    Its primary outputs go to ``data/evaluation/extra-<case name>*`` for the report stage.
     """
     image, truth_path = paths.resolve(case.image, root), paths.resolve(case.lesion_mask, root)
     if not image.is_file() or not truth_path.is_file():
@@ -110,7 +110,8 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Pa
     info = summary(image, primary, loaded, prepared.record,
                    {"score_all_maps": time.perf_counter() - t0})
     info.update({"case": case.name, "split": "extra", "truth": str(truth_path)})
-    write_outputs(paths.evaluation_dir(root), case.name, primary, img, info, reconstruction=True)
+    write_outputs(paths.evaluation_dir(root), extra_stem(case.name), primary, img, info,
+                  reconstruction=True)
     brain = native_brain(prepared) | truth
     voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
     out: dict[str, Any] = {"image": str(image), "registration_ok": prepared.record.registration_ok,

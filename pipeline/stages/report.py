@@ -19,7 +19,7 @@ from pipeline.config import Params
 from pipeline.dashboard import CaseRow, gallery_tile, read_curve, render_index
 from pipeline.modelio import load_model
 from pipeline.nifti import load_mask, load_scan, read_array, stem, write_text
-from pipeline.outputs import output_paths
+from pipeline.outputs import extra_stem, output_paths
 from pipeline.report import ReportVolumes, findings_of, render_scan_report
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,11 @@ def _cases(params: Params) -> list[dict[str, Any]]:
         out = out[: params.report.max_cases]
     ev = paths.evaluation_dir(params.root)
     for c in params.evaluate.extra_cases:
-        info_file = output_paths(ev, c.name)["json"]
+        info_file = output_paths(ev, extra_stem(c.name))["json"]
         if info_file.is_file():
             info = json.loads(info_file.read_text())
             out.append({"name": c.name, "split": "extra", "image": info["input"],
-                        "truth": info.get("truth"), "stem": c.name})
+                        "truth": info.get("truth"), "stem": extra_stem(c.name)})
     return out
 
 
