@@ -16,8 +16,7 @@ import numpy as np
 
 from pipeline import render, svg
 from pipeline.htmlkit import esc, href, meta_table, page, table, tile
-from pipeline.preprocess import to_canonical
-from pipeline.report import ReportVolumes, heat_range
+from pipeline.report import CanonicalVolumes, heat_range
 from pipeline.schema import ReportParams
 
 METRICS = (  # (key in metrics.json, label, format)
@@ -38,6 +37,7 @@ COMPARISON = (("voxel_auroc", "voxel AUROC", "{:.3f}"), ("voxel_auprc", "voxel A
               ("healthy_voxel_fpr", "healthy voxels flagged", "{:.3%}"),
               ("scan_auroc", "scan AUROC", "{:.3f}"),
               ("lesion_detection_rate", "lesions found", "{:.1%}"))
+GALLERY_PIXEL_SCALE = 2.0  # gallery tiles: pixels twice report.display_mm (thumbnails)
 BASELINES = {"intensity": "baseline: intensity thresholding",
              "intensity_normative": "baseline: intensity atlas (no VAE)",
              "autoencoder": "baseline: plain autoencoder (β = 0)"}
@@ -66,20 +66,17 @@ def read_curve(path: Path, x: str, y: str) -> tuple[list[float], list[float]] | 
     return [float(r[x]) for r in rows], [float(r[y]) for r in rows]
 
 
-def gallery_tile(vols: ReportVolumes, threshold: float, rp: ReportParams, caption: str,
+def gallery_tile(c: CanonicalVolumes, threshold: float, rp: ReportParams, caption: str,
                  link: str | None) -> str:
     """Axial maximum-intensity projection of the map and mask over the mid-brain slice."""
-    image, canon_affine, _ = to_canonical(np.asarray(vols.image), vols.affine)
-    heat = to_canonical(np.asarray(vols.heatmap), vols.affine)[0]
-    mask = to_canonical(np.asarray(vols.mask), vols.affine)[0]
+    image, heat, mask = c.arrays["image"], c.arrays["heatmap"], c.arrays["mask"]
     lo, hi = render.extent(heat if np.any(heat) else image, 2)
     k = (lo + hi) // 2
-    spacing = np.sqrt((canon_affine[:3, :3] ** 2).sum(0))
     style = render.Style(render.window(image), heat_range(threshold, heat, rp),
-                         2.0 * rp.display_mm, rp.convention)
+                         GALLERY_PIXEL_SCALE * rp.display_mm, rp.convention)
     conv = rp.convention
     rgb = render.compose(render.display_slice(image, "axial", k, conv), style,
-                         render.pixel_mm(spacing, "axial"),
+                         render.pixel_mm(c.spacing, "axial"),
                          heat=render.display_slice(heat.max(axis=2, keepdims=True), "axial", 0,
                                                    conv),
                          mask=render.display_slice(mask.max(axis=2, keepdims=True), "axial", 0,

@@ -101,6 +101,11 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask)
 
 
+def display_rows(rows: int, style: Style, mm: tuple[float, float]) -> int:
+    """Height in pixels of a displayed view with ``rows`` rows (what :func:`grey` returns)."""
+    return round(rows * _factors(style, mm)[0])
+
+
 def grey(anat: np.ndarray, style: Style, mm: tuple[float, float]) -> np.ndarray:
     """Windowed anatomy as uint8, stretched to square ``style.display_mm`` pixels."""
     lo, hi = style.window

@@ -45,8 +45,9 @@ class ReportVolumes:
     truth: np.ndarray | None = None
 
 
-class _Canonical:
-    """The volumes in canonical RAS order and the native → canonical index map."""
+class CanonicalVolumes:
+    """The volumes in canonical RAS order, their spacing and the native → canonical index map
+    (built once per scan; the report and the cohort gallery both draw from it)."""
 
     def __init__(self, v: ReportVolumes) -> None:
         self.arrays: dict[str, np.ndarray] = {}
@@ -72,7 +73,8 @@ def _index(point: tuple[int, int, int], plane: str) -> int:
     return point[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
 
 
-def _view(c: _Canonical, style: render.Style, plane: str, index: int, layer: str) -> np.ndarray:
+def _view(c: CanonicalVolumes, style: render.Style, plane: str, index: int, layer: str
+          ) -> np.ndarray:
     """One displayed slice: a grey volume's name gives grey pixels, "overlay" the anatomy with
     the map and outlines (RGB), "layer" the map and outlines alone (RGBA)."""
 
@@ -98,7 +100,7 @@ def heat_range(threshold: float, heat: np.ndarray, rp: ReportParams) -> tuple[fl
     return rp.heat_range[0] * scale, rp.heat_range[1] * scale
 
 
-def _styles(c: _Canonical, threshold: float, rp: ReportParams) -> dict[str, render.Style]:
+def _styles(c: CanonicalVolumes, threshold: float, rp: ReportParams) -> dict[str, render.Style]:
     heat = heat_range(threshold, c.arrays["heatmap"], rp)
     out = {}
     for name in ("image", "reconstruction", "restoration"):
@@ -113,7 +115,7 @@ _COLUMNS = {"image": "input", "reconstruction": "reconstruction",
             "restoration": "pseudo-healthy restoration", "overlay": "anomaly map"}
 
 
-def _finding_grid(c: _Canonical, styles: dict[str, render.Style], point: tuple[int, int, int],
+def _finding_grid(c: CanonicalVolumes, styles: dict[str, render.Style], point: tuple[int, int, int],
                   layers: list[str], title: str) -> str:
     cells = []
     columns = len(layers) if len(layers) > 1 else len(render.PLANES)
@@ -129,7 +131,7 @@ def _finding_grid(c: _Canonical, styles: dict[str, render.Style], point: tuple[i
             f"{''.join(cells)}</div>")
 
 
-def _montage(c: _Canonical, style: render.Style, n: int) -> str:
+def _montage(c: CanonicalVolumes, style: render.Style, n: int) -> str:
     heat = c.arrays["heatmap"]
     source = heat if np.any(heat) else c.arrays["image"]
     lo, hi = render.extent(source, 2)
@@ -139,16 +141,15 @@ def _montage(c: _Canonical, style: render.Style, n: int) -> str:
     return f"<div class='views'>{''.join(tiles)}</div>"
 
 
-def _viewer(c: _Canonical, style: render.Style, plane: str, max_slices: int) -> str:
+def _viewer(c: CanonicalVolumes, style: render.Style, plane: str, max_slices: int) -> str:
     """A slider over the slices of one plane: two stacked sprites (anatomy, overlay)."""
     finest = float(min(c.spacing))
     vstyle = render.Style(style.window, style.heat_range, finest, style.convention)
     source = c.arrays["heatmap"] if np.any(c.arrays["heatmap"]) else c.arrays["image"]
     axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
     lo, hi = render.extent(source, axis)
-    frame_h = max(render.grey(render.display_slice(c.arrays["image"], plane, lo,
-                                                   style.convention), vstyle,
-                              render.pixel_mm(c.spacing, plane)).shape[0], 1)
+    rows = render.display_slice(c.arrays["image"], plane, lo, style.convention).shape[0]
+    frame_h = max(render.display_rows(rows, vstyle, render.pixel_mm(c.spacing, plane)), 1)
     slices = render.spread(lo, hi, min(max_slices, render.MAX_SPRITE_PX // frame_h))
     over = np.concatenate([_view(c, vstyle, plane, k, "layer") for k in slices])
     anat = np.concatenate([_view(c, vstyle, plane, k, "image") for k in slices])
@@ -223,9 +224,10 @@ def findings_of(info: dict[str, Any], vols: ReportVolumes, rp: ReportParams) -> 
 
 
 def render_scan_report(vols: ReportVolumes, info: dict[str, Any], healthy: list[float],
-                       rp: ReportParams) -> str:
-    """The report of one scored scan as a self-contained HTML string."""
-    c = _Canonical(vols)
+                       rp: ReportParams, canonical: CanonicalVolumes | None = None) -> str:
+    """The report of one scored scan as a self-contained HTML string (``canonical``: the
+    volumes already reoriented, when the caller has them)."""
+    c = canonical or CanonicalVolumes(vols)
     threshold = float(info["threshold"])
     styles = _styles(c, threshold, rp)
     found = findings_of(info, vols, rp)

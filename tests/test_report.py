@@ -19,7 +19,7 @@ from pipeline.dashboard import CaseRow, render_index
 from pipeline.findings import find_components
 from pipeline.geometry import affine_transform_to_json
 from pipeline.preprocess import ScanRecord, to_canonical
-from pipeline.report import ReportVolumes, render_scan_report
+from pipeline.report import CanonicalVolumes, ReportVolumes, render_scan_report
 
 REPORT = load_params(Path(__file__).resolve().parents[1] / "configs" / "params.yaml").report
 BROWSER_REQUIRED = os.environ.get("VAE_ANOMALY_REQUIRE_BROWSER") == "1"
@@ -146,8 +146,9 @@ def _index_page(tmp_path: Path) -> Path:
     vols, _ = _synthetic_case()
     from pipeline.dashboard import gallery_tile
 
-    gallery = [gallery_tile(vols, 4.0, REPORT, "b-scan: 0.00 mL", "case.html"),
-               gallery_tile(vols, 4.0, REPORT, "c'<img src=x onerror=alert(1)>", None)]
+    c = CanonicalVolumes(vols)
+    gallery = [gallery_tile(c, 4.0, REPORT, "b-scan: 0.00 mL", "case.html"),
+               gallery_tile(c, 4.0, REPORT, "c'<img src=x onerror=alert(1)>", None)]
     page = tmp_path / "index.html"
     text = render_index(metrics, rows, {"modality": "T1w"}, curves, gallery)
     assert "<img src=x" not in text and "href='cases/sub%231%20%27q%27.html'" in text

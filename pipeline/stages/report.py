@@ -20,7 +20,8 @@ from pipeline.dashboard import CaseRow, gallery_tile, read_curve, render_index
 from pipeline.modelio import load_model
 from pipeline.nifti import load_mask, load_scan, read_array, stem, write_text
 from pipeline.outputs import extra_stem, output_paths
-from pipeline.report import ReportVolumes, findings_of, render_scan_report
+from pipeline.report import CanonicalVolumes, ReportVolumes, findings_of, render_scan_report
+from pipeline.stages.prepare import load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ def _volumes(image: str, files: dict[str, Path], truth: str | None) -> ReportVol
 
 def _cases(params: Params) -> list[dict[str, Any]]:
     """(name, split, image, truth, evaluation stem) of every scan evaluate scored."""
-    from pipeline.stages.prepare import load_manifest
-
     manifest = load_manifest(params)
     out = [{"name": c["id"], "split": part, "image": c["image"], "truth": c["truth"],
             "stem": stem(c["image"])}
@@ -69,9 +68,12 @@ def run(params: Params) -> None:
         files = output_paths(ev, case["stem"])
         info = json.loads(files["json"].read_text())
         vols = _volumes(case["image"], files, case["truth"])
-        write_text(out / f"{case['stem']}.html", render_scan_report(vols, info, healthy, rp))
+        found = findings_of(info, vols, rp)  # computed here once for older summaries
+        info = {**info, "findings": [f.to_json() for f in found]}
+        canonical = CanonicalVolumes(vols)
+        write_text(out / f"{case['stem']}.html",
+                   render_scan_report(vols, info, healthy, rp, canonical))
         link = f"cases/{case['stem']}.html"
-        found = findings_of(info, vols, rp)
         rows.append(CaseRow(case["name"], case["split"], float(info["scan_score"]),
                             bool(info["is_abnormal"]), float(info["flagged_volume_ml"]),
                             len(found), max((f.peak for f in found), default=0.0), link))
@@ -79,7 +81,8 @@ def run(params: Params) -> None:
             extra_links[case["name"]] = link
         if case["split"] == "test_healthy" and len(gallery) < rp.gallery_max:
             caption = f"{case['name']}: {float(info['flagged_volume_ml']):.2f} mL"
-            gallery.append(gallery_tile(vols, float(info["threshold"]), rp, caption, link))
+            gallery.append(gallery_tile(canonical, float(info["threshold"]), rp, caption,
+                                        link))
     metrics = json.loads((reports / "metrics.json").read_text())
     curves = {"roc": read_curve(reports / "plots" / "roc.csv", "fpr", "tpr"),
               "pr": read_curve(reports / "plots" / "pr.csv", "recall", "precision")}
