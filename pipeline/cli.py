@@ -1,4 +1,5 @@
-"""``vae-anomaly``: one subcommand per pipeline stage, plus ``score`` for new scans.
+"""``vae-anomaly``: one subcommand per pipeline stage, plus ``score`` for new scans and the
+generative commands ``sample``, ``interpolate``, ``impute`` and ``loglik``.
 
 Exit status: 0 success; 1 one or more inputs failed (one ``error: <path>: <reason>`` line
 each on stderr, the others still processed); 2 usage or configuration error.
@@ -13,12 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import UsageError
+from pipeline.genargs import COMMANDS as GENERATIVE
+from pipeline.genargs import add_parsers
 
-STAGES = ("cohort", "prepare", "train", "calibrate", "evaluate", "report")
+STAGES = ("cohort", "prepare", "train", "calibrate", "evaluate", "generative", "report")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="vae-anomaly", description=__doc__.splitlines()[0])
+    about = " ".join(__doc__.split("\n\n")[0].split())
+    ap = argparse.ArgumentParser(prog="vae-anomaly", description=about)
     ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = ap.add_subparsers(dest="command", required=True)
     for name in STAGES:
@@ -44,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--convention", choices=("radiological", "neurological"), default=None,
                     help="left/right display of the report's axial and coronal views "
                          "(default: the model's report.convention)")
+    add_parsers(sub)
     return ap
 
 
@@ -77,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
 
         def run() -> int:
             return score_command(args)
+    elif args.command in GENERATIVE:
+        from pipeline.gencli import COMMANDS
+
+        def run() -> int:
+            return COMMANDS[args.command](args)
     else:
         def run() -> int:
             return _stage(args)

@@ -165,6 +165,17 @@ def _validate(p: Params) -> None:
                                         r.viewer_max_slices, r.gallery_max, r.max_cases) < 0):
         raise ConfigError("report: heat_range is [low, high] with 0 <= low < high, display_mm "
                           "> 0, counts >= 0")
+    g = p.generative
+    if (g.temperature < 0 or g.interpolation_steps < 2 or g.max_step_ratio < 1
+            or g.impute.steps < 1 or g.impute.step_size <= 0 or g.iwae_samples < 1
+            or g.iwae_batch < 1 or g.checks.nearest_candidates < 1 or g.checks.samples < 1
+            or g.checks.impute_cube_mm <= 0 or min(g.checks.impute_scans,
+                                                    g.checks.iwae_scans) < 0
+            or not g.checks.iwae_k or min(g.checks.iwae_k) < 1):
+        raise ConfigError("generative: temperature >= 0, interpolation_steps >= 2, "
+                          "max_step_ratio >= 1, impute.steps >= 1 and step_size > 0, "
+                          "iwae_samples/iwae_batch >= 1, checks: counts >= 0 (samples, "
+                          "nearest_candidates >= 1), impute_cube_mm > 0, iwae_k >= 1")
     if p.cohort.image_pattern.count("*") != 1:
         raise ConfigError("cohort.image_pattern must contain exactly one '*' (the subject id)")
 
@@ -188,6 +199,13 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "report": {"convention": "radiological", "finding_views": 3, "max_findings": 20,
                "viewer_max_slices": 48, "display_mm": 1.0, "heat_range": [0.5, 2.5],
                "midline_mm": 4.0, "gallery_max": 48},
+    "generative": {"temperature": 1.0, "interpolation_steps": 8, "max_step_ratio": 2.0,
+                   "impute": {"steps": 10, "step_size": 1.0}, "iwae_samples": 10,
+                   "iwae_batch": 10, "checks": {
+                       "samples": 16, "nearest_candidates": 5, "impute_scans": 8,
+                       "impute_cube_mm": 20.0, "iwae_k": [1, 10, 100], "iwae_scans": 4,
+                       "intensity_tolerance": 0.1, "novelty_max_ssim": 0.98,
+                       "impute_min_gain": 0.3}},
 }
 _LEGACY_RENAMED = {"augment_flip": "flip", "augment_intensity": "intensity_scale"}
 

@@ -141,8 +141,10 @@ def _cases(rows: Sequence[CaseRow]) -> str:
 
 def render_index(metrics: dict[str, Any], rows: Sequence[CaseRow], trained: dict[str, Any],
                  curves: dict[str, tuple[list[float], list[float]] | None],
-                 gallery: Sequence[str], extra_links: dict[str, str] | None = None) -> str:
-    """The cohort page as one self-contained HTML string."""
+                 gallery: Sequence[str], extra_links: dict[str, str] | None = None,
+                 generative: str = "") -> str:
+    """The cohort page as one self-contained HTML string (``generative``: the HTML of
+    :func:`pipeline.gendashboard.generative_section`)."""
     charts = []
     roc, pr = curves.get("roc"), curves.get("pr")
     if roc is not None:
@@ -166,5 +168,6 @@ report.</p>{_cases(rows)}
 <h2>Healthy test scans: where the map fires</h2><p class='note'>Each tile: the axial
 maximum-intensity projection of the anomaly map and its mask (cyan) over the mid-brain axial
 slice, so every false positive of a healthy scan is visible at a glance.</p>
-<div class='gallery'>{"".join(gallery) or "<p>No healthy test scans.</p>"}</div>"""
+<div class='gallery'>{"".join(gallery) or "<p>No healthy test scans.</p>"}</div>
+{generative}"""
     return page("vae-anomaly cohort report", body)

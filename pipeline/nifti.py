@@ -125,8 +125,12 @@ def load_scan(path: str | Path) -> nib.Nifti1Image:
     return out
 
 
-def load_mask(path: str | Path, reference: nib.Nifti1Image) -> np.ndarray:
-    """Load a binary mask (voxels > 0.5) that must lie on ``reference``'s grid."""
+def load_mask(path: str | Path, reference: nib.Nifti1Image, what: str = "brain mask"
+              ) -> np.ndarray:
+    """Load a binary mask (voxels > 0.5) that must lie on ``reference``'s grid.
+
+    ``what`` names the mask in error messages.
+    """
     name = Path(path).name
     try:
         img, shape = _open(path)
@@ -134,9 +138,9 @@ def load_mask(path: str | Path, reference: nib.Nifti1Image) -> np.ndarray:
             raise ScanError("is not on the scan's grid")
         mask = np.nan_to_num(_read(img, shape)) > 0.5
     except ScanError as exc:
-        raise ScanError(f"brain mask {name}: {exc}") from exc
+        raise ScanError(f"{what} {name}: {exc}") from exc
     if not mask.any():
-        raise ScanError(f"brain mask {name}: mask is empty")
+        raise ScanError(f"{what} {name}: mask is empty")
     return mask
 
 

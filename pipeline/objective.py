@@ -102,23 +102,32 @@ def _normal_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
 
 @torch.no_grad()
 def iwae_log_likelihood(vae: ConvVAE, x: torch.Tensor, likelihood: Likelihood, samples: int,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, batch: int = 1
+                        ) -> torch.Tensor:
     """Importance-weighted bound on log p(x) (Burda et al. 2016), nats per volume.
 
     ``log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x)`` with ``z_k ~ q(z|x)``; K = 1 is the ELBO and
-    the bound tightens as K grows. Returns one value per volume of the batch ``x``.
+    the bound tightens as K grows. ``batch`` importance samples are decoded per forward pass
+    (the random draws, hence the result, do not depend on it). Returns one value per volume
+    of the batch ``x``.
     """
     mu, logvar = (t.float() for t in vae.encode(x))
-    batch = x.shape[0]
+    n = x.shape[0]
     weights = []
-    for _ in range(max(samples, 1)):
-        eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu.device)
-        z = mu + eps * torch.exp(0.5 * logvar)
+    remaining = max(samples, 1)
+    while remaining > 0:
+        c = min(max(batch, 1), remaining)
+        remaining -= c
+        eps = torch.randn((c, *mu.shape), generator=generator, device="cpu").to(mu.device)
+        z = (mu + eps * torch.exp(0.5 * logvar)).flatten(0, 1)  # (c * n, ...), sample-major
+        mu_c, logvar_c = mu.repeat(c, *[1] * (mu.ndim - 1)), logvar.repeat(
+            c, *[1] * (mu.ndim - 1))
         rec, sigma = vae.decode_params(z)
-        out = VAEOutput(rec, mu, logvar, z, sigma)
-        log_px = -likelihood.nll(x, out).reshape(batch, -1).sum(1)
+        out = VAEOutput(rec, mu_c, logvar_c, z, sigma)
+        x_c = x.repeat(c, *[1] * (x.ndim - 1))
+        log_px = -likelihood.nll(x_c, out).reshape(c * n, -1).sum(1)
         log_pz = _normal_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
-        log_qz = _normal_log_density(z, mu, logvar)
-        weights.append(log_px + (log_pz - log_qz).reshape(batch, -1).sum(1))
-    stacked = torch.stack(weights)
+        log_qz = _normal_log_density(z, mu_c, logvar_c)
+        weights.append((log_px + (log_pz - log_qz).reshape(c * n, -1).sum(1)).reshape(c, n))
+    stacked = torch.cat(weights)
     return torch.logsumexp(stacked, 0) - math.log(stacked.shape[0])

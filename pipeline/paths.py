@@ -100,6 +100,11 @@ def evaluation_dir(root: Path | None = None) -> Path:
     return data_dir(root) / "evaluation"
 
 
+def generative_dir(root: Path | None = None) -> Path:
+    """Samples and previews written by the ``generative`` stage."""
+    return data_dir(root) / "generative"
+
+
 def default_tracking_uri(root: Path | None = None) -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store in the project root."""
     env = os.environ.get("MLFLOW_TRACKING_URI")

@@ -240,6 +240,36 @@ class ReportParams:
 
 
 @dataclass(frozen=True)
+class ImputeParams:
+    steps: int
+    step_size: float
+
+
+@dataclass(frozen=True)
+class GenerativeChecks:
+    samples: int
+    nearest_candidates: int
+    impute_scans: int
+    impute_cube_mm: float
+    iwae_k: list[int]
+    iwae_scans: int
+    intensity_tolerance: float
+    novelty_max_ssim: float
+    impute_min_gain: float
+
+
+@dataclass(frozen=True)
+class GenerativeParams:
+    temperature: float
+    interpolation_steps: int
+    max_step_ratio: float
+    impute: ImputeParams
+    iwae_samples: int
+    iwae_batch: int
+    checks: GenerativeChecks
+
+
+@dataclass(frozen=True)
 class Params:
     preset: str
     seed: int
@@ -256,6 +286,7 @@ class Params:
     evaluate: EvaluateParams
     mlflow: MlflowParams
     report: ReportParams
+    generative: GenerativeParams
     root: Path = field(default=Path("."), compare=False)
 
     def cohort_folder(self) -> Path:

@@ -16,15 +16,17 @@ import time
 import traceback
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from pipeline.config import UsageError
 from pipeline.modelio import LoadedModel, ModelError, load_model
 from pipeline.nifti import ScanError, load_mask, load_scan, one_line, stem
 from pipeline.outputs import output_paths, summary, write_outputs
+from pipeline.preprocess import PreparedScan
 
 
-def _check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
@@ -34,11 +36,11 @@ def _check_out_dir(out: Path) -> None:
         raise UsageError(f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
 
 
-def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path,
-              report: bool, convention: str | None = None) -> dict[str, Path]:
-    """Score one scan; raise :class:`ScanError` for anything wrong with this input."""
+def prepare_input(loaded: LoadedModel, scan: Path, mask_path: Path | None
+                  ) -> tuple[nib.Nifti1Image, PreparedScan, dict[str, float]]:
+    """Load, validate and prepare one native scan as the model's input; raise
+    :class:`ScanError` for anything wrong with it (registration quality control included)."""
     from pipeline.preprocess import prepare_scan
-    from pipeline.scoring import score_prepared
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -52,6 +54,30 @@ def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path
         raise ScanError(f"registration to the template failed quality control (brain Dice "
                         f"{rec.registration_dice:.3f}, min {rp.min_dice}; inside template "
                         f"{rec.registration_containment:.3f}, min {rp.min_containment})")
+    return img, prepared, timings
+
+
+def load_for_cli(model: str | None, device_choice: str, require_calibration: bool = True
+                 ) -> LoadedModel:
+    """The model a command asked for, on the device it asked for; usage errors exit 2."""
+    try:
+        import torch
+
+        device = "cuda" if device_choice == "cuda" or (
+            device_choice == "auto" and torch.cuda.is_available()) else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda requested but no CUDA device is available")
+        return load_model(model, device=device, require_calibration=require_calibration)
+    except ModelError as exc:
+        raise UsageError(f"model: {exc}") from exc
+
+
+def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path,
+              report: bool, convention: str | None = None) -> dict[str, Path]:
+    """Score one scan; raise :class:`ScanError` for anything wrong with this input."""
+    from pipeline.scoring import score_prepared
+
+    img, prepared, timings = prepare_input(loaded, scan, mask_path)
     t0 = time.perf_counter()
     result = score_prepared(loaded, prepared)
     timings["model_and_mapping"] = time.perf_counter() - t0
@@ -83,17 +109,8 @@ def score_command(args: argparse.Namespace) -> int:
     masks: list[Path | None] = list(args.brain_mask) if args.brain_mask else [None] * len(scans)
     if len(masks) != len(scans):
         raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(scans)} scan(s)")
-    _check_out_dir(args.out)
-    try:
-        import torch
-
-        device = "cuda" if args.device == "cuda" or (
-            args.device == "auto" and torch.cuda.is_available()) else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise UsageError("--device cuda requested but no CUDA device is available")
-        loaded = load_model(args.model, device=device)
-    except ModelError as exc:
-        raise UsageError(f"model: {exc}") from exc
+    check_out_dir(args.out)
+    loaded = load_for_cli(args.model, args.device)
     failures = 0
     seen: set[str] = set()
     for scan, mask in zip(scans, masks, strict=True):

@@ -27,6 +27,9 @@ TINY_OVERRIDES: dict[str, Any] = {
     "train": {"epochs": 2, "batch_size": 2, "checkpoint_every": 1},
     "scoring": {"std_smoothing_sigma_vox": 1.0, "restoration": {"steps": 3}},
     "report": {"max_cases": 2},
+    "generative": {"interpolation_steps": 4, "impute": {"steps": 3}, "iwae_samples": 2,
+                   "checks": {"samples": 4, "impute_scans": 1, "iwae_k": [1, 4],
+                              "iwae_scans": 1}},
     "mlflow": {"registered_model": "vae-anomaly-test"},
 }
 
@@ -86,7 +89,7 @@ def make_project(root: Path, overrides: dict[str, Any]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run cohort → prepare → train (VAE and autoencoder baseline) → calibrate → evaluate →
-    report on a tiny demo cohort."""
+    generative → report on a tiny demo cohort."""
     from pipeline.cli import main
 
     root = tmp_path_factory.mktemp("project")
@@ -97,7 +100,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["VAE_ANOMALY_ROOT"] = str(root)
     try:
         for stage in ("cohort", "prepare", "train", "train --autoencoder", "calibrate",
-                      "evaluate", "report"):
+                      "evaluate", "generative", "report"):
             assert main([*stage.split(), "--params", str(params_file)]) == 0, stage
     finally:
         os.chdir(old_cwd)

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipeline import metrics, paths
 from pipeline.calibration import fit_calibration
 from pipeline.config import Params
 from pipeline.dataset import load_prepared
+from pipeline.generative import log_likelihood
 from pipeline.modelio import LoadedModel, ModelError, load_model
 from pipeline.nifti import (
     atomic_write,
@@ -35,6 +37,7 @@ from pipeline.nifti import (
     voxel_volume_mm3,
     write_json,
 )
+from pipeline.objective import Likelihood
 from pipeline.outputs import extra_stem, summary, write_outputs
 from pipeline.preprocess import PreparedScan, native_brain, prepare_scan
 from pipeline.scoring import ScanResult, calibrated_maps, template_scores, to_result
@@ -129,6 +132,37 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Pa
     return out
 
 
+def _loglik(loaded: LoadedModel, params: Params, prepared: PreparedScan) -> dict[str, Any]:
+    """IWAE bound of one prepared scan (``generative.iwae_samples``, seeded)."""
+    g, m = params.generative, loaded.params.model
+    ll = log_likelihood(loaded.vae, Likelihood(m.likelihood, m.recon_sigma),
+                        torch.from_numpy(prepared.image), g.iwae_samples, params.seed,
+                        g.iwae_batch)
+    return {"nats": round(ll.nats, 3), "bits_per_voxel": round(ll.bits_per_voxel, 6),
+            "k": ll.k}
+
+
+def loglik_summary(healthy: dict[str, float], lesioned: dict[str, tuple[str, float]], k: int
+                   ) -> dict[str, Any]:
+    """Healthy vs lesioned log-likelihood: means, paired drop and scan AUROC.
+
+    ``healthy`` maps a subject to its bound (nats); ``lesioned`` maps a lesioned copy to
+    (its healthy subject, its bound).
+    """
+    pairs = [(healthy[s], v) for s, v in lesioned.values() if s in healthy]
+    drops = [h - v for h, v in pairs]
+    return {
+        "k": k, "healthy_mean_nats": float(np.mean(list(healthy.values()))) if healthy else None,
+        "lesioned_mean_nats": float(np.mean([v for _, v in lesioned.values()]))
+        if lesioned else None,
+        "pairs": len(pairs),
+        "lesioned_lower_fraction": float(np.mean([d > 0 for d in drops])) if drops else None,
+        "mean_drop_nats": float(np.mean(drops)) if drops else None,
+        "scan_auroc": metrics.scan_auroc([-v for v in healthy.values()],
+                                         [-v for _, v in lesioned.values()])
+        if healthy and lesioned else None}
+
+
 def run(params: Params) -> dict[str, Any]:
     loaded = load_model(paths.model_dir(params.root))
     calib = loaded.calibration
@@ -140,6 +174,8 @@ def run(params: Params) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     pooled: dict[str, metrics.Pooled] = {}
     seconds = []
+    healthy_ll: dict[str, float] = {}
+    lesioned_ll: dict[str, tuple[str, float]] = {}
     for part in ("test_healthy", "test_lesion"):
         for case in manifest[part]:
             t0 = time.perf_counter()
@@ -149,7 +185,13 @@ def run(params: Params) -> dict[str, Any]:
             brain = native_brain(prepared)
             info = summary(case["image"], primary, loaded, prepared.record,
                            {"score_all_maps": seconds[-1]})
-            info.update({"case": case["id"], "split": part, "truth": case["truth"]})
+            info.update({"case": case["id"], "split": part, "truth": case["truth"],
+                         "log_likelihood": _loglik(loaded, params, prepared)})
+            nats = float(info["log_likelihood"]["nats"])
+            if part == "test_healthy":
+                healthy_ll[case.get("subject", case["id"])] = nats
+            else:
+                lesioned_ll[case["id"]] = (case.get("subject", ""), nats)
             write_outputs(out_dir, stem(case["image"]), primary, native, info,
                           reconstruction=True)
             truth = load_mask(case["truth"], native) if part == "test_lesion" else None
@@ -181,6 +223,7 @@ def run(params: Params) -> dict[str, Any]:
         "seconds_per_scan_all_maps": float(np.median(seconds)),
         "model": loaded.meta.get("mlflow", {}), "cohort": params.cohort.name,
         "score_types": table, "extra_cases": extra,
+        "log_likelihood": loglik_summary(healthy_ll, lesioned_ll, params.generative.iwae_samples),
     }
     reports = paths.reports_dir(params.root)
     write_json(reports / "metrics.json", result_metrics)
@@ -189,6 +232,8 @@ def run(params: Params) -> dict[str, Any]:
         for name, row in table.items()])
     _write_csv(reports / "plots" / "roc.csv", pooled[calib.primary].roc)
     _write_csv(reports / "plots" / "pr.csv", pooled[calib.primary].pr)
+    log.info("log-likelihood (IWAE, K=%d): %s", params.generative.iwae_samples,
+             result_metrics["log_likelihood"])
     for name, row in table.items():
         log.info("%-20s AUROC %.3f  AUPRC %.3f  best Dice %.3f  Dice@calib %.3f  FPR %.4f  "
                  "scan AUROC %.3f  lesions found %.2f", name, row["voxel_auroc"],

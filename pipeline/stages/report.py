@@ -2,7 +2,8 @@
 
 Reads the maps ``evaluate`` wrote to ``data/evaluation/`` and ``reports/metrics.json``; writes
 ``reports/cases/<stem>.html`` (healthy and lesioned test scans, then the real lesion cases of
-``evaluate.extra_cases``, with known lesions outlined) and ``reports/index.html``.
+``evaluate.extra_cases``, with known lesions outlined) and ``reports/index.html`` (with the
+``generative`` stage's samples, interpolation, imputation and log-likelihood figures).
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def _cases(params: Params) -> list[dict[str, Any]]:
     return out
 
 
+def _generative(params: Params, metrics: dict[str, Any]) -> str:
+    """The cohort page's generative section from the ``generative`` stage's outputs."""
+    from pipeline.gendashboard import generative_section
+
+    summary = paths.reports_dir(params.root) / "generative.json"
+    gen = json.loads(summary.read_text()) if summary.is_file() else None
+    folder = paths.generative_dir(params.root)
+    images = {name: (folder / f"{name}.png").read_bytes()
+              for name in ("samples", "interpolation") if (folder / f"{name}.png").is_file()}
+    return generative_section(gen, metrics, images)
+
+
 def run(params: Params) -> None:
     loaded = load_model(paths.model_dir(params.root))
     healthy = loaded.healthy_scan_scores()
@@ -87,5 +100,6 @@ def run(params: Params) -> None:
     curves = {"roc": read_curve(reports / "plots" / "roc.csv", "fpr", "tpr"),
               "pr": read_curve(reports / "plots" / "pr.csv", "recall", "precision")}
     write_text(reports / "index.html",
-               render_index(metrics, rows, loaded.trained_on(), curves, gallery, extra_links))
+               render_index(metrics, rows, loaded.trained_on(), curves, gallery, extra_links,
+                            _generative(params, metrics)))
     log.info("wrote %d case reports and reports/index.html", len(rows))

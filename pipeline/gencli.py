@@ -1,0 +1,242 @@
+"""``vae-anomaly sample | interpolate | impute | loglik``: the VAE as a generative model.
+
+Outputs are NIfTI volumes in the model's template space (normalised intensities: the brain's
+1st/99th percentiles at 0/1), except ``impute``, which writes the filled scan on the input's
+own grid and in its intensity units, plus a JSON record and a PNG/HTML preview. Defaults come
+from the model's ``generative`` parameters. Exit status as for ``score``.
+
+Example:
+    $ vae-anomaly sample --n 8 --out samples/ --temperature 0.8 --seed 1
+    $ vae-anomaly interpolate a.nii.gz b.nii.gz --steps 8 --out path/
+    $ vae-anomaly impute t1.nii.gz --mask hole.nii.gz --out filled/
+    $ vae-anomaly loglik a.nii.gz b.nii.gz --k 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import generative, genpreview
+from pipeline.config import UsageError
+from pipeline.imagequality import IntensityStats, mean_abs_diff, ssim, step_fractions
+from pipeline.modelio import LoadedModel
+from pipeline.nifti import ScanError, load_mask, load_scan, one_line, stem, write_json
+from pipeline.nifti import write_nifti as _write_nifti
+from pipeline.objective import Likelihood
+from pipeline.score import check_out_dir, load_for_cli, prepare_input
+from pipeline.template import TEMPLATE_FILE, Template, read_template
+
+UNITS = "normalised intensity (the brain's 1st/99th percentiles at 0/1), template space"
+PER_ROW = 4  # samples per row of the preview mosaic
+
+
+def _template(loaded: LoadedModel) -> Template:
+    return read_template(loaded.folder / TEMPLATE_FILE)
+
+
+def _likelihood(loaded: LoadedModel) -> Likelihood:
+    return Likelihood(loaded.params.model.likelihood, loaded.params.model.recon_sigma)
+
+
+def _about(loaded: LoadedModel) -> dict[str, Any]:
+    return {"model": {"uri": loaded.uri, **loaded.meta.get("mlflow", {})},
+            "trained_on": loaded.trained_on()}
+
+
+def _meta_rows(loaded: LoadedModel, extra: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+    t = loaded.trained_on()
+    rows = [("model", loaded.uri), ("trained on", ", ".join(
+        str(t[k]) for k in ("modality", "space", "cohort") if k in t))]
+    return [(k, genpreview.htmlkit.esc(v)) for k, v in rows + extra]
+
+
+def _volume_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    s = IntensityStats.of(volume, brain)
+    return {"brain_mean": round(s.mean, 5), "brain_std": round(s.std, 5)}
+
+
+def sample(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise UsageError("--n must be at least 1")
+    check_out_dir(args.out)
+    loaded = load_for_cli(args.model, args.device, require_calibration=False)
+    g, tpl = loaded.params.generative, _template(loaded)
+    temperature = g.temperature if args.temperature is None else args.temperature
+    if temperature < 0:
+        raise UsageError("--temperature must be >= 0")
+    z = generative.sample_latents(generative.latent_shape(loaded.vae, tpl.shape), args.n,
+                                  temperature, args.seed)
+    images = generative.decode(loaded.vae, z, g.iwae_batch,
+                               _likelihood(loaded) if args.noise else None,
+                               args.seed + 1 if args.noise else None).numpy()
+    files, stats = [], []
+    for i, image in enumerate(images):
+        files.append(f"sample_{i:03d}.nii.gz")
+        _write_nifti(args.out / files[-1], image, tpl.affine)
+        stats.append(_volume_stats(image, tpl.brain))
+    style = genpreview.style_for(images[0], loaded.params.report.display_mm,
+                                 loaded.params.report.convention)
+    pixels = genpreview.samples_mosaic(images, tpl.affine, style, PER_ROW)
+    genpreview.write_png(args.out / "samples.png", pixels)
+    info = {**_about(loaded), "space": tpl.space, "units": UNITS, "n": args.n,
+            "temperature": temperature, "seed": args.seed,
+            "kind": "x ~ p(x|z)" if args.noise else "decoder mean E[x|z]",
+            "samples": [{"file": f, **s} for f, s in zip(files, stats, strict=True)]}
+    write_json(args.out / "samples.json", info)
+    genpreview.write_page(args.out / "samples.html", "Samples from the healthy VAE",
+                          _meta_rows(loaded, [("samples", args.n), ("temperature", temperature),
+                                              ("seed", args.seed), ("kind", info["kind"])]),
+                          pixels, f"Each sample: axial, coronal, sagittal through the centre "
+                          f"({PER_ROW} samples per row, files sample_000 onwards).",
+                          loaded.params.report.convention)
+    print(f"wrote {args.n} sample(s) to {args.out}")
+    return 0
+
+
+def interpolate(args: argparse.Namespace) -> int:
+    loaded = load_for_cli(args.model, args.device, require_calibration=False)
+    g, tpl = loaded.params.generative, _template(loaded)
+    steps = g.interpolation_steps if args.steps is None else args.steps
+    if steps < 2:
+        raise UsageError("--steps must be at least 2 (the two ends)")
+    check_out_dir(args.out)
+    masks = list(args.brain_mask) if args.brain_mask else [None, None]
+    prepared = []
+    for scan, mask in zip(args.scans, masks, strict=True):
+        try:
+            prepared.append(prepare_input(loaded, scan, mask)[1])
+        except ScanError as exc:
+            print(f"error: {scan}: {exc}", file=sys.stderr)
+            return 1
+    ends = [generative.encode_mean(loaded.vae, torch.from_numpy(p.image)) for p in prepared]
+    modes = generative.PATH_MODES if args.mode == "both" else (args.mode,)
+    info: dict[str, Any] = {**_about(loaded), "space": tpl.space, "units": UNITS,
+                            "inputs": [str(s) for s in args.scans], "steps": steps,
+                            "max_step_ratio": g.max_step_ratio, "paths": {},
+                            "inputs_change": round(mean_abs_diff(prepared[0].image,
+                                                                 prepared[1].image, tpl.brain), 5)}
+    for i, p in enumerate(prepared):
+        _write_nifti(args.out / f"input_{'ab'[i]}.nii.gz", p.image, tpl.affine)
+    style = genpreview.style_for(prepared[0].image, loaded.params.report.display_mm,
+                                 loaded.params.report.convention)
+    rows: list[list[np.ndarray]] = []
+    for mode in modes:
+        path = generative.latent_path(ends[0], ends[1], steps, mode)
+        images = generative.decode(loaded.vae, path, g.iwae_batch).numpy()
+        files = [f"{mode}_{i:02d}.nii.gz" for i in range(steps)]
+        for f, image in zip(files, images, strict=True):
+            _write_nifti(args.out / f, image, tpl.affine)
+        fractions = step_fractions(images, tpl.brain)
+        ratio = max(fractions) * (steps - 1)
+        info["paths"][mode] = {
+            "files": files, "step_fractions": fractions, "max_step_fraction": max(fractions),
+            "end_to_end_change": round(mean_abs_diff(images[0], images[-1], tpl.brain), 5),
+            "max_step_over_even_share": round(ratio, 4), "smooth": ratio <= g.max_step_ratio,
+            "endpoint_ssim": {"a": round(ssim(images[0], prepared[0].image, prepared[0].brain), 4),
+                              "b": round(ssim(images[-1], prepared[1].image, prepared[1].brain),
+                                         4)}}
+        rows += genpreview.path_rows(prepared[0].image, images, prepared[1].image, tpl.affine,
+                                     style)
+    write_json(args.out / "interpolation.json", info)
+    pixels = genpreview.mosaic(rows)
+    genpreview.write_png(args.out / "interpolation.png", pixels)
+    genpreview.write_page(
+        args.out / "interpolation.html", "Latent interpolation",
+        _meta_rows(loaded, [("A", args.scans[0]), ("B", args.scans[1]), ("steps", steps)]),
+        pixels, f"Rows: {', '.join(f'{m} (axial, coronal)' for m in modes)}; first and last "
+        f"columns are the prepared inputs A and B, between them the decoded path.",
+        loaded.params.report.convention)
+    print(f"wrote {len(modes)} path(s) of {steps} steps to {args.out}")
+    return 0
+
+
+def impute(args: argparse.Namespace) -> int:
+    from pipeline.imputation import impute_scan
+
+    check_out_dir(args.out)
+    loaded = load_for_cli(args.model, args.device, require_calibration=False)
+    name = stem(args.scan)
+    outputs = [args.out / f"{name}_imputed{s}" for s in (".nii.gz", "_template.nii.gz",
+                                                          ".json", ".png", ".html")]
+    try:
+        img = load_scan(args.scan)
+        missing = load_mask(args.mask, img, what="missing-region mask")
+        brain = load_mask(args.brain_mask, img) if args.brain_mask else None
+        imp = impute_scan(loaded, img, missing, brain)
+        _write_nifti(outputs[0], imp.filled, img.affine, img.header)
+        tpl = _template(loaded)
+        _write_nifti(outputs[1], imp.template_filled, tpl.affine)
+        centre = [round(float(v)) for v in np.argwhere(missing).mean(0)]
+        style = genpreview.style_for(imp.filled, loaded.params.report.display_mm,
+                                     loaded.params.report.convention)
+        pixels = genpreview.mosaic([
+            genpreview.orthogonal_views(v, img.affine, style, centre, missing)
+            for v in (np.asarray(img.dataobj, np.float32), imp.filled)])
+        info = {**_about(loaded), "input": str(args.scan), "missing_mask": str(args.mask),
+                "output": outputs[0].name, "missing_voxels": int(missing.sum()),
+                "imputed_by_model": int(imp.modelled.sum()),
+                "outside_brain_filled_from_surroundings": int((missing & ~imp.modelled).sum()),
+                "intensity_map": {"a": imp.scale[0], "b": imp.scale[1]},
+                "steps": loaded.params.generative.impute.steps, "timings_s": imp.timings_s}
+        write_json(outputs[2], info)
+        genpreview.write_png(outputs[3], pixels)
+        genpreview.write_page(outputs[4], f"Imputation: {name}", _meta_rows(loaded, [
+            ("input", args.scan), ("missing voxels", info["missing_voxels"]),
+            ("filled by the model (inside the brain)", info["imputed_by_model"])]), pixels,
+            "Top row: the input with the missing region outlined; bottom row: the imputed "
+            "scan. Views through the centre of the missing region.",
+            loaded.params.report.convention)
+    except Exception as exc:
+        for p in outputs:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        if isinstance(exc, ScanError) or not args.debug:
+            print(f"error: {args.scan}: {one_line(exc)}", file=sys.stderr)
+            return 1
+        raise
+    print(f"wrote {outputs[0]}")
+    return 0
+
+
+def loglik(args: argparse.Namespace) -> int:
+    masks = list(args.brain_mask) if args.brain_mask else [None] * len(args.scans)
+    if len(masks) != len(args.scans):
+        raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(args.scans)} scan(s)")
+    if args.out is not None:
+        check_out_dir(args.out)
+    loaded = load_for_cli(args.model, args.device, require_calibration=False)
+    g = loaded.params.generative
+    k = g.iwae_samples if args.k is None else args.k
+    if k < 1:
+        raise UsageError("--k must be at least 1")
+    rows, failures = [], 0
+    print("scan\tlog_likelihood_nats\tbits_per_voxel\tk")
+    for scan, mask in zip(args.scans, masks, strict=True):
+        try:
+            prepared = prepare_input(loaded, scan, mask)[1]
+            ll = generative.log_likelihood(loaded.vae, _likelihood(loaded),
+                                           torch.from_numpy(prepared.image), k, args.seed,
+                                           g.iwae_batch)
+        except Exception as exc:
+            failures += 1
+            if args.debug and not isinstance(exc, ScanError):
+                raise
+            print(f"error: {scan}: {one_line(exc)}", file=sys.stderr)
+            continue
+        rows.append({"scan": str(scan), "log_likelihood_nats": round(ll.nats, 3),
+                     "bits_per_voxel": round(ll.bits_per_voxel, 6), "k": k,
+                     "voxels": ll.voxels})
+        print(f"{scan}\t{ll.nats:.3f}\t{ll.bits_per_voxel:.6f}\t{k}", flush=True)
+    if args.out is not None:
+        write_json(args.out / "loglik.json", {**_about(loaded), "units": UNITS, "seed": args.seed,
+                                              "scans": rows})
+    return 1 if failures else 0
+
+
+COMMANDS = {"sample": sample, "interpolate": interpolate, "impute": impute, "loglik": loglik}

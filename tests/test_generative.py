@@ -1,0 +1,277 @@
+"""The VAE as a generative model: latent paths, sampling, imputation, log-likelihood, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pipeline import genargs, generative
+from pipeline.cli import main
+from pipeline.imagequality import IntensityStats, nearest_ssim, ssim, step_fractions
+from pipeline.imputation import fit_intensity_map, surroundings_fill
+from pipeline.model import ConvVAE
+from pipeline.objective import Likelihood, elbo_terms
+from pipeline.schema import ImputeParams
+
+
+def _vae() -> ConvVAE:
+    torch.manual_seed(0)
+    return ConvVAE([4, 8], latent_channels=2).eval()
+
+
+def test_latent_paths_end_at_the_inputs() -> None:
+    a, b = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
+    b = b / b.norm() * a.norm()  # equal norms: slerp stays on the sphere
+    for mode in generative.PATH_MODES:
+        path = generative.latent_path(a, b, 5, mode)
+        assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
+    lin = generative.latent_path(a, b, 3, "linear")
+    sph = generative.latent_path(a, b, 3, "spherical")
+    assert torch.allclose(lin[1], (a + b) / 2)
+    assert abs(float(sph[1].norm() / a.norm()) - 1.0) < 1e-4  # slerp keeps the norm
+    assert float(lin[1].norm()) < float(a.norm())               # lerp cuts through the centre
+    assert torch.allclose(generative.latent_path(a, a, 4, "spherical")[2], a, atol=1e-5)
+    with pytest.raises(ValueError):
+        generative.latent_path(a, b, 1, "linear")
+    with pytest.raises(ValueError):
+        generative.latent_path(a, b, 3, "cubic")
+    assert genargs.PATH_MODES == generative.PATH_MODES
+
+
+def test_sampling_is_seeded_and_tempered() -> None:
+    vae = _vae()
+    shape = generative.latent_shape(vae, (16, 16, 16))
+    assert shape == tuple(vae.encode(torch.zeros(1, 1, 16, 16, 16))[0].shape[1:])
+    z1, z2 = (generative.sample_latents(shape, 3, 1.0, seed=5) for _ in range(2))
+    assert torch.equal(z1, z2)
+    assert not torch.equal(z1, generative.sample_latents(shape, 3, 1.0, seed=6))
+    assert float(generative.sample_latents(shape, 2, 0.0, 1).abs().max()) == 0.0
+    half = generative.sample_latents(shape, 3, 0.5, seed=5)
+    assert torch.allclose(half, z1 * 0.5)
+    means = generative.decode(vae, z1, batch=2)
+    assert means.shape == (3, 16, 16, 16)
+    noisy = generative.decode(vae, z1, batch=2, likelihood=Likelihood("gaussian", 0.1),
+                              noise_seed=0)
+    assert abs(float((noisy - means).std()) - 0.1) < 0.01  # x ~ N(mean, 0.1^2)
+
+
+def test_impute_changes_only_the_missing_region() -> None:
+    vae = _vae()
+    x = torch.rand(1, 1, 16, 16, 16)
+    missing = torch.zeros_like(x)
+    missing[..., 4:9, 5:10, 6:11] = 1
+    lik = Likelihood("gaussian", 0.1)
+    out = generative.impute(vae, lik, x, missing, ImputeParams(5, 0.2))
+    assert torch.equal(out[missing == 0], x[missing == 0])
+    assert float((out - x)[missing > 0].abs().mean()) > 1e-3
+
+    def negative_elbo(image: torch.Tensor) -> float:  # what the steps descend
+        with torch.no_grad():
+            return float(elbo_terms(vae(image, sample=False), image, lik, 1.0, 0.0)
+                         .negative_elbo)
+
+    assert negative_elbo(out) < negative_elbo(x)
+
+
+def test_iwae_bound_tightens_with_k_on_average() -> None:
+    vae, x = _vae(), torch.rand(16, 16, 16)
+    lik = Likelihood("gaussian", 0.1)
+    ll = {k: np.mean([generative.log_likelihood(vae, lik, x, k, seed, batch=4).nats
+                      for seed in range(5)]) for k in (1, 8)}
+    assert ll[8] > ll[1]
+    one = generative.log_likelihood(vae, lik, x, 3, seed=0)
+    assert one.voxels == 16**3
+    assert one.bits_per_voxel == pytest.approx(-one.nats / (16**3 * np.log(2)))
+    assert generative.log_likelihood(vae, lik, x, 3, seed=0, batch=2).nats == pytest.approx(
+        one.nats, rel=1e-6)
+
+
+def test_image_quality_figures() -> None:
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.random((20, 20, 20)).astype(np.float32)
+    b = np.clip(a + 0.2 * rng.standard_normal(a.shape), 0, 1).astype(np.float32)
+    region = np.ones(a.shape, bool)
+    assert ssim(a, a, region) == pytest.approx(1.0)
+    assert ssim(a, b, region) == pytest.approx(
+        structural_similarity(a, b, data_range=1.0, win_size=7), abs=0.02)
+    refs = np.stack([b, a * 0.0 + 0.5, a])
+    assert nearest_ssim(a, refs, region, candidates=2) == (pytest.approx(1.0), 2)
+    ramp = np.stack([a * t for t in (0.0, 0.25, 0.5, 1.0)])
+    assert step_fractions(ramp, region) == pytest.approx([0.25, 0.25, 0.5])
+    stats = IntensityStats.of(np.stack([a, b]), region)
+    assert stats.mean == pytest.approx(float(np.concatenate([a, b]).mean()), rel=1e-5)
+
+
+def test_surroundings_fill_and_intensity_map() -> None:
+    data = np.full((12, 12, 12), 7.0, np.float32)
+    data[:, :, 6:] = 3.0
+    missing = np.zeros(data.shape, bool)
+    missing[4:8, 4:8, 1:4] = True
+    filled = surroundings_fill(data, missing)
+    assert np.array_equal(filled[~missing], data[~missing])
+    assert np.allclose(filled[missing], 7.0, atol=0.3)  # the hole sits in the "7" half
+    norm = np.random.default_rng(1).random((10, 10, 10))
+    assert fit_intensity_map(250.0 * norm + 40.0, norm, np.ones(norm.shape, bool)) == \
+        pytest.approx((250.0, 40.0))
+
+
+# ---- commands on the tiny trained project -------------------------------------------------
+
+def _scans(root: Path) -> tuple[Path, Path, Path]:
+    split = json.loads((root / "data" / "prepared" / "split.json").read_text())
+    a, b = split["train"][0], split["train"][1]
+    return Path(a["image"]), Path(b["image"]), Path(a["mask"])
+
+
+def test_sample_command(in_project: Path, tmp_path: Path) -> None:
+    from pipeline.template import TEMPLATE_FILE, read_template
+
+    tpl = read_template(in_project / "models" / "vae" / TEMPLATE_FILE)
+    for out, seed in ((tmp_path / "a", "3"), (tmp_path / "b", "3"), (tmp_path / "c", "4")):
+        assert main(["sample", "--n", "3", "--out", str(out), "--seed", seed]) == 0
+    info = json.loads((tmp_path / "a" / "samples.json").read_text())
+    assert [s["file"] for s in info["samples"]] == [f"sample_00{i}.nii.gz" for i in range(3)]
+    assert info["trained_on"]["modality"] and info["temperature"] == 1.0
+    img = nib.load(tmp_path / "a" / "sample_000.nii.gz")
+    assert img.shape == tpl.shape and np.allclose(img.affine, tpl.affine)
+    arrays = {k: np.asarray(nib.load(tmp_path / k / "sample_001.nii.gz").dataobj)
+              for k in "abc"}
+    assert np.array_equal(arrays["a"], arrays["b"]) and not np.array_equal(arrays["a"],
+                                                                          arrays["c"])
+    assert (tmp_path / "a" / "samples.png").stat().st_size > 0
+    page = (tmp_path / "a" / "samples.html").read_text()
+    assert "data:image/png;base64," in page and "http" not in page.split("</style>")[1]
+    assert main(["sample", "--n", "0", "--out", str(tmp_path / "d")]) == 2
+
+
+def test_interpolate_command(in_project: Path, tmp_path: Path, capsys) -> None:
+    a, b, _ = _scans(in_project)
+    out = tmp_path / "path"
+    assert main(["interpolate", str(a), str(b), "--steps", "4", "--out", str(out)]) == 0
+    info = json.loads((out / "interpolation.json").read_text())
+    assert set(info["paths"]) == {"linear", "spherical"}
+    for mode, p in info["paths"].items():
+        assert p["files"] == [f"{mode}_{i:02d}.nii.gz" for i in range(4)]
+        assert all((out / f).is_file() for f in p["files"])
+        assert len(p["step_fractions"]) == 3 and sum(p["step_fractions"]) >= 0.999
+        assert 0 < p["endpoint_ssim"]["a"] <= 1 and 0 < p["endpoint_ssim"]["b"] <= 1
+    assert (out / "input_a.nii.gz").is_file() and (out / "interpolation.html").is_file()
+    assert main(["interpolate", str(a), str(tmp_path / "nope.nii.gz"), "--out",
+                 str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "nope.nii.gz" in err[0]
+    assert main(["interpolate", str(a), str(b), "--steps", "1", "--out", str(out)]) == 2
+
+
+def _cube_mask(scan: Path, brain: Path, path: Path) -> np.ndarray:
+    img = nib.load(scan)
+    mask = np.asarray(nib.load(brain).dataobj) > 0
+    centre = np.argwhere(mask).mean(0).astype(int)
+    cube = np.zeros(img.shape, np.uint8)
+    cube[tuple(slice(c - 4, c + 4) for c in centre)] = 1
+    nib.save(nib.Nifti1Image(cube, img.affine), path)
+    return cube > 0
+
+
+def test_impute_command_fills_only_the_hole_on_the_native_grid(in_project: Path,
+                                                              tmp_path: Path, capsys) -> None:
+    scan, _, brain = _scans(in_project)
+    missing = _cube_mask(scan, brain, tmp_path / "hole.nii.gz")
+    original = nib.load(scan)
+    data = np.asarray(original.dataobj, np.float32)
+    out = tmp_path / "filled"
+    assert main(["impute", str(scan), "--mask", str(tmp_path / "hole.nii.gz"), "--out",
+                 str(out), "--brain-mask", str(brain)]) == 0
+    name = scan.name.removesuffix(".nii.gz")
+    filled_img = nib.load(out / f"{name}_imputed.nii.gz")
+    assert filled_img.shape == original.shape and np.array_equal(filled_img.affine,
+                                                                 original.affine)
+    filled = np.asarray(filled_img.dataobj, np.float32)
+    assert np.array_equal(filled[~missing], data[~missing])
+    assert np.isfinite(filled).all() and not np.allclose(filled[missing], data[missing])
+    inside = data[np.asarray(nib.load(brain).dataobj) > 0]
+    lo, hi = np.percentile(inside, [0.5, 99.5])
+    assert lo - 0.5 * (hi - lo) < np.median(filled[missing]) < hi + 0.5 * (hi - lo)
+    info = json.loads((out / f"{name}_imputed.json").read_text())
+    assert info["missing_voxels"] == int(missing.sum())
+    assert info["imputed_by_model"] + info["outside_brain_filled_from_surroundings"] == \
+        info["missing_voxels"]
+    # a mask on another grid: one error line, exit 1, nothing written
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((12, 12, 12), np.uint8), np.eye(4)), bad)
+    capsys.readouterr()
+    assert main(["impute", str(scan), "--mask", str(bad), "--out", str(tmp_path / "o2")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing-region mask bad.nii.gz: is not on the scan's grid" in err[0]
+    assert not list((tmp_path / "o2").iterdir())
+
+
+def test_imputation_maps_back_to_native_intensities(in_project: Path) -> None:
+    """The template → native mapping of the imputation (registration + the intensity map
+    fitted around the hole) reproduces the scan itself from its prepared image."""
+    from pipeline.imputation import impute_scan
+    from pipeline.modelio import load_model
+    from pipeline.nifti import load_mask, load_scan
+
+    scan, _, brain_path = _scans(in_project)
+    img = load_scan(scan)
+    brain = load_mask(brain_path, img)
+    missing = np.zeros(img.shape, bool)
+    centre = np.argwhere(brain).mean(0).astype(int)
+    missing[tuple(slice(c - 3, c + 3) for c in centre)] = True
+    imp = impute_scan(load_model(in_project / "models" / "vae"), img, missing, brain)
+    back = imp.native_values(imp.prepared.image)
+    data = np.asarray(img.dataobj, np.float32)
+    from scipy import ndimage
+
+    core = ndimage.binary_erosion(brain, iterations=2) & ~missing
+    assert np.corrcoef(back[core], data[core])[0, 1] > 0.8
+
+
+def test_loglik_command(in_project: Path, tmp_path: Path, capsys) -> None:
+    a, b, _ = _scans(in_project)
+    capsys.readouterr()
+    args = ["loglik", str(a), str(tmp_path / "missing.nii.gz"), str(b), "--k", "3"]
+    assert main([*args, "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].split("\t") == ["scan", "log_likelihood_nats", "bits_per_voxel", "k"]
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(a), str(b)]
+    assert len(captured.err.strip().splitlines()) == 1 and "missing.nii.gz" in captured.err
+    rows = json.loads((tmp_path / "loglik.json").read_text())["scans"]
+    assert [r["k"] for r in rows] == [3, 3]
+    assert main(["loglik", str(a), "--k", "3"]) == 0  # same seed: same figure
+    assert capsys.readouterr().out.strip().splitlines()[1] == lines[1]
+    assert main(["loglik", str(a), "--k", "0"]) == 2
+
+
+def test_generative_stage_and_evaluate_log_likelihood(tiny_project: Path) -> None:
+    gen = json.loads((tiny_project / "reports" / "generative.json").read_text())
+    s = gen["samples"]
+    assert s["n"] == 4 and len(s["nearest_training_ssim"]) == 4
+    assert {"mean_rel_diff", "std_rel_diff", "within_tolerance"} <= set(s["decoder_mean"])
+    assert set(gen["interpolation"]["paths"]) == {"linear", "spherical"}
+    im = gen["imputation"]
+    assert len(im["scans"]) == 1 and im["mae_vae"] > 0 and im["mae_template_mean"] > 0
+    assert gen["iwae"]["k"] == ["1", "4"]
+    assert len(list((tiny_project / "data" / "generative" / "samples").glob("*.nii.gz"))) == 4
+    metrics = json.loads((tiny_project / "reports" / "metrics.json").read_text())
+    ll = metrics["log_likelihood"]
+    assert ll["k"] == 2 and ll["pairs"] == metrics["n_test_lesion"]
+    assert ll["healthy_mean_nats"] is not None and 0 <= ll["lesioned_lower_fraction"] <= 1
+    page = (tiny_project / "reports" / "index.html").read_text()
+    assert "The VAE as a generative model" in page and "Imputation of a" in page
+
+
+def test_old_model_parameters_get_generative_defaults() -> None:
+    from pipeline.config import LEGACY_DEFAULTS, with_legacy_defaults
+
+    assert with_legacy_defaults({"model": {}, "train": {}})["generative"] == \
+        LEGACY_DEFAULTS["generative"]
