@@ -171,11 +171,18 @@ def _validate(p: Params) -> None:
             or g.iwae_batch < 1 or g.checks.nearest_candidates < 1 or g.checks.samples < 1
             or g.checks.impute_cube_mm <= 0 or min(g.checks.impute_scans,
                                                     g.checks.iwae_scans) < 0
-            or not g.checks.iwae_k or min(g.checks.iwae_k) < 1):
+            or not g.checks.iwae_k or min(g.checks.iwae_k) < 1
+            or g.impute.ring_vox < 1 or g.impute.min_ring_voxels < 2
+            or not 0 < g.impute.template_cover < 1 or g.checks.diversity_samples < 0
+            or not 0 < g.checks.intensity_tolerance < 1
+            or not 0 < g.checks.novelty_max_ssim <= 1 or g.checks.impute_min_gain >= 1):
         raise ConfigError("generative: temperature >= 0, interpolation_steps >= 2, "
                           "max_step_ratio >= 1, impute.steps >= 1 and step_size > 0, "
                           "iwae_samples/iwae_batch >= 1, checks: counts >= 0 (samples, "
-                          "nearest_candidates >= 1), impute_cube_mm > 0, iwae_k >= 1")
+                          "nearest_candidates >= 1), impute_cube_mm > 0, iwae_k >= 1, "
+                          "impute.ring_vox >= 1, min_ring_voxels >= 2, template_cover and "
+                          "intensity_tolerance in (0, 1), novelty_max_ssim in (0, 1], "
+                          "impute_min_gain < 1")
     if p.cohort.image_pattern.count("*") != 1:
         raise ConfigError("cohort.image_pattern must contain exactly one '*' (the subject id)")
 
@@ -200,10 +207,12 @@ LEGACY_DEFAULTS: dict[str, Any] = {
                "viewer_max_slices": 48, "display_mm": 1.0, "heat_range": [0.5, 2.5],
                "midline_mm": 4.0, "gallery_max": 48},
     "generative": {"temperature": 1.0, "interpolation_steps": 8, "max_step_ratio": 2.0,
-                   "impute": {"steps": 10, "step_size": 1.0}, "iwae_samples": 10,
+                   "impute": {"steps": 10, "step_size": 1.0, "ring_vox": 3,
+                              "min_ring_voxels": 20, "template_cover": 0.01}, "iwae_samples": 10,
                    "iwae_batch": 10, "checks": {
                        "samples": 16, "nearest_candidates": 5, "impute_scans": 8,
                        "impute_cube_mm": 20.0, "iwae_k": [1, 10, 100], "iwae_scans": 4,
+                       "diversity_samples": 8,
                        "intensity_tolerance": 0.1, "novelty_max_ssim": 0.98,
                        "impute_min_gain": 0.3}},
 }

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,11 +32,11 @@ from pipeline.modelio import LoadedModel
 from pipeline.nifti import ScanError, load_mask, load_scan, one_line, stem, write_json
 from pipeline.nifti import write_nifti as _write_nifti
 from pipeline.objective import Likelihood
+from pipeline.preprocess import PreparedScan
 from pipeline.score import check_out_dir, load_for_cli, prepare_input
 from pipeline.template import TEMPLATE_FILE, Template, read_template
 
 UNITS = "normalised intensity (the brain's 1st/99th percentiles at 0/1), template space"
-PER_ROW = 4  # samples per row of the preview mosaic
 
 
 def _template(loaded: LoadedModel) -> Template:
@@ -41,7 +44,7 @@ def _template(loaded: LoadedModel) -> Template:
 
 
 def _likelihood(loaded: LoadedModel) -> Likelihood:
-    return Likelihood(loaded.params.model.likelihood, loaded.params.model.recon_sigma)
+    return Likelihood.of(loaded.params.model)
 
 
 def _about(loaded: LoadedModel) -> dict[str, Any]:
@@ -61,15 +64,43 @@ def _volume_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
     return {"brain_mean": round(s.mean, 5), "brain_std": round(s.std, 5)}
 
 
+@contextlib.contextmanager
+def _all_or_nothing(outputs: list[Path]) -> Iterator[None]:
+    """Remove every path of ``outputs`` if the block fails: never a partial set of files."""
+    try:
+        yield
+    except BaseException:
+        for p in outputs:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        raise
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise UsageError("--seed must lie in [0, 2**63)")
+
+
 def sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError("--n must be at least 1")
+    if args.temperature is not None and not (math.isfinite(args.temperature)
+                                             and args.temperature >= 0):
+        raise UsageError("--temperature must be a finite number >= 0")
+    _check_seed(args.seed)
     check_out_dir(args.out)
     loaded = load_for_cli(args.model, args.device, require_calibration=False)
+    outputs = [args.out / f"sample_{i:03d}.nii.gz" for i in range(args.n)]
+    outputs += [args.out / f"samples{s}" for s in (".png", ".json", ".html")]
+    with _all_or_nothing(outputs):
+        _sample(args, loaded)
+    print(f"wrote {args.n} sample(s) to {args.out}")
+    return 0
+
+
+def _sample(args: argparse.Namespace, loaded: LoadedModel) -> None:
     g, tpl = loaded.params.generative, _template(loaded)
     temperature = g.temperature if args.temperature is None else args.temperature
-    if temperature < 0:
-        raise UsageError("--temperature must be >= 0")
     z = generative.sample_latents(generative.latent_shape(loaded.vae, tpl.shape), args.n,
                                   temperature, args.seed)
     images = generative.decode(loaded.vae, z, g.iwae_batch,
@@ -80,9 +111,8 @@ def sample(args: argparse.Namespace) -> int:
         files.append(f"sample_{i:03d}.nii.gz")
         _write_nifti(args.out / files[-1], image, tpl.affine)
         stats.append(_volume_stats(image, tpl.brain))
-    style = genpreview.style_for(images[0], loaded.params.report.display_mm,
-                                 loaded.params.report.convention)
-    pixels = genpreview.samples_mosaic(images, tpl.affine, style, PER_ROW)
+    style = genpreview.style_for(images[0], loaded.params.report)
+    pixels = genpreview.samples_mosaic(images, tpl.affine, style)
     genpreview.write_png(args.out / "samples.png", pixels)
     info = {**_about(loaded), "space": tpl.space, "units": UNITS, "n": args.n,
             "temperature": temperature, "seed": args.seed,
@@ -93,29 +123,40 @@ def sample(args: argparse.Namespace) -> int:
                           _meta_rows(loaded, [("samples", args.n), ("temperature", temperature),
                                               ("seed", args.seed), ("kind", info["kind"])]),
                           pixels, f"Each sample: axial, coronal, sagittal through the centre "
-                          f"({PER_ROW} samples per row, files sample_000 onwards).",
-                          loaded.params.report.convention)
-    print(f"wrote {args.n} sample(s) to {args.out}")
-    return 0
+                          f"({genpreview.SAMPLES_PER_ROW} samples per row, files sample_000 "
+                          f"onwards).", loaded.params.report.convention)
 
 
 def interpolate(args: argparse.Namespace) -> int:
-    loaded = load_for_cli(args.model, args.device, require_calibration=False)
-    g, tpl = loaded.params.generative, _template(loaded)
-    steps = g.interpolation_steps if args.steps is None else args.steps
-    if steps < 2:
+    if args.steps is not None and args.steps < 2:
         raise UsageError("--steps must be at least 2 (the two ends)")
     check_out_dir(args.out)
+    loaded = load_for_cli(args.model, args.device, require_calibration=False)
+    steps = loaded.params.generative.interpolation_steps if args.steps is None else args.steps
     masks = list(args.brain_mask) if args.brain_mask else [None, None]
     prepared = []
     for scan, mask in zip(args.scans, masks, strict=True):
         try:
             prepared.append(prepare_input(loaded, scan, mask)[1])
-        except ScanError as exc:
-            print(f"error: {scan}: {exc}", file=sys.stderr)
+        except Exception as exc:
+            if args.debug and not isinstance(exc, ScanError):
+                raise
+            print(f"error: {scan}: {one_line(exc)}", file=sys.stderr)
             return 1
-    ends = [generative.encode_mean(loaded.vae, torch.from_numpy(p.image)) for p in prepared]
     modes = generative.PATH_MODES if args.mode == "both" else (args.mode,)
+    outputs = [args.out / f"input_{c}.nii.gz" for c in "ab"]
+    outputs += [args.out / f"{m}_{i:02d}.nii.gz" for m in modes for i in range(steps)]
+    outputs += [args.out / f"interpolation{s}" for s in (".json", ".png", ".html")]
+    with _all_or_nothing(outputs):
+        _interpolate(args, loaded, prepared, steps, modes)
+    print(f"wrote {len(modes)} path(s) of {steps} steps to {args.out}")
+    return 0
+
+
+def _interpolate(args: argparse.Namespace, loaded: LoadedModel, prepared: list[PreparedScan],
+                 steps: int, modes: tuple[str, ...]) -> None:
+    g, tpl = loaded.params.generative, _template(loaded)
+    ends = [generative.encode_mean(loaded.vae, torch.from_numpy(p.image)) for p in prepared]
     info: dict[str, Any] = {**_about(loaded), "space": tpl.space, "units": UNITS,
                             "inputs": [str(s) for s in args.scans], "steps": steps,
                             "max_step_ratio": g.max_step_ratio, "paths": {},
@@ -123,8 +164,7 @@ def interpolate(args: argparse.Namespace) -> int:
                                                                  prepared[1].image, tpl.brain), 5)}
     for i, p in enumerate(prepared):
         _write_nifti(args.out / f"input_{'ab'[i]}.nii.gz", p.image, tpl.affine)
-    style = genpreview.style_for(prepared[0].image, loaded.params.report.display_mm,
-                                 loaded.params.report.convention)
+    style = genpreview.style_for(prepared[0].image, loaded.params.report)
     rows: list[list[np.ndarray]] = []
     for mode in modes:
         path = generative.latent_path(ends[0], ends[1], steps, mode)
@@ -152,8 +192,6 @@ def interpolate(args: argparse.Namespace) -> int:
         pixels, f"Rows: {', '.join(f'{m} (axial, coronal)' for m in modes)}; first and last "
         f"columns are the prepared inputs A and B, between them the decoded path.",
         loaded.params.report.convention)
-    print(f"wrote {len(modes)} path(s) of {steps} steps to {args.out}")
-    return 0
 
 
 def impute(args: argparse.Namespace) -> int:
@@ -173,8 +211,7 @@ def impute(args: argparse.Namespace) -> int:
         tpl = _template(loaded)
         _write_nifti(outputs[1], imp.template_filled, tpl.affine)
         centre = [round(float(v)) for v in np.argwhere(missing).mean(0)]
-        style = genpreview.style_for(imp.filled, loaded.params.report.display_mm,
-                                     loaded.params.report.convention)
+        style = genpreview.style_for(imp.filled, loaded.params.report)
         pixels = genpreview.mosaic([
             genpreview.orthogonal_views(v, img.affine, style, centre, missing)
             for v in (np.asarray(img.dataobj, np.float32), imp.filled)])
@@ -192,11 +229,11 @@ def impute(args: argparse.Namespace) -> int:
             "Top row: the input with the missing region outlined; bottom row: the imputed "
             "scan. Views through the centre of the missing region.",
             loaded.params.report.convention)
-    except Exception as exc:
+    except BaseException as exc:
         for p in outputs:
             with contextlib.suppress(OSError):
                 p.unlink()
-        if isinstance(exc, ScanError) or not args.debug:
+        if isinstance(exc, Exception) and (isinstance(exc, ScanError) or not args.debug):
             print(f"error: {args.scan}: {one_line(exc)}", file=sys.stderr)
             return 1
         raise
@@ -205,6 +242,9 @@ def impute(args: argparse.Namespace) -> int:
 
 
 def loglik(args: argparse.Namespace) -> int:
+    if args.k is not None and args.k < 1:
+        raise UsageError("--k must be at least 1")
+    _check_seed(args.seed)
     masks = list(args.brain_mask) if args.brain_mask else [None] * len(args.scans)
     if len(masks) != len(args.scans):
         raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(args.scans)} scan(s)")
@@ -213,8 +253,6 @@ def loglik(args: argparse.Namespace) -> int:
     loaded = load_for_cli(args.model, args.device, require_calibration=False)
     g = loaded.params.generative
     k = g.iwae_samples if args.k is None else args.k
-    if k < 1:
-        raise UsageError("--k must be at least 1")
     rows, failures = [], 0
     print("scan\tlog_likelihood_nats\tbits_per_voxel\tk")
     for scan, mask in zip(args.scans, masks, strict=True):

@@ -55,7 +55,8 @@ def _samples(s: dict[str, Any], png: bytes | None) -> str:
 def _interpolation(it: dict[str, Any] | None, png: bytes | None) -> str:
     if not it:
         return ""
-    rows = [[f"<td class='name'>{esc(mode)}</td>", *(_f(v) for v in p["endpoint_ssim"]),
+    rows = [[f"<td class='name'>{esc(mode)}</td>",
+             *(_f(p["endpoint_ssim"].get(end)) for end in ("a", "b")),
              _f(p.get("end_to_end_change"), "{:.4f}"), _f(it.get("inputs_change"), "{:.4f}"),
              _f(p["max_step_over_even_share"], "{:.2f}"), _yes(p["smooth"])]
             for mode, p in it.get("paths", {}).items()]

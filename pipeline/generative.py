@@ -30,7 +30,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from pipeline.model import ConvVAE
 from pipeline.objective import Likelihood, iwae_log_likelihood
@@ -38,19 +37,14 @@ from pipeline.restoration import restore
 from pipeline.schema import ImputeParams, RestorationParams
 
 PATH_MODES = ("linear", "spherical")
-STRIDE_KERNEL = 4  # the encoder's strided convolutions (pipeline.model)
-_PARALLEL = 1e-6  # below this angle (radians) spherical interpolation is linear
+_PARALLEL = 1e-6  # below this sin(angle) spherical interpolation is linear
 
 
 def latent_shape(vae: ConvVAE, image_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Shape of one latent (without the batch axis) for images of ``image_shape``."""
     if vae.latent == "dense":
         return (vae.latent_dim,)
-    factor = 1
-    for module in vae.encoder.modules():
-        if isinstance(module, nn.Conv3d) and module.kernel_size[0] == STRIDE_KERNEL:
-            factor *= int(module.stride[0])
-    return (vae.latent_channels, *(n // factor for n in image_shape))
+    return (vae.latent_channels, *(n // vae.downsampling for n in image_shape))
 
 
 def sample_latents(shape: tuple[int, ...], n: int, temperature: float, seed: int
@@ -97,7 +91,7 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     fa, fb = a.flatten().double(), b.flatten().double()
     cos = torch.clamp(fa @ fb / (fa.norm() * fb.norm()).clamp_min(1e-12), -1.0, 1.0)
     omega = float(torch.arccos(cos))
-    if omega < _PARALLEL:
+    if math.sin(omega) < _PARALLEL:  # (anti)parallel: the great circle is not defined
         return (1 - t) * a + t * b
     wa, wb = math.sin((1 - t) * omega) / math.sin(omega), math.sin(t * omega) / math.sin(omega)
     return (wa * a.double() + wb * b.double()).to(a.dtype)
@@ -108,7 +102,7 @@ def latent_path(a: torch.Tensor, b: torch.Tensor, steps: int, mode: str) -> torc
 
     Spherical interpolation (slerp) follows the great circle between the two latents, which
     keeps intermediate points at a norm typical of the prior instead of cutting through its
-    low-density centre; for nearly parallel latents it is linear.
+    low-density centre; for (anti)parallel latents it is linear.
     """
     if mode not in PATH_MODES:
         raise ValueError(f"interpolation mode must be one of {PATH_MODES}, got {mode!r}")

@@ -7,15 +7,14 @@ the HTML page embeds that PNG with what produced it.
 Example:
     >>> import numpy as np
     >>> vol = np.random.default_rng(0).random((20, 24, 20)).astype(np.float32)
-    >>> views = orthogonal_views(vol, np.eye(4), Style((0.0, 1.0), (0.5, 2.5), 1.0,
-    ...                                                "radiological"))
+    >>> style = Style((0.0, 1.0), (0.5, 2.5), 1.0, "radiological")
+    >>> views = orthogonal_views(vol, np.eye(4), style)
     >>> [v.shape for v in views]
     [(24, 20), (20, 20), (20, 24)]
 """
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,14 +25,17 @@ from pipeline import htmlkit, render
 from pipeline.nifti import voxel_spacing, write_text
 from pipeline.preprocess import to_canonical
 from pipeline.render import Style
+from pipeline.schema import ReportParams
 
 GAP_PX = 4
 GAP_VALUE = 255  # white gaps between tiles
+SAMPLES_PER_ROW = 4
 
 
-def style_for(volume: np.ndarray, display_mm: float, convention: str) -> Style:
-    """Grey window from ``volume``'s foreground; the heat range is unused here."""
-    return Style(render.window(volume), (0.5, 2.5), display_mm, convention)
+def style_for(volume: np.ndarray, rp: ReportParams) -> Style:
+    """Grey window from ``volume``'s foreground; pixel size and convention of the reports."""
+    return Style(render.window(volume), (rp.heat_range[0], rp.heat_range[1]), rp.display_mm,
+                 rp.convention)
 
 
 def orthogonal_views(volume: np.ndarray, affine: np.ndarray, style: Style,
@@ -64,7 +66,7 @@ def orthogonal_views(volume: np.ndarray, affine: np.ndarray, style: Style,
 
 
 def samples_mosaic(images: Sequence[np.ndarray] | np.ndarray, affine: np.ndarray, style: Style,
-                   per_row: int) -> np.ndarray:
+                   per_row: int = SAMPLES_PER_ROW) -> np.ndarray:
     """Three views of each volume, ``per_row`` volumes per row."""
     views = [orthogonal_views(im, affine, style) for im in images]
     return mosaic([[v for group in views[i:i + per_row] for v in group]
@@ -113,10 +115,6 @@ def write_png(path: Path, pixels: np.ndarray) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(data))
 
 
-def png_uri(pixels: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode()
-
-
 def orientation_note(convention: str) -> str:
     side = ("the patient's right on the image left" if convention == "radiological"
             else "the patient's left on the image left")
@@ -125,9 +123,9 @@ def orientation_note(convention: str) -> str:
 
 
 def write_page(path: Path, title: str, meta: Sequence[tuple[str, str]], pixels: np.ndarray,
-               layout: str, convention: str, extra_html: str = "") -> Path:
+               layout: str, convention: str) -> Path:
     """A self-contained preview page: what was made, the mosaic, how to read it."""
     body = (f"<h1>{htmlkit.esc(title)}</h1>{htmlkit.meta_table(meta)}"
             f"<p class='note'>{htmlkit.esc(layout)} {htmlkit.esc(orientation_note(convention))}"
-            f"</p><img alt='{htmlkit.esc(title)}' src='{png_uri(pixels)}'>{extra_html}")
+            f"</p><img alt='{htmlkit.esc(title)}' src='{render.image_uri(pixels)}'>")
     return write_text(path, htmlkit.page(title, body))

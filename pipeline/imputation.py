@@ -35,9 +35,7 @@ from pipeline.objective import Likelihood
 from pipeline.preprocess import PreparedScan, native_brain, prepare_scan, to_native, to_template
 from pipeline.schema import ImputeParams
 
-RING_VOX = 3          # width of the shell around the hole where the intensity map is fitted
-MIN_RING_VOXELS = 20  # fewer: fit on the whole brain instead
-TEMPLATE_COVER = 0.01  # a template voxel belongs to the hole when this much of it is missing
+FILL_WEIGHT_MIN = 1e-4  # surroundings fill: smallest Gaussian weight of known voxels used
 
 
 def surroundings_fill(data: np.ndarray, missing: np.ndarray, sigma_vox: float = 1.0
@@ -50,7 +48,7 @@ def surroundings_fill(data: np.ndarray, missing: np.ndarray, sigma_vox: float = 
     while todo.any():
         num = ndimage.gaussian_filter(values, sigma, mode="nearest")
         den = ndimage.gaussian_filter(known, sigma, mode="nearest")
-        ok = todo & (den > 1e-4)
+        ok = todo & (den > FILL_WEIGHT_MIN)
         out[ok] = num[ok] / den[ok]
         todo &= ~ok
         sigma *= 2.0
@@ -78,7 +76,6 @@ class Imputation:
 
     filled: np.ndarray            # native grid, float32; the input outside ``missing``
     template_filled: np.ndarray   # template space, normalised intensities
-    template_missing: np.ndarray  # template voxels the model was free to change
     missing: np.ndarray           # native voxels given as missing
     modelled: np.ndarray          # missing native voxels inside the brain (the model's values)
     prepared: PreparedScan
@@ -94,7 +91,9 @@ class Imputation:
 def impute_scan(loaded: LoadedModel, img: nib.Nifti1Image, missing: np.ndarray,
                 brain_mask: np.ndarray | None = None, params: ImputeParams | None = None
                 ) -> Imputation:
-    """Fill the ``missing`` voxels of a validated native scan with healthy tissue."""
+    """Fill the ``missing`` voxels of a validated native scan with healthy tissue
+    (``params``: default the model's ``generative.impute``)."""
+    ip = params or loaded.params.generative.impute
     if missing.all():
         raise ScanError("the missing-region mask covers the whole scan: nothing to condition on")
     timings: dict[str, float] = {}
@@ -110,25 +109,25 @@ def impute_scan(loaded: LoadedModel, img: nib.Nifti1Image, missing: np.ndarray,
                         f"{prepared.record.registration_dice:.3f})")
     t0 = time.perf_counter()
     record = prepared.record
-    template_missing = to_template(missing.astype(np.float32), record) > TEMPLATE_COVER
+    template_missing = to_template(missing.astype(np.float32), record) > ip.template_cover
     m = loaded.params.model
     device = next(loaded.vae.parameters()).device
     x = torch.from_numpy(prepared.image)[None, None].to(device)
     region = torch.from_numpy(template_missing.astype(np.float32))[None, None].to(device)
-    filled_t = impute(loaded.vae, Likelihood(m.likelihood, m.recon_sigma), x, region,
-                      params or loaded.params.generative.impute)[0, 0].cpu().numpy()
+    filled_t = impute(loaded.vae, Likelihood.of(m), x, region,
+                      ip)[0, 0].cpu().numpy()
     timings["model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     brain = native_brain(prepared)
     modelled = missing & brain
     core = np.asarray(ndimage.binary_erosion(brain))
-    ring = (np.asarray(ndimage.binary_dilation(missing, iterations=RING_VOX))
+    ring = (np.asarray(ndimage.binary_dilation(missing, iterations=ip.ring_vox))
             & ~missing & core)
-    if ring.sum() < MIN_RING_VOXELS:
+    if ring.sum() < ip.min_ring_voxels:
         ring = core & ~missing
     scale = fit_intensity_map(data, to_native(prepared.image, record), ring)
-    imp = Imputation(filled=provisional, template_filled=filled_t,
-                     template_missing=template_missing, missing=missing, modelled=modelled,
+    imp = Imputation(filled=provisional, template_filled=filled_t, missing=missing,
+                     modelled=modelled,
                      prepared=prepared, scale=scale)
     imp.filled = np.where(modelled, imp.native_values(filled_t), provisional).astype(np.float32)
     imp.filled[~missing] = data[~missing]

@@ -92,6 +92,7 @@ class ConvVAE(nn.Module):
         strides = list(strides) if strides is not None else [2] * len(channels)
         if len(strides) != len(channels):
             raise ValueError("one stride per encoder stage")
+        self.downsampling = 2 ** sum(s == 2 for s in strides)  # input size / latent map size
         if (latent == "dense" or mean_image) and image_shape is None:
             raise ValueError("a dense latent or a mean image needs image_shape")
         # Optional learnable voxel-wise mean image: the decoder models each subject's deviation
@@ -105,9 +106,8 @@ class ConvVAE(nn.Module):
         top = channels[-1]
         self.latent, self.latent_channels, self.latent_dim = latent, latent_channels, latent_dim
         if latent == "dense":
-            factor = 2 ** sum(s == 2 for s in strides)
             assert image_shape is not None
-            self.feature_shape = tuple(n // factor for n in image_shape)
+            self.feature_shape = tuple(n // self.downsampling for n in image_shape)
             n_features = top * math.prod(self.feature_shape)
             self.to_posterior: nn.Module = nn.Linear(n_features, 2 * latent_dim)
             self.from_latent: nn.Module = nn.Sequential(nn.Linear(latent_dim, n_features),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.model import ConvVAE, VAEOutput
+from pipeline.schema import ModelParams
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -34,6 +35,11 @@ class Likelihood:
 
     kind: str
     scale: float
+
+    @classmethod
+    def of(cls, model: ModelParams) -> Likelihood:
+        """The likelihood a model with these parameters was trained with."""
+        return cls(model.likelihood, model.recon_sigma)
 
     def nll(self, x: torch.Tensor, out: VAEOutput) -> torch.Tensor:
         """Per-voxel negative log-likelihood in nats (float32)."""
@@ -108,8 +114,8 @@ def iwae_log_likelihood(vae: ConvVAE, x: torch.Tensor, likelihood: Likelihood, s
 
     ``log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x)`` with ``z_k ~ q(z|x)``; K = 1 is the ELBO and
     the bound tightens as K grows. ``batch`` importance samples are decoded per forward pass
-    (the random draws, hence the result, do not depend on it). Returns one value per volume
-    of the batch ``x``.
+    (each sample draws its own noise, so the result does not depend on it). Returns one value
+    per volume of the batch ``x``.
     """
     mu, logvar = (t.float() for t in vae.encode(x))
     n = x.shape[0]
@@ -118,7 +124,8 @@ def iwae_log_likelihood(vae: ConvVAE, x: torch.Tensor, likelihood: Likelihood, s
     while remaining > 0:
         c = min(max(batch, 1), remaining)
         remaining -= c
-        eps = torch.randn((c, *mu.shape), generator=generator, device="cpu").to(mu.device)
+        eps = torch.stack([torch.randn(mu.shape, generator=generator, device="cpu")
+                           for _ in range(c)]).to(mu.device)
         z = (mu + eps * torch.exp(0.5 * logvar)).flatten(0, 1)  # (c * n, ...), sample-major
         mu_c, logvar_c = mu.repeat(c, *[1] * (mu.ndim - 1)), logvar.repeat(
             c, *[1] * (mu.ndim - 1))

@@ -243,6 +243,9 @@ class ReportParams:
 class ImputeParams:
     steps: int
     step_size: float
+    ring_vox: int
+    min_ring_voxels: int
+    template_cover: float
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,7 @@ class GenerativeChecks:
     impute_cube_mm: float
     iwae_k: list[int]
     iwae_scans: int
+    diversity_samples: int
     intensity_tolerance: float
     novelty_max_ssim: float
     impute_min_gain: float

@@ -117,7 +117,7 @@ def template_scores(loaded: LoadedModel, image: np.ndarray, brain: np.ndarray,
                     kinds: set[str]) -> RawScores:
     """Raw maps of ``kinds`` for a template-space image under the loaded model."""
     m = loaded.params.model
-    return raw_scores(loaded.vae, Likelihood(m.likelihood, m.recon_sigma), image, brain,
+    return raw_scores(loaded.vae, Likelihood.of(m), image, brain,
                       kinds, loaded.params.scoring, seed=loaded.params.seed)
 
 

@@ -104,7 +104,7 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
         self.gen = torch.Generator().manual_seed(params.seed)  # identical on every rank
         torch.manual_seed(params.seed + world.rank)  # posterior samples differ per rank
-        self.likelihood = Likelihood(params.model.likelihood, params.model.recon_sigma)
+        self.likelihood = Likelihood.of(params.model)
         self.history: list[EpochStats] = []
         self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
 

@@ -36,6 +36,8 @@ def test_latent_paths_end_at_the_inputs() -> None:
     assert abs(float(sph[1].norm() / a.norm()) - 1.0) < 1e-4  # slerp keeps the norm
     assert float(lin[1].norm()) < float(a.norm())               # lerp cuts through the centre
     assert torch.allclose(generative.latent_path(a, a, 4, "spherical")[2], a, atol=1e-5)
+    opposite = generative.latent_path(a, -a, 3, "spherical")  # no great circle: linear
+    assert torch.isfinite(opposite).all() and torch.allclose(opposite[1], torch.zeros_like(a))
     with pytest.raises(ValueError):
         generative.latent_path(a, b, 1, "linear")
     with pytest.raises(ValueError):
@@ -66,7 +68,7 @@ def test_impute_changes_only_the_missing_region() -> None:
     missing = torch.zeros_like(x)
     missing[..., 4:9, 5:10, 6:11] = 1
     lik = Likelihood("gaussian", 0.1)
-    out = generative.impute(vae, lik, x, missing, ImputeParams(5, 0.2))
+    out = generative.impute(vae, lik, x, missing, ImputeParams(5, 0.2, 3, 20, 0.01))
     assert torch.equal(out[missing == 0], x[missing == 0])
     assert float((out - x)[missing > 0].abs().mean()) > 1e-3
 
@@ -149,6 +151,8 @@ def test_sample_command(in_project: Path, tmp_path: Path) -> None:
     page = (tmp_path / "a" / "samples.html").read_text()
     assert "data:image/png;base64," in page and "http" not in page.split("</style>")[1]
     assert main(["sample", "--n", "0", "--out", str(tmp_path / "d")]) == 2
+    assert main(["sample", "--n", "2", "--temperature", "nan", "--out", str(tmp_path / "d")]) == 2
+    assert main(["sample", "--n", "2", "--seed", "-1", "--out", str(tmp_path / "d")]) == 2
 
 
 def test_interpolate_command(in_project: Path, tmp_path: Path, capsys) -> None:
@@ -168,6 +172,27 @@ def test_interpolate_command(in_project: Path, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "nope.nii.gz" in err[0]
     assert main(["interpolate", str(a), str(b), "--steps", "1", "--out", str(out)]) == 2
+
+
+def test_a_failing_command_leaves_no_partial_outputs(in_project: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys) -> None:
+    a, b, _ = _scans(in_project)
+    calls = {"n": 0}
+    real = generative.decode
+
+    def fail_on_second(*args, **kwargs):  # the linear path is written, then decoding fails
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generative, "decode", fail_on_second)
+    out = tmp_path / "path"
+    assert main(["interpolate", str(a), str(b), "--steps", "3", "--out", str(out)]) == 1
+    assert list(out.iterdir()) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory" in err[0]
 
 
 def _cube_mask(scan: Path, brain: Path, path: Path) -> np.ndarray:

@@ -135,7 +135,7 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Pa
 def _loglik(loaded: LoadedModel, params: Params, prepared: PreparedScan) -> dict[str, Any]:
     """IWAE bound of one prepared scan (``generative.iwae_samples``, seeded)."""
     g, m = params.generative, loaded.params.model
-    ll = log_likelihood(loaded.vae, Likelihood(m.likelihood, m.recon_sigma),
+    ll = log_likelihood(loaded.vae, Likelihood.of(m),
                         torch.from_numpy(prepared.image), g.iwae_samples, params.seed,
                         g.iwae_batch)
     return {"nats": round(ll.nats, 3), "bits_per_voxel": round(ll.bits_per_voxel, 6),

@@ -54,8 +54,6 @@ from pipeline.stages.prepare import load_manifest
 from pipeline.template import TEMPLATE_FILE, Template, read_template
 
 log = logging.getLogger(__name__)
-PER_ROW = 4
-DIVERSITY_PAIRS = 8  # samples whose pairwise SSIM is averaged
 
 
 def _stats(s: IntensityStats, ref: IntensityStats, tol: float) -> dict[str, Any]:
@@ -67,24 +65,23 @@ def _stats(s: IntensityStats, ref: IntensityStats, tol: float) -> dict[str, Any]
 def _samples(loaded: LoadedModel, params: Params, tpl: Template, train: np.ndarray,
              test: np.ndarray) -> dict[str, Any]:
     g, ch = params.generative, params.generative.checks
-    m = params.model
     z = sample_latents(latent_shape(loaded.vae, tpl.shape), ch.samples, g.temperature,
                        params.seed)
     means = decode(loaded.vae, z, g.iwae_batch).numpy()
-    draws = decode(loaded.vae, z, g.iwae_batch, Likelihood(m.likelihood, m.recon_sigma),
+    draws = decode(loaded.vae, z, g.iwae_batch, Likelihood.of(loaded.params.model),
                    params.seed + 1).numpy()
     ref = IntensityStats.of(train, tpl.brain)
     nearest = [nearest_ssim(s, train, tpl.brain, ch.nearest_candidates) for s in means]
     held_out = [nearest_ssim(s, train, tpl.brain, ch.nearest_candidates)[0]
                 for s in test[:ch.samples]]
-    k = min(len(means), DIVERSITY_PAIRS)
+    k = min(len(means), ch.diversity_samples)
     pairs = [float(v) for i in range(k) for v in ssim_many(means[i], means[i + 1:k], tpl.brain)]
     out_dir = paths.generative_dir(params.root)
     for i, image in enumerate(means):
         write_nifti(out_dir / "samples" / f"sample_{i:03d}.nii.gz", image, tpl.affine)
-    style = genpreview.style_for(means[0], params.report.display_mm, params.report.convention)
+    style = genpreview.style_for(means[0], params.report)
     genpreview.write_png(out_dir / "samples.png",
-                         genpreview.samples_mosaic(means, tpl.affine, style, PER_ROW))
+                         genpreview.samples_mosaic(means, tpl.affine, style))
     values = [v for v, _ in nearest]
     return {
         "n": len(means), "temperature": g.temperature, "training": {
@@ -107,8 +104,7 @@ def _interpolation(loaded: LoadedModel, params: Params, tpl: Template,
     g = params.generative
     inputs = [load_template_case(params, c["id"]) for c in cases[:2]]
     ends = [encode_mean(loaded.vae, torch.from_numpy(img)) for img, _ in inputs]
-    style = genpreview.style_for(inputs[0][0], params.report.display_mm,
-                                 params.report.convention)
+    style = genpreview.style_for(inputs[0][0], params.report)
     out: dict[str, Any] = {"a": cases[0]["id"], "b": cases[1]["id"],
                            "steps": g.interpolation_steps, "paths": {},
                            "inputs_change": round(mean_abs_diff(inputs[0][0], inputs[1][0],
@@ -119,14 +115,14 @@ def _interpolation(loaded: LoadedModel, params: Params, tpl: Template,
                       g.iwae_batch).numpy()
         fractions = step_fractions(path, tpl.brain)
         ratio = max(fractions) * (g.interpolation_steps - 1)
-        ends_ssim = [ssim_of(path[0], inputs[0][0], inputs[0][1]),
-                     ssim_of(path[-1], inputs[1][0], inputs[1][1])]
+        ends_ssim = {"a": round(ssim_of(path[0], inputs[0][0], inputs[0][1]), 4),
+                     "b": round(ssim_of(path[-1], inputs[1][0], inputs[1][1]), 4)}
         out["paths"][mode] = {"step_fractions": fractions,
                               "end_to_end_change": round(mean_abs_diff(path[0], path[-1],
                                                                        tpl.brain), 5),
                               "max_step_over_even_share": round(ratio, 4),
                               "smooth": bool(ratio <= g.max_step_ratio),
-                              "endpoint_ssim": [round(v, 4) for v in ends_ssim]}
+                              "endpoint_ssim": ends_ssim}
         rows += genpreview.path_rows(inputs[0][0], path, inputs[1][0], tpl.affine, style)
     genpreview.write_png(paths.generative_dir(params.root) / "interpolation.png",
                          genpreview.mosaic(rows))
@@ -159,7 +155,7 @@ def _imputation(loaded: LoadedModel, params: Params, cases: list[dict[str, Any]]
         brain = load_mask(case["mask"], img)
         missing = _cube(brain, img.affine, ch.impute_cube_mm,
                         np.random.default_rng(params.seed + i))
-        imp = impute_scan(loaded, img, missing, brain)
+        imp = impute_scan(loaded, img, missing, brain, params.generative.impute)
         at, a = imp.modelled, imp.scale[0]
         errors = {"vae": np.abs(imp.filled - truth)[at].mean(),
                   "template_mean": np.abs(imp.native_values(train_mean) - truth)[at].mean(),
@@ -181,8 +177,7 @@ def _imputation(loaded: LoadedModel, params: Params, cases: list[dict[str, Any]]
 
 
 def _iwae(loaded: LoadedModel, params: Params, images: list[np.ndarray]) -> dict[str, Any]:
-    g, m = params.generative, params.model
-    lik = Likelihood(m.likelihood, m.recon_sigma)
+    g, lik = params.generative, Likelihood.of(loaded.params.model)
     table: dict[str, list[float]] = {}
     for k in sorted(set(g.checks.iwae_k)):
         table[str(k)] = [log_likelihood(loaded.vae, lik, torch.from_numpy(im), k, params.seed,
