@@ -11,10 +11,10 @@ Example:
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from pipeline.htmlkit import esc, meta_table, table
+from pipeline.render import data_uri
 
 
 def _f(value: Any, fmt: str = "{:.3f}") -> str:
@@ -28,8 +28,7 @@ def _yes(flag: Any) -> str:
 def _img(png: bytes | None, alt: str) -> str:
     if not png:
         return ""
-    uri = "data:image/png;base64," + base64.b64encode(png).decode()
-    return f"<div><img alt='{esc(alt)}' src='{uri}' style='max-width:100%'></div>"
+    return f"<div><img alt='{esc(alt)}' src='{data_uri(png)}' style='max-width:100%'></div>"
 
 
 def _samples(s: dict[str, Any], png: bytes | None) -> str:

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,18 +99,10 @@ def mosaic(rows: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
     return out
 
 
-def png_bytes(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
-
-
 def write_png(path: Path, pixels: np.ndarray) -> Path:
     from pipeline.nifti import atomic_write
 
-    data = png_bytes(pixels)
+    data = render.encode_image(pixels)
     return atomic_write(path, lambda p: p.write_bytes(data))
 
 

@@ -148,8 +148,8 @@ def compose(anat: np.ndarray, style: Style, mm: tuple[float, float],
     return blend(g, overlay(g.shape, style, mm, heat, mask, truth))
 
 
-def image_uri(pixels: np.ndarray, fmt: str = "png") -> str:
-    """A ``data:`` URI of a grey (2D), RGB or RGBA uint8 array, as PNG (lossless) or JPEG."""
+def encode_image(pixels: np.ndarray, fmt: str = "png") -> bytes:
+    """A grey (2D), RGB or RGBA uint8 array as PNG (lossless) or JPEG file bytes."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -158,7 +158,17 @@ def image_uri(pixels: np.ndarray, fmt: str = "png") -> str:
         img.save(buf, format="JPEG", quality=JPEG_QUALITY)
     else:
         img.save(buf, format="PNG", compress_level=3)
-    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, fmt: str = "png") -> str:
+    """A ``data:`` URI of encoded image bytes."""
+    return f"data:image/{fmt};base64," + base64.b64encode(data).decode()
+
+
+def image_uri(pixels: np.ndarray, fmt: str = "png") -> str:
+    """A ``data:`` URI of a grey (2D), RGB or RGBA uint8 array, as PNG (lossless) or JPEG."""
+    return data_uri(encode_image(pixels, fmt), fmt)
 
 
 def window(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.5)

@@ -98,11 +98,12 @@ def _samples(loaded: LoadedModel, params: Params, tpl: Template, train: np.ndarr
 
 
 def _interpolation(loaded: LoadedModel, params: Params, tpl: Template,
-                   cases: list[dict[str, Any]]) -> dict[str, Any] | None:
+                   cases: list[dict[str, Any]], held_out: list[tuple[np.ndarray, np.ndarray]]
+                   ) -> dict[str, Any] | None:
     if len(cases) < 2:
         return None
     g = params.generative
-    inputs = [load_template_case(params, c["id"]) for c in cases[:2]]
+    inputs = held_out[:2]
     ends = [encode_mean(loaded.vae, torch.from_numpy(img)) for img, _ in inputs]
     style = genpreview.style_for(inputs[0][0], params.report)
     out: dict[str, Any] = {"a": cases[0]["id"], "b": cases[1]["id"],
@@ -195,11 +196,12 @@ def run(params: Params) -> dict[str, Any]:
     manifest = load_manifest(params)
     train = load_images(params, manifest["train"])[:, 0]
     healthy = manifest["test_healthy"]
-    test = [load_template_case(params, c["id"])[0] for c in healthy]
+    held_out = [load_template_case(params, c["id"]) for c in healthy]  # (image, brain)
+    test = [image for image, _ in held_out]
     result: dict[str, Any] = {"model": loaded.meta.get("mlflow", {}),
                               "cohort": params.cohort.name, "space": tpl.space}
     result["samples"] = _samples(loaded, params, tpl, train, np.asarray(test))
-    result["interpolation"] = _interpolation(loaded, params, tpl, healthy)
+    result["interpolation"] = _interpolation(loaded, params, tpl, healthy, held_out)
     result["imputation"] = _imputation(loaded, params, healthy, train.mean(0))
     result["iwae"] = _iwae(loaded, params, test[:params.generative.checks.iwae_scans])
     write_json(paths.reports_dir(params.root) / "generative.json", result)
