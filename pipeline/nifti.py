@@ -30,6 +30,7 @@ MAX_VOXELS = 512**3
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 MIN_SHAPE = 8
+MIN_EXTENT_MM = 50.0  # a field of view narrower than this along any axis cannot hold a brain
 
 
 class ScanError(Exception):
@@ -72,7 +73,7 @@ def _check_header(img: nib.Nifti1Image) -> tuple[int, ...]:
         raise ScanError("affine is missing or not finite")
     spacing = voxel_spacing(affine)
     if np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
-        raise ScanError(f"implausible voxel size {tuple(np.round(spacing, 4))} mm")
+        raise ScanError(f"implausible voxel size {tuple(round(float(s), 4) for s in spacing)} mm")
     if voxel_volume_mm3(affine) < 1e-6 * float(np.prod(spacing)):
         raise ScanError("affine is singular")
     return shape
@@ -112,6 +113,10 @@ def load_scan(path: str | Path) -> nib.Nifti1Image:
         ScanError: the file is missing, unreadable, not NIfTI, not 3D, empty or not finite.
     """
     img, shape = _open(path)
+    extent = voxel_spacing(img.affine) * np.asarray(shape, dtype=np.float64)
+    if float(extent.min()) < MIN_EXTENT_MM:
+        raise ScanError(f"field of view {tuple(round(float(e), 1) for e in extent)} mm is too "
+                        f"small for a brain scan (each axis needs >= {MIN_EXTENT_MM:g} mm)")
     data = _read(img, shape)
     finite = np.isfinite(data)
     if not finite.any():

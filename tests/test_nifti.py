@@ -29,10 +29,10 @@ def test_good_scan_keeps_affine_and_shape(scan_file) -> None:
     ("not_nifti", "not a readable NIfTI"), ("bad_gzip", "not a readable NIfTI"),
     ("truncated", "truncated"), ("2d", "3D"), ("4d", "3D"), ("zeros", "constant"),
     ("nan", "no finite"), ("tiny_spacing", "voxel size"), ("singular", "singular"),
-    ("complex", "voxel type"), ("huge", "too large"),
+    ("complex", "voxel type"), ("huge", "too large"), ("small_field", "field of view"),
 ])
 def test_bad_inputs_are_refused(tmp_path: Path, kind: str, needle: str) -> None:
-    img, _ = phantom((16, 16, 16))
+    img, _ = phantom((52, 52, 52))  # 1 mm voxels: a field of view a brain fits in
     p = tmp_path / "bad.nii.gz"
     if kind == "missing":
         p = tmp_path / "nope.nii.gz"
@@ -64,6 +64,8 @@ def test_bad_inputs_are_refused(tmp_path: Path, kind: str, needle: str) -> None:
         _save(p, img, a)
     elif kind == "complex":
         _save(p, img.astype(np.complex64))
+    elif kind == "small_field":
+        _save(p, img[:20, :20, :20])
     elif kind == "huge":
         hdr = nib.Nifti1Header()
         hdr.set_data_shape((2048, 2048, 2048))
@@ -77,7 +79,7 @@ def test_bad_inputs_are_refused(tmp_path: Path, kind: str, needle: str) -> None:
 
 
 def test_partial_nan_is_zeroed(tmp_path: Path) -> None:
-    img, _ = phantom((16, 16, 16))
+    img, _ = phantom((52, 52, 52))
     img[0, 0, 0] = np.nan
     loaded = load_scan(_save(tmp_path / "n.nii.gz", img))
     assert np.isfinite(np.asarray(loaded.dataobj)).all()
