@@ -27,7 +27,7 @@ import torch
 
 from pipeline import generative, genpreview
 from pipeline.config import UsageError
-from pipeline.imagequality import IntensityStats, mean_abs_diff, ssim, step_fractions
+from pipeline.imagequality import IntensityStats, mean_abs_diff, path_quality
 from pipeline.modelio import LoadedModel
 from pipeline.nifti import ScanError, load_mask, load_scan, one_line, stem, write_json
 from pipeline.nifti import write_nifti as _write_nifti
@@ -41,10 +41,6 @@ UNITS = "normalised intensity (the brain's 1st/99th percentiles at 0/1), templat
 
 def _template(loaded: LoadedModel) -> Template:
     return read_template(loaded.folder / TEMPLATE_FILE)
-
-
-def _likelihood(loaded: LoadedModel) -> Likelihood:
-    return Likelihood.of(loaded.params.model)
 
 
 def _about(loaded: LoadedModel) -> dict[str, Any]:
@@ -76,6 +72,13 @@ def _all_or_nothing(outputs: list[Path]) -> Iterator[None]:
         raise
 
 
+def _scan_failed(scan: Path, exc: Exception, debug: bool) -> None:
+    """One ``error: <scan>: <reason>`` line (with ``--debug``, unexpected errors propagate)."""
+    if debug and not isinstance(exc, ScanError):
+        raise exc
+    print(f"error: {scan}: {one_line(exc)}", file=sys.stderr)
+
+
 def _check_seed(seed: int) -> None:
     if not 0 <= seed < 2**63:
         raise UsageError("--seed must lie in [0, 2**63)")
@@ -104,7 +107,7 @@ def _sample(args: argparse.Namespace, loaded: LoadedModel) -> None:
     z = generative.sample_latents(generative.latent_shape(loaded.vae, tpl.shape), args.n,
                                   temperature, args.seed)
     images = generative.decode(loaded.vae, z, g.iwae_batch,
-                               _likelihood(loaded) if args.noise else None,
+                               Likelihood.of(loaded.params.model) if args.noise else None,
                                args.seed + 1 if args.noise else None).numpy()
     files, stats = [], []
     for i, image in enumerate(images):
@@ -139,9 +142,7 @@ def interpolate(args: argparse.Namespace) -> int:
         try:
             prepared.append(prepare_input(loaded, scan, mask)[1])
         except Exception as exc:
-            if args.debug and not isinstance(exc, ScanError):
-                raise
-            print(f"error: {scan}: {one_line(exc)}", file=sys.stderr)
+            _scan_failed(scan, exc, args.debug)
             return 1
     modes = generative.PATH_MODES if args.mode == "both" else (args.mode,)
     outputs = [args.out / f"input_{c}.nii.gz" for c in "ab"]
@@ -172,15 +173,9 @@ def _interpolate(args: argparse.Namespace, loaded: LoadedModel, prepared: list[P
         files = [f"{mode}_{i:02d}.nii.gz" for i in range(steps)]
         for f, image in zip(files, images, strict=True):
             _write_nifti(args.out / f, image, tpl.affine)
-        fractions = step_fractions(images, tpl.brain)
-        ratio = max(fractions) * (steps - 1)
-        info["paths"][mode] = {
-            "files": files, "step_fractions": fractions, "max_step_fraction": max(fractions),
-            "end_to_end_change": round(mean_abs_diff(images[0], images[-1], tpl.brain), 5),
-            "max_step_over_even_share": round(ratio, 4), "smooth": ratio <= g.max_step_ratio,
-            "endpoint_ssim": {"a": round(ssim(images[0], prepared[0].image, prepared[0].brain), 4),
-                              "b": round(ssim(images[-1], prepared[1].image, prepared[1].brain),
-                                         4)}}
+        info["paths"][mode] = {"files": files, **path_quality(
+            images, (prepared[0].image, prepared[0].brain),
+            (prepared[1].image, prepared[1].brain), tpl.brain, g.max_step_ratio)}
         rows += genpreview.path_rows(prepared[0].image, images, prepared[1].image, tpl.affine,
                                      style)
     write_json(args.out / "interpolation.json", info)
@@ -195,50 +190,50 @@ def _interpolate(args: argparse.Namespace, loaded: LoadedModel, prepared: list[P
 
 
 def impute(args: argparse.Namespace) -> int:
-    from pipeline.imputation import impute_scan
-
     check_out_dir(args.out)
     loaded = load_for_cli(args.model, args.device, require_calibration=False)
     name = stem(args.scan)
     outputs = [args.out / f"{name}_imputed{s}" for s in (".nii.gz", "_template.nii.gz",
                                                           ".json", ".png", ".html")]
     try:
-        img = load_scan(args.scan)
-        missing = load_mask(args.mask, img, what="missing-region mask")
-        brain = load_mask(args.brain_mask, img) if args.brain_mask else None
-        imp = impute_scan(loaded, img, missing, brain)
-        _write_nifti(outputs[0], imp.filled, img.affine, img.header)
-        tpl = _template(loaded)
-        _write_nifti(outputs[1], imp.template_filled, tpl.affine)
-        centre = [round(float(v)) for v in np.argwhere(missing).mean(0)]
-        style = genpreview.style_for(imp.filled, loaded.params.report)
-        pixels = genpreview.mosaic([
-            genpreview.orthogonal_views(v, img.affine, style, centre, missing)
-            for v in (np.asarray(img.dataobj, np.float32), imp.filled)])
-        info = {**_about(loaded), "input": str(args.scan), "missing_mask": str(args.mask),
-                "output": outputs[0].name, "missing_voxels": int(missing.sum()),
-                "imputed_by_model": int(imp.modelled.sum()),
-                "outside_brain_filled_from_surroundings": int((missing & ~imp.modelled).sum()),
-                "intensity_map": {"a": imp.scale[0], "b": imp.scale[1]},
-                "steps": loaded.params.generative.impute.steps, "timings_s": imp.timings_s}
-        write_json(outputs[2], info)
-        genpreview.write_png(outputs[3], pixels)
-        genpreview.write_page(outputs[4], f"Imputation: {name}", _meta_rows(loaded, [
-            ("input", args.scan), ("missing voxels", info["missing_voxels"]),
-            ("filled by the model (inside the brain)", info["imputed_by_model"])]), pixels,
-            "Top row: the input with the missing region outlined; bottom row: the imputed "
-            "scan. Views through the centre of the missing region.",
-            loaded.params.report.convention)
-    except BaseException as exc:
-        for p in outputs:
-            with contextlib.suppress(OSError):
-                p.unlink()
-        if isinstance(exc, Exception) and (isinstance(exc, ScanError) or not args.debug):
-            print(f"error: {args.scan}: {one_line(exc)}", file=sys.stderr)
-            return 1
-        raise
+        with _all_or_nothing(outputs):
+            _impute(args, loaded, name, outputs)
+    except Exception as exc:
+        _scan_failed(args.scan, exc, args.debug)
+        return 1
     print(f"wrote {outputs[0]}")
     return 0
+
+
+def _impute(args: argparse.Namespace, loaded: LoadedModel, name: str, outputs: list[Path]
+            ) -> None:
+    from pipeline.imputation import impute_scan
+
+    img = load_scan(args.scan)
+    missing = load_mask(args.mask, img, what="missing-region mask")
+    brain = load_mask(args.brain_mask, img) if args.brain_mask else None
+    imp = impute_scan(loaded, img, missing, brain)
+    _write_nifti(outputs[0], imp.filled, img.affine, img.header)
+    _write_nifti(outputs[1], imp.template_filled, _template(loaded).affine)
+    centre = [round(float(v)) for v in np.argwhere(missing).mean(0)]
+    style = genpreview.style_for(imp.filled, loaded.params.report)
+    pixels = genpreview.mosaic([
+        genpreview.orthogonal_views(v, img.affine, style, centre, missing)
+        for v in (np.asarray(img.dataobj, np.float32), imp.filled)])
+    info = {**_about(loaded), "input": str(args.scan), "missing_mask": str(args.mask),
+            "output": outputs[0].name, "missing_voxels": int(missing.sum()),
+            "imputed_by_model": int(imp.modelled.sum()),
+            "outside_brain_filled_from_surroundings": int((missing & ~imp.modelled).sum()),
+            "intensity_map": {"a": imp.scale[0], "b": imp.scale[1]},
+            "steps": loaded.params.generative.impute.steps, "timings_s": imp.timings_s}
+    write_json(outputs[2], info)
+    genpreview.write_png(outputs[3], pixels)
+    genpreview.write_page(outputs[4], f"Imputation: {name}", _meta_rows(loaded, [
+        ("input", args.scan), ("missing voxels", info["missing_voxels"]),
+        ("filled by the model (inside the brain)", info["imputed_by_model"])]), pixels,
+        "Top row: the input with the missing region outlined; bottom row: the imputed "
+        "scan. Views through the centre of the missing region.",
+        loaded.params.report.convention)
 
 
 def loglik(args: argparse.Namespace) -> int:
@@ -258,14 +253,12 @@ def loglik(args: argparse.Namespace) -> int:
     for scan, mask in zip(args.scans, masks, strict=True):
         try:
             prepared = prepare_input(loaded, scan, mask)[1]
-            ll = generative.log_likelihood(loaded.vae, _likelihood(loaded),
+            ll = generative.log_likelihood(loaded.vae, Likelihood.of(loaded.params.model),
                                            torch.from_numpy(prepared.image), k, args.seed,
                                            g.iwae_batch)
         except Exception as exc:
             failures += 1
-            if args.debug and not isinstance(exc, ScanError):
-                raise
-            print(f"error: {scan}: {one_line(exc)}", file=sys.stderr)
+            _scan_failed(scan, exc, args.debug)
             continue
         rows.append({"scan": str(scan), "log_likelihood_nats": round(ll.nats, 3),
                      "bits_per_voxel": round(ll.bits_per_voxel, 6), "k": k,

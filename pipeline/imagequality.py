@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,6 +91,21 @@ def relative_difference(value: float, reference: float) -> float:
 def mean_abs_diff(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
     """Mean |a − b| inside ``region``."""
     return float(np.abs(a[region].astype(np.float64) - b[region]).mean())
+
+
+def path_quality(path: np.ndarray, a: tuple[np.ndarray, np.ndarray],
+                 b: tuple[np.ndarray, np.ndarray], region: np.ndarray, max_step_ratio: float
+                 ) -> dict[str, Any]:
+    """How a decoded path ``(steps, ...)`` between inputs ``a`` and ``b`` (image, brain)
+    behaves: step fractions, the largest step over the even share and whether that is within
+    ``max_step_ratio``, the change from end to end, and the SSIM of its ends with the inputs."""
+    fractions = step_fractions(path, region)
+    ratio = max(fractions) * (len(path) - 1)
+    return {"step_fractions": fractions, "max_step_fraction": max(fractions),
+            "end_to_end_change": round(mean_abs_diff(path[0], path[-1], region), 5),
+            "max_step_over_even_share": round(ratio, 4), "smooth": bool(ratio <= max_step_ratio),
+            "endpoint_ssim": {"a": round(ssim(path[0], *a), 4),
+                              "b": round(ssim(path[-1], *b), 4)}}
 
 
 def step_fractions(path: np.ndarray, region: np.ndarray) -> list[float]:

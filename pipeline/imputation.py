@@ -32,7 +32,14 @@ from pipeline.generative import impute
 from pipeline.modelio import LoadedModel
 from pipeline.nifti import ScanError
 from pipeline.objective import Likelihood
-from pipeline.preprocess import PreparedScan, native_brain, prepare_scan, to_native, to_template
+from pipeline.preprocess import (
+    PreparedScan,
+    native_brain,
+    prepare_scan,
+    require_registration,
+    to_native,
+    to_template,
+)
 from pipeline.schema import ImputeParams
 
 FILL_WEIGHT_MIN = 1e-4  # surroundings fill: smallest Gaussian weight of known voxels used
@@ -104,9 +111,7 @@ def impute_scan(loaded: LoadedModel, img: nib.Nifti1Image, missing: np.ndarray,
     prepared = prepare_scan(nib.Nifti1Image(provisional, img.affine, header=img.header),
                             brain_mask, loaded.params, loaded.head_atlas)
     timings.update(prepared.record.timings_s)
-    if not prepared.record.registration_ok:
-        raise ScanError(f"registration to the template failed quality control (brain Dice "
-                        f"{prepared.record.registration_dice:.3f})")
+    require_registration(prepared.record, loaded.params.prepare.registration)
     t0 = time.perf_counter()
     record = prepared.record
     template_missing = to_template(missing.astype(np.float32), record) > ip.template_cover
@@ -114,8 +119,7 @@ def impute_scan(loaded: LoadedModel, img: nib.Nifti1Image, missing: np.ndarray,
     device = next(loaded.vae.parameters()).device
     x = torch.from_numpy(prepared.image)[None, None].to(device)
     region = torch.from_numpy(template_missing.astype(np.float32))[None, None].to(device)
-    filled_t = impute(loaded.vae, Likelihood.of(m), x, region,
-                      ip)[0, 0].cpu().numpy()
+    filled_t = impute(loaded.vae, Likelihood.of(m), x, region, ip)[0, 0].cpu().numpy()
     timings["model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     brain = native_brain(prepared)
@@ -125,12 +129,10 @@ def impute_scan(loaded: LoadedModel, img: nib.Nifti1Image, missing: np.ndarray,
             & ~missing & core)
     if ring.sum() < ip.min_ring_voxels:
         ring = core & ~missing
-    scale = fit_intensity_map(data, to_native(prepared.image, record), ring)
-    imp = Imputation(filled=provisional, template_filled=filled_t, missing=missing,
-                     modelled=modelled,
-                     prepared=prepared, scale=scale)
-    imp.filled = np.where(modelled, imp.native_values(filled_t), provisional).astype(np.float32)
-    imp.filled[~missing] = data[~missing]
+    a, b = fit_intensity_map(data, to_native(prepared.image, record), ring)
+    # the surroundings fill holds the input outside ``missing`` unchanged
+    filled = np.where(modelled, a * to_native(filled_t, record) + b, provisional)
     timings["to_native"] = time.perf_counter() - t0
-    imp.timings_s = {k: round(v, 3) for k, v in timings.items()}
-    return imp
+    return Imputation(filled=filled.astype(np.float32), template_filled=filled_t,
+                      missing=missing, modelled=modelled, prepared=prepared, scale=(a, b),
+                      timings_s={k: round(v, 3) for k, v in timings.items()})

@@ -27,7 +27,7 @@ from nibabel import orientations
 from pipeline import geometry, registration
 from pipeline.bias import correct_bias
 from pipeline.brainmask import derive_brain_mask
-from pipeline.config import NormaliseParams, Params
+from pipeline.config import NormaliseParams, Params, RegistrationParams
 from pipeline.nifti import ScanError
 from pipeline.template import Template, load_template
 
@@ -174,6 +174,14 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
     )
     return PreparedScan(image=image, brain=brain, record=record,
                         canonical_image=canon, canonical_brain=canon_mask)
+
+
+def require_registration(record: ScanRecord, rp: RegistrationParams) -> None:
+    """Raise :class:`ScanError` when the scan's registration failed quality control."""
+    if not record.registration_ok:
+        raise ScanError(f"registration to the template failed quality control (brain Dice "
+                        f"{record.registration_dice:.3f}, min {rp.min_dice}; inside template "
+                        f"{record.registration_containment:.3f}, min {rp.min_containment})")
 
 
 def to_canonical_grid(template_array: np.ndarray, record: ScanRecord, linear: bool = True

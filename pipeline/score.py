@@ -40,7 +40,7 @@ def prepare_input(loaded: LoadedModel, scan: Path, mask_path: Path | None
                   ) -> tuple[nib.Nifti1Image, PreparedScan, dict[str, float]]:
     """Load, validate and prepare one native scan as the model's input; raise
     :class:`ScanError` for anything wrong with it (registration quality control included)."""
-    from pipeline.preprocess import prepare_scan
+    from pipeline.preprocess import prepare_scan, require_registration
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -49,11 +49,7 @@ def prepare_input(loaded: LoadedModel, scan: Path, mask_path: Path | None
     timings["load"] = time.perf_counter() - t0
     prepared = prepare_scan(img, mask, loaded.params, loaded.head_atlas)
     timings.update(prepared.record.timings_s)
-    if not prepared.record.registration_ok:
-        rp, rec = loaded.params.prepare.registration, prepared.record
-        raise ScanError(f"registration to the template failed quality control (brain Dice "
-                        f"{rec.registration_dice:.3f}, min {rp.min_dice}; inside template "
-                        f"{rec.registration_containment:.3f}, min {rp.min_containment})")
+    require_registration(prepared.record, loaded.params.prepare.registration)
     return img, prepared, timings
 
 

@@ -41,11 +41,10 @@ from pipeline.imagequality import (
     IntensityStats,
     mean_abs_diff,
     nearest_ssim,
+    path_quality,
     relative_difference,
     ssim_many,
-    step_fractions,
 )
-from pipeline.imagequality import ssim as ssim_of
 from pipeline.imputation import impute_scan
 from pipeline.modelio import LoadedModel, load_model
 from pipeline.nifti import load_mask, load_scan, voxel_spacing, write_json, write_nifti
@@ -114,16 +113,8 @@ def _interpolation(loaded: LoadedModel, params: Params, tpl: Template,
     for mode in PATH_MODES:
         path = decode(loaded.vae, latent_path(ends[0], ends[1], g.interpolation_steps, mode),
                       g.iwae_batch).numpy()
-        fractions = step_fractions(path, tpl.brain)
-        ratio = max(fractions) * (g.interpolation_steps - 1)
-        ends_ssim = {"a": round(ssim_of(path[0], inputs[0][0], inputs[0][1]), 4),
-                     "b": round(ssim_of(path[-1], inputs[1][0], inputs[1][1]), 4)}
-        out["paths"][mode] = {"step_fractions": fractions,
-                              "end_to_end_change": round(mean_abs_diff(path[0], path[-1],
-                                                                       tpl.brain), 5),
-                              "max_step_over_even_share": round(ratio, 4),
-                              "smooth": bool(ratio <= g.max_step_ratio),
-                              "endpoint_ssim": ends_ssim}
+        out["paths"][mode] = path_quality(path, inputs[0], inputs[1], tpl.brain,
+                                          g.max_step_ratio)
         rows += genpreview.path_rows(inputs[0][0], path, inputs[1][0], tpl.affine, style)
     genpreview.write_png(paths.generative_dir(params.root) / "interpolation.png",
                          genpreview.mosaic(rows))
