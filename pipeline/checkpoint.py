@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pipeline.nifti import one_line
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +112,10 @@ def load_latest(folder: Path, fingerprint: str) -> Checkpoint | None:
         body = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         weights = load_file(str(path / "weights.safetensors"))
         best = load_file(str(path / "best.safetensors"))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        log.warning("checkpoint in %s is unreadable (%s): training from the start", folder, exc)
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+        # weights_only=True refuses any object a plain tensor state cannot hold: never run it
+        log.warning("checkpoint in %s is unreadable or unsafe (%s): training from the start",
+                    folder, one_line(exc))
         return None
     if body["fingerprint"] != fingerprint:
         log.info("checkpoint %s was made with other parameters, data or code: "

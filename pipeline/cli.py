@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="brain mask on the scan's grid (repeat once per scan, in order)")
     sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     sc.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    sc.add_argument("--force", action="store_true",
+                    help="re-score scans whose outputs are complete and up to date (by default "
+                         "they are kept: input, mask, model and options hash the same)")
     sc.add_argument("--convention", choices=("radiological", "neurological"), default=None,
                     help="left/right display of the report's axial and coronal views "
                          "(default: the model's report.convention)")
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("matplotlib", "PIL", "alembic", "mlflow", "urllib3", "git"):
+    for noisy in ("matplotlib", "PIL", "alembic", "mlflow", "urllib3", "git", "nibabel"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     run: Callable[[], int]
     if args.command == "score":

@@ -107,6 +107,7 @@ _CHOICES = {  # dotted key -> accepted values
     "train.kl_schedule": {"linear", "cyclical", "constant"},
     "scoring.residual": {"abs", "squared"},
     "scoring.scan_statistic": {"top_voxels", "elbo"},
+    "scoring.precision": {"auto", "fp32", "bf16", "fp16"},
     "report.convention": {"radiological", "neurological"},
 }
 
@@ -201,7 +202,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "scoring": {"score": ["residual"], "compare": ["residual"], "residual": "abs",
                 "mc_samples": 0, "grad_smoothing_sigma_vox": 1.0, "median_filter_vox": 0,
                 "restoration": {"steps": 0, "step_size": 0.5, "consistency": 0.05},
-                "scan_statistic": "top_voxels"},
+                "scan_statistic": "top_voxels", "precision": "fp32"},
     "evaluate": {"autoencoder_baseline": False, "extra_cases": []},
     "report": {"convention": "radiological", "finding_views": 3, "max_findings": 20,
                "viewer_max_slices": 48, "display_mm": 1.0, "heat_range": [0.5, 2.5],

@@ -20,7 +20,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from pipeline.config import DemoParams, Params
-from pipeline.nifti import voxel_spacing, write_nifti
+from pipeline.nifti import atomic_write, voxel_spacing, write_nifti
 
 _FOV_MARGIN_MM = (8.0, 25.0)   # extra field of view around the brain, per side
 _GRID_OBLIQUE_DEG = 8.0        # obliquity of the native grid itself
@@ -117,8 +117,12 @@ def generate_cohort(folder: Path, params: Params) -> list[str]:
         rows.append({"MRID": sid, "shape": "x".join(map(str, data.shape)),
                      "spacing_mm": "x".join(f"{s:.2f}" for s in
                                             voxel_spacing(affine))})
-    with (folder / "participants.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def table(path: Path) -> None:
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(folder / "participants.csv", table)
     return ids

@@ -29,7 +29,7 @@ from pipeline import generative, genpreview
 from pipeline.config import UsageError
 from pipeline.imagequality import IntensityStats, mean_abs_diff, path_quality
 from pipeline.modelio import LoadedModel
-from pipeline.nifti import ScanError, load_mask, load_scan, one_line, stem, write_json
+from pipeline.nifti import ScanError, load_mask, load_scan, one_line, shown, stem, write_json
 from pipeline.nifti import write_nifti as _write_nifti
 from pipeline.objective import Likelihood
 from pipeline.preprocess import PreparedScan
@@ -76,7 +76,7 @@ def _scan_failed(scan: Path, exc: Exception, debug: bool) -> None:
     """One ``error: <scan>: <reason>`` line (with ``--debug``, unexpected errors propagate)."""
     if debug and not isinstance(exc, ScanError):
         raise exc
-    print(f"error: {scan}: {one_line(exc)}", file=sys.stderr)
+    print(f"error: {shown(scan)}: {one_line(exc)}", file=sys.stderr)
 
 
 def _check_seed(seed: int) -> None:

@@ -31,6 +31,8 @@ WEIGHTS = "weights.safetensors"
 MODEL_JSON = "model.json"
 CALIBRATION = "calibration.safetensors"
 CALIBRATION_JSON = "calibration.json"
+WEIGHTS_SHA_TAG = "weights_sha256"          # model version tags: the registry's own record,
+CALIBRATION_SHA_TAG = "calibration_sha256"  # checked against the downloaded files on load
 
 
 class ModelError(Exception):
@@ -125,7 +127,7 @@ def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any],
     from safetensors.torch import save_file
 
     from pipeline.config import to_dict
-    from pipeline.nifti import atomic_write, write_json
+    from pipeline.nifti import atomic_write, copy_file, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
@@ -136,7 +138,7 @@ def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any],
             "template_sha256": sha256(folder / TEMPLATE_FILE)}
     (folder / HEAD_ATLAS_FILE).unlink(missing_ok=True)
     if head_atlas is not None:
-        shutil.copyfile(head_atlas, folder / HEAD_ATLAS_FILE)
+        copy_file(head_atlas, folder / HEAD_ATLAS_FILE)
         body["head_atlas_sha256"] = sha256(folder / HEAD_ATLAS_FILE)
     write_json(folder / MODEL_JSON, body)
 
@@ -166,13 +168,19 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
                                   root=paths.project_root())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{uri_text}: not a vae-anomaly model folder ({exc})") from exc
+    registry = _registry_tags(uri_text)
+    _agrees(registry, WEIGHTS_SHA_TAG, meta.get("weights_sha256"), uri_text, "weights")
     weights = _verified(folder / WEIGHTS, meta.get("weights_sha256"), uri_text, "weights")
     read_template(_verified(folder / TEMPLATE_FILE, meta.get("template_sha256"), uri_text,
                             "template"))
     from safetensors.torch import load_file
 
     vae = build_vae(stored)
-    vae.load_state_dict(load_file(str(weights), device="cpu"))
+    try:  # safetensors holds raw tensors only: nothing in the file is ever executed
+        vae.load_state_dict(load_file(str(weights), device="cpu"))
+    except Exception as exc:
+        raise ModelError(f"{uri_text}: weights are not a safetensors state of this network "
+                         f"({one_line(exc)})") from exc
     vae.to(device).eval()
     loaded = LoadedModel(vae=vae, params=stored, meta=meta, folder=folder, uri=uri_text)
     if meta.get("head_atlas_sha256"):
@@ -183,9 +191,39 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
                                                      "head atlas"))
     if (folder / CALIBRATION_JSON).is_file():
         loaded.calibration = _load_calibration(folder, uri_text)
+        _agrees(registry, CALIBRATION_SHA_TAG, loaded.calibration.info.get("statistics_sha256"),
+                uri_text, "calibration")
     elif require_calibration:
         raise ModelError(f"{uri_text}: model is not calibrated (run `vae-anomaly calibrate`)")
     return loaded
+
+
+def _registry_tags(uri_text: str) -> dict[str, str]:
+    """Tags of the model version a ``models:/name/N`` or ``models:/name@alias`` URI names
+    (empty for folders, ``runs:/`` URIs and versions the registry cannot find)."""
+    if not uri_text.startswith("models:/"):
+        return {}
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    body = uri_text.removeprefix("models:/").strip("/")
+    name, at, alias = body.partition("@")
+    client = MlflowClient()
+    try:
+        if at:
+            return dict(client.get_model_version_by_alias(name, alias).tags)
+        name, _, version = body.rpartition("/")
+        return dict(client.get_model_version(name, version).tags) if version.isdigit() else {}
+    except MlflowException:
+        return {}
+
+
+def _agrees(tags: dict[str, str], key: str, recorded: str | None, uri_text: str, what: str
+            ) -> None:
+    """Refuse a model whose files disagree with the checksum its model version records."""
+    if key in tags and tags[key] != recorded:
+        raise ModelError(f"{uri_text}: {what} differ from the checksum recorded in the model "
+                         "registry (tampered?)")
 
 
 def _verified(path: Path, expected: str | None, uri_text: str, what: str) -> Path:
@@ -252,11 +290,13 @@ def update_meta(folder: Path, params: Params, mlflow_info: dict[str, Any]) -> No
 
 
 def copy_model(src: Path, dst: Path) -> None:
-    """Copy a model folder's files (weights + JSON) to ``dst``."""
+    """Copy a model folder's files (weights + JSON) to ``dst``, each atomically."""
+    from pipeline.nifti import copy_file
+
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     for name in (WEIGHTS, MODEL_JSON, TEMPLATE_FILE, HEAD_ATLAS_FILE):
         if name == HEAD_ATLAS_FILE and not (src / name).is_file():
             continue
-        shutil.copy2(src / name, dst / name)
+        copy_file(src / name, dst / name)

@@ -13,10 +13,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -96,7 +98,20 @@ def _open(path: str | Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
         raise ScanError(f"not a readable NIfTI file ({one_line(exc)})") from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ScanError(f"not a NIfTI image ({type(img).__name__})")
+    _check_stored_pixdim(p, type(img.header))
     return img, _check_header(img)
+
+
+def _check_stored_pixdim(path: Path, header_class: Any) -> None:
+    """Refuse a qform-only header with a zero voxel size, which nibabel would silently turn
+    into 1 mm (it fixes the header it returns, so the stored one is read again)."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        raw = header_class.from_fileobj(fh, check=False)
+    if int(raw["sform_code"]) == 0 and np.any(np.asarray(raw["pixdim"][1:4]) == 0):
+        raise ScanError("voxel size in the header is 0 along an axis: the qform is not "
+                        "invertible")
 
 
 def _read(img: nib.Nifti1Image, shape: tuple[int, ...]) -> np.ndarray:
@@ -106,8 +121,11 @@ def _read(img: nib.Nifti1Image, shape: tuple[int, ...]) -> np.ndarray:
         raise ScanError(f"truncated or corrupt image data ({one_line(exc)})") from exc
 
 
-def load_scan(path: str | Path) -> nib.Nifti1Image:
+def load_scan(path: str | Path, warnings: list[str] | None = None) -> nib.Nifti1Image:
     """Load and validate a 3D NIfTI scan; return it as float32 with its header and affine.
+
+    A few non-finite voxels (NaN/Inf, e.g. left by another tool's resampling) are set to 0
+    and counted in ``warnings``; a scan with no finite voxel is refused.
 
     Raises:
         ScanError: the file is missing, unreadable, not NIfTI, not 3D, empty or not finite.
@@ -122,7 +140,11 @@ def load_scan(path: str | Path) -> nib.Nifti1Image:
     if not finite.any():
         raise ScanError("image has no finite values (all NaN/Inf)")
     if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
         data = np.where(finite, data, 0.0).astype(np.float32)
+        if warnings is not None:
+            warnings.append(f"{bad} non-finite voxel(s) (NaN/Inf, {100 * bad / finite.size:.2g} "
+                            "% of the image) were read as 0")
     if float(data.max()) == float(data.min()):
         raise ScanError("image is constant (e.g. all zero)")
     out = nib.Nifti1Image(data, img.affine, header=img.header)
@@ -158,7 +180,17 @@ def read_array(path: str | Path, dtype: Any = np.float32) -> np.ndarray:
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type), for ``error:`` lines."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:limit]
+    return shown(text[0] if text else type(exc).__name__)[:limit]
+
+
+def shown(path: str | Path) -> str:
+    """A path (or text) printable on one line: control characters escaped, unicode kept.
+
+    Example:
+        >>> shown("scan\nüber.nii.gz")
+        'scan\\nüber.nii.gz'
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def voxel_spacing(affine: np.ndarray) -> np.ndarray:
@@ -203,10 +235,24 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, _FILE_MODE)  # mkstemp's 0600 would hide outputs from colleagues
-        os.replace(tmp_path, target)
+        with open(tmp_path, "rb") as fh:  # on disk before the rename: never a renamed stub
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)  # replaces a planted symlink, never writes through it
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def remove_stale_temps(target: str | Path) -> int:
+    """Delete what a killed :func:`atomic_path` left beside ``target`` (its hidden temp file);
+    return how many were removed."""
+    target = Path(target)
+    suffix = "".join(target.suffixes) or ".tmp"
+    stale = list(target.parent.glob(f".{glob.escape(target.name)}.*{glob.escape(suffix)}"))
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return len(stale)
 
 
 def atomic_write(target: str | Path, writer: Callable[[Path], Any]) -> Path:
@@ -214,6 +260,11 @@ def atomic_write(target: str | Path, writer: Callable[[Path], Any]) -> Path:
     with atomic_path(target) as tmp:
         writer(tmp)
     return Path(target)
+
+
+def copy_file(src: str | Path, target: str | Path) -> Path:
+    """Copy ``src`` to ``target`` atomically (a killed copy leaves no truncated file)."""
+    return atomic_write(target, lambda p: shutil.copyfile(src, p))
 
 
 def write_json(target: str | Path, data: Any) -> Path:

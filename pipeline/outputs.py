@@ -17,8 +17,16 @@ import numpy as np
 
 from pipeline.findings import find_components
 from pipeline.modelio import LoadedModel
-from pipeline.nifti import voxel_volume_mm3, write_json, write_nifti, write_text
+from pipeline.nifti import (
+    ScanError,
+    remove_stale_temps,
+    voxel_volume_mm3,
+    write_json,
+    write_nifti,
+    write_text,
+)
 from pipeline.preprocess import ScanRecord
+from pipeline.provenance import with_output_hashes
 from pipeline.scoretypes import KINDS
 from pipeline.scoring import ScanResult
 
@@ -33,6 +41,17 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
         "restoration": out_dir / f"{stem}_restoration.nii.gz",
         "uncertainty": out_dir / f"{stem}_uncertainty.nii.gz",
     }
+
+
+def check_output_paths(out_dir: Path, stem: str) -> None:
+    """Refuse to write a scan whose output path is a link (it could point anywhere) or would
+    land outside ``out_dir``; remove the temp files a killed earlier run left for it."""
+    root = out_dir.resolve()
+    for path in output_paths(out_dir, stem).values():
+        if path.is_symlink() or path.resolve().parent != root:
+            raise ScanError(f"output {path.name} is a link or leaves the output folder "
+                            f"{out_dir}: refusing to write through it")
+        remove_stale_temps(path)
 
 
 def extra_stem(name: str) -> str:
@@ -78,7 +97,9 @@ def summary(source: str | Path, result: ScanResult, loaded: LoadedModel, record:
 def write_outputs(out_dir: Path, stem: str, result: ScanResult, img: nib.Nifti1Image,
                   info: dict[str, Any], html: str | None = None,
                   reconstruction: bool = False) -> dict[str, Path]:
-    """Write the heatmap and mask on the input's grid, optional HTML, then the JSON."""
+    """Write the heatmap and mask on the input's grid, optional HTML, then the JSON, which
+    records the SHA-256 of every file written with it (``provenance.outputs``)."""
+    check_output_paths(out_dir, stem)
     p = output_paths(out_dir, stem)
     affine, header = img.affine, img.header
     write_nifti(p["heatmap"], result.heatmap, affine, header, dtype=np.float32)
@@ -88,7 +109,13 @@ def write_outputs(out_dir: Path, stem: str, result: ScanResult, img: nib.Nifti1I
             data = getattr(result, key)
             if data is not None:
                 write_nifti(p[key], data, affine, header)
+    written = {k: p[k] for k in ("heatmap", "mask")}
+    if reconstruction:
+        written.update({k: p[k] for k in ("reconstruction", "restoration", "uncertainty")
+                        if getattr(result, k) is not None})
     if html is not None:
         write_text(p["html"], html)
+        written["html"] = p["html"]
+    info = {**info, "provenance": with_output_hashes(info.get("provenance", {}), written)}
     write_json(p["json"], info)
     return p

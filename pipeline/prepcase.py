@@ -27,7 +27,15 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.config import Params, params_from_dict
-from pipeline.nifti import load_mask, load_scan, one_line, sha256, write_json, write_nifti
+from pipeline.nifti import (
+    copy_file,
+    load_mask,
+    load_scan,
+    one_line,
+    sha256,
+    write_json,
+    write_nifti,
+)
 from pipeline.preprocess import PreparedScan, native_brain, prepare_scan
 
 _CODE = ("bias", "brainmask", "geometry", "headatlas", "lesions", "morphology", "nifti",
@@ -148,9 +156,9 @@ def _restore(entry_dir: Path, out: Path) -> dict[str, Any]:
         if f.name.endswith("_qc.png"):
             thumbs[f.name[: -len("_qc.png")]] = f.read_bytes()
         elif f.name.endswith(("_T1.nii.gz", "_lesion.nii.gz")):
-            shutil.copyfile(f, out / "lesioned" / f.name)
+            copy_file(f, out / "lesioned" / f.name)
         elif f.name.endswith((".nii.gz", ".json")) and f.name != _ENTRIES:
-            shutil.copyfile(f, out / "cases" / f.name)
+            copy_file(f, out / "cases" / f.name)
     for e in entries:  # relative names in the entry → paths in this output folder
         if e.get("truth"):
             e["truth"] = str(out / "lesioned" / Path(e["truth"]).name)

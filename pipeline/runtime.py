@@ -45,6 +45,26 @@ def autocast(device: torch.device, enabled: bool) -> tuple[torch.autocast, torch
     return ctx, dtype
 
 
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def score_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """Compute dtype of a scoring pass (``scoring.precision``): ``auto`` is bf16 on GPUs that
+    support it, fp16 on older GPUs and float32 on the CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return HALF.get(precision, torch.float32)
+
+
+def autocast_to(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """Autocast to ``dtype`` (disabled for float32)."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    return torch.autocast(device_type=device.type, dtype=dtype if half else torch.bfloat16,
+                          enabled=half)
+
+
 def cache_on_device(train: torch.Tensor, val: torch.Tensor, device: torch.device,
                     max_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the cohort on the GPU when it needs less than ``max_fraction`` of the free GPU

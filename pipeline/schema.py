@@ -195,6 +195,7 @@ class ScoringParams:
     min_component_voxels: int
     scan_statistic: str
     scan_top_voxels: int
+    precision: str
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,17 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from pipeline.config import UsageError
-from pipeline.modelio import LoadedModel, ModelError, load_model
-from pipeline.nifti import ScanError, load_mask, load_scan, one_line, stem
-from pipeline.outputs import output_paths, summary, write_outputs
+from pipeline.modelio import CALIBRATION_JSON, MODEL_JSON, LoadedModel, ModelError, load_model
+from pipeline.nifti import ScanError, load_mask, load_scan, one_line, shown, stem
+from pipeline.outputs import check_output_paths, output_paths, summary, write_outputs
 from pipeline.preprocess import PreparedScan
+from pipeline.provenance import model_fingerprint, scan_provenance, up_to_date
 
 
 def check_out_dir(out: Path) -> None:
@@ -36,15 +38,17 @@ def check_out_dir(out: Path) -> None:
         raise UsageError(f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
 
 
-def prepare_input(loaded: LoadedModel, scan: Path, mask_path: Path | None
+def prepare_input(loaded: LoadedModel, scan: Path, mask_path: Path | None,
+                  warnings: list[str] | None = None
                   ) -> tuple[nib.Nifti1Image, PreparedScan, dict[str, float]]:
     """Load, validate and prepare one native scan as the model's input; raise
-    :class:`ScanError` for anything wrong with it (registration quality control included)."""
+    :class:`ScanError` for anything wrong with it (registration quality control included).
+    What was tolerated (e.g. a few NaN voxels) is appended to ``warnings``."""
     from pipeline.preprocess import prepare_scan, require_registration
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    img = load_scan(scan)
+    img = load_scan(scan, warnings)
     mask = load_mask(mask_path, img) if mask_path is not None else None
     timings["load"] = time.perf_counter() - t0
     prepared = prepare_scan(img, mask, loaded.params, loaded.head_atlas)
@@ -63,21 +67,30 @@ def load_for_cli(model: str | None, device_choice: str, require_calibration: boo
             device_choice == "auto" and torch.cuda.is_available()) else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda requested but no CUDA device is available")
+        if device == "cuda":  # same scan, same GPU, same map (README "Determinism")
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
         return load_model(model, device=device, require_calibration=require_calibration)
     except ModelError as exc:
         raise UsageError(f"model: {exc}") from exc
 
 
 def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path,
-              report: bool, convention: str | None = None) -> dict[str, Path]:
+              report: bool, convention: str | None = None,
+              provenance: dict[str, Any] | None = None) -> dict[str, Path]:
     """Score one scan; raise :class:`ScanError` for anything wrong with this input."""
     from pipeline.scoring import score_prepared
 
-    img, prepared, timings = prepare_input(loaded, scan, mask_path)
+    check_output_paths(out, stem(scan))
+    warnings: list[str] = []
+    img, prepared, timings = prepare_input(loaded, scan, mask_path, warnings)
     t0 = time.perf_counter()
     result = score_prepared(loaded, prepared)
     timings["model_and_mapping"] = time.perf_counter() - t0
-    info = summary(scan, result, loaded, prepared.record, timings)
+    info = summary(scan, result, loaded, prepared.record, timings,
+                   warnings=warnings + result.warnings)
+    if provenance is not None:
+        info["provenance"] = provenance
     page = None
     if report:
         from pipeline.report import ReportVolumes, render_scan_report
@@ -107,6 +120,8 @@ def score_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(scans)} scan(s)")
     check_out_dir(args.out)
     loaded = load_for_cli(args.model, args.device)
+    fingerprint = model_fingerprint(loaded.folder, (MODEL_JSON, CALIBRATION_JSON))
+    options = {"report": not args.no_report, "convention": args.convention}
     failures = 0
     seen: set[str] = set()
     for scan, mask in zip(scans, masks, strict=True):
@@ -115,14 +130,28 @@ def score_command(args: argparse.Namespace) -> int:
             if name in seen:
                 raise ScanError(f"another input has the same output name {name!r}")
             seen.add(name)
+            prov = _provenance(scan, mask, fingerprint, options)
+            if prov is not None and not args.force and up_to_date(
+                    output_paths(args.out, name)["json"], prov):
+                print(f"up to date: {shown(scan)} (outputs kept; --force re-scores)")
+                continue
             score_one(loaded, scan, mask, args.out, report=not args.no_report,
-                      convention=args.convention)
+                      convention=args.convention, provenance=prov)
         except ScanError as exc:
             failures += 1
-            print(f"error: {scan}: {exc}", file=sys.stderr)
+            print(f"error: {shown(scan)}: {one_line(exc)}", file=sys.stderr)
         except Exception as exc:
             failures += 1
             if args.debug:
                 traceback.print_exc()
-            print(f"error: {scan}: {one_line(exc)}", file=sys.stderr)
+            print(f"error: {shown(scan)}: {one_line(exc)}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _provenance(scan: Path, mask: Path | None, fingerprint: str, options: dict[str, Any]
+                ) -> dict[str, Any] | None:
+    """The scan's provenance, or None when a file cannot be hashed (loading then says why)."""
+    try:
+        return scan_provenance(scan, mask, fingerprint, options)
+    except OSError:
+        return None

@@ -27,15 +27,18 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from pipeline.model import ConvVAE, VAEOutput
+from pipeline.nifti import ScanError
 from pipeline.objective import Likelihood, elbo_terms, kl_divergence
 from pipeline.restoration import frozen, restore
+from pipeline.runtime import autocast_to, score_dtype
 from pipeline.schema import ScoringParams
 from pipeline.scoretypes import KINDS, MODEL_KINDS
 
@@ -50,6 +53,13 @@ class RawScores:
     uncertainty: np.ndarray | None = None      # std of sampled reconstructions
     restored: np.ndarray | None = None         # pseudo-healthy restoration
     negative_elbo: float | None = None         # nats per volume (MC estimate)
+    warnings: list[str] = field(default_factory=list)
+
+    def finite(self) -> bool:
+        """Whether every map, image and the ELBO are finite (no half-precision overflow)."""
+        arrays = [*self.maps.values(), self.reconstruction, self.uncertainty, self.restored]
+        return (all(a is None or bool(np.isfinite(a).all()) for a in arrays)
+                and (self.negative_elbo is None or math.isfinite(self.negative_elbo)))
 
 
 def scored_region(brain: np.ndarray, sp: ScoringParams) -> np.ndarray:
@@ -79,8 +89,10 @@ def _model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray, region:
         else:
             z = mu
         recs, sigmas = vae.decode_params(z)
-        nll = likelihood.nll(x.expand_as(recs), VAEOutput(recs, mu, logvar, z, sigmas))
-        kl = kl_divergence(mu.float(), logvar.float()).sum()
+        recs, mu, logvar = recs.float(), mu.float(), logvar.float()
+        sigmas = None if sigmas is None else sigmas.float()
+        nll = likelihood.nll(x.expand_as(recs), VAEOutput(recs, mu, logvar, z.float(), sigmas))
+        kl = kl_divergence(mu, logvar).sum()
         out.negative_elbo = float(nll.reshape(len(nll), -1).sum(1).mean() + kl)
         diff = (x - recs.float()).abs()
         err = diff if sp.residual == "abs" else diff**2
@@ -88,7 +100,7 @@ def _model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray, region:
         out.uncertainty = recs.float().std(0)[0].cpu().numpy() if k > 1 else None
         residual = err.mean(0)[0].cpu().numpy()
         if "nll" in kinds:
-            out.maps["nll"] = _smooth(nll.mean(0)[0].cpu().numpy() * region,
+            out.maps["nll"] = _smooth(nll.float().mean(0)[0].cpu().numpy() * region,
                                       sp.smoothing_sigma_vox)
     if kinds & {"residual", "combi"}:
         out.maps["residual"] = _smooth(residual * region, sp.smoothing_sigma_vox)
@@ -97,15 +109,34 @@ def _model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray, region:
         with frozen(vae):
             terms = elbo_terms(vae(xg, sample=False), xg, likelihood, 1.0, 0.0)
             (grad,) = torch.autograd.grad(terms.negative_elbo, xg)
-        g = (grad.abs() * weight)[0, 0].cpu().numpy()
+        g = (grad.float().abs() * weight)[0, 0].cpu().numpy()
         out.maps["elbo_grad"] = _smooth(g, sp.grad_smoothing_sigma_vox)
     if "combi" in kinds:
         out.maps["combi"] = out.maps["residual"] * out.maps["elbo_grad"]
     if "restoration" in kinds:
         restored = restore(vae, likelihood, x, weight, sp.restoration)
-        out.restored = restored[0, 0].cpu().numpy()
+        out.restored = restored[0, 0].float().cpu().numpy()
         out.maps["restoration"] = _smooth(np.abs(image - out.restored) * region,
                                           sp.smoothing_sigma_vox)
+    return out
+
+
+def _checked_model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray,
+                        region: np.ndarray, kinds: set[str], sp: ScoringParams, seed: int
+                        ) -> RawScores:
+    """The model maps in ``scoring.precision``; a non-finite half-precision result (overflow)
+    is computed again in float32 and says so in ``warnings``."""
+    device = next(vae.parameters()).device
+    dtype = score_dtype(sp.precision, device)
+    with autocast_to(device, dtype):
+        out = _model_maps(vae, likelihood, image, region, kinds, sp, seed)
+    if dtype != torch.float32 and not out.finite():
+        name = str(dtype).removeprefix("torch.")
+        out = _model_maps(vae, likelihood, image, region, kinds, sp, seed)
+        out.warnings.append(f"non-finite values in the {name} model pass (half-precision "
+                            "overflow): this scan was re-scored in float32")
+    if not out.finite():
+        raise ScanError("the model's output is not finite (NaN/Inf) even in float32")
     return out
 
 
@@ -125,7 +156,7 @@ def raw_scores(vae: ConvVAE | None, likelihood: Likelihood | None, image: np.nda
     if model_kinds:
         if vae is None or likelihood is None:
             raise ValueError(f"score type(s) {sorted(model_kinds)} need a model")
-        out = _model_maps(vae, likelihood, image, region, model_kinds, sp, seed)
+        out = _checked_model_maps(vae, likelihood, image, region, model_kinds, sp, seed)
     else:
         out = RawScores(maps={}, region=region)
     if "intensity" in kinds:

@@ -42,6 +42,7 @@ class ScanResult:
     restoration: np.ndarray | None = None
     uncertainty: np.ndarray | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def is_abnormal(self) -> bool:
@@ -145,7 +146,8 @@ def to_result(loaded: LoadedModel, prepared: PreparedScan, raw: RawScores, name:
                       restoration=native(raw.restored) if primary else None,
                       uncertainty=native(raw.uncertainty) if primary else None,
                       extra={} if raw.negative_elbo is None
-                      else {"negative_elbo_nats": raw.negative_elbo})
+                      else {"negative_elbo_nats": raw.negative_elbo},
+                      warnings=list(raw.warnings))
 
 
 def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:

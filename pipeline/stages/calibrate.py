@@ -20,6 +20,7 @@ from pipeline.dataset import load_template_case
 from pipeline.modelio import (
     CALIBRATION,
     CALIBRATION_JSON,
+    CALIBRATION_SHA_TAG,
     MODEL_JSON,
     LoadedModel,
     copy_model,
@@ -27,6 +28,7 @@ from pipeline.modelio import (
     save_calibration,
     update_meta,
 )
+from pipeline.nifti import sha256
 from pipeline.scores import RawScores
 from pipeline.scoring import template_scores
 from pipeline.stages.prepare import load_manifest
@@ -70,4 +72,5 @@ def run(params: Params) -> None:
                             {"calibrated": "true", "score": calib.primary,
                              "voxel_threshold": f"{calib.voxel_threshold:.4f}",
                              "scan_threshold": f"{calib.scan_threshold:.4f}",
-                             "voxel_fpr": str(params.calibrate.voxel_fpr)})
+                             "voxel_fpr": str(params.calibrate.voxel_fpr),
+                             CALIBRATION_SHA_TAG: sha256(out / CALIBRATION)})

@@ -110,6 +110,7 @@ def _build_atlas(results: list[dict[str, Any]], params: Params, out: Path) -> in
 def run(params: Params) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = paths.prepared_dir(params.root)
+    (out / "split.json").unlink(missing_ok=True)  # written last: its presence marks a whole run
     for sub in ("cases", "lesioned"):  # stale files of an earlier run must not linger
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True)

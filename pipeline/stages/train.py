@@ -34,8 +34,8 @@ import torch
 from pipeline import checkpoint, distributed, paths, tracking
 from pipeline.config import Params, flatten, to_dict
 from pipeline.dataset import load_images
-from pipeline.modelio import build_vae, save_model
-from pipeline.nifti import atomic_write, write_json
+from pipeline.modelio import WEIGHTS, WEIGHTS_SHA_TAG, build_vae, save_model
+from pipeline.nifti import atomic_write, sha256, write_json, write_text
 from pipeline.runtime import pick_device, seed_everything
 from pipeline.stages.prepare import load_manifest
 from pipeline.template import load_template
@@ -127,8 +127,8 @@ def _write_disabled(params: Params, where: Variant) -> None:
     if where.model_dir.exists():
         shutil.rmtree(where.model_dir)
     where.model_dir.mkdir(parents=True)
-    (where.model_dir / "DISABLED.txt").write_text(
-        "evaluate.autoencoder_baseline is false: no autoencoder baseline was trained.\n")
+    write_text(where.model_dir / "DISABLED.txt",
+               "evaluate.autoencoder_baseline is false: no autoencoder baseline was trained.\n")
     reports = paths.reports_dir(params.root)
     (reports / "plots").mkdir(parents=True, exist_ok=True)
     write_json(reports / f"train{where.suffix}_metrics.json", {"disabled": True})
@@ -259,7 +259,8 @@ def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
     reg = tracking.register_version(
         run_id, params.mlflow.registered_model, description,
         {"modality": info["modality"], "space": info["space"], "cohort": info["cohort"],
-         "calibrated": "false"}, best.val_negative_elbo, validation_key(info, manifest, params))
+         "calibrated": "false", WEIGHTS_SHA_TAG: sha256(folder / WEIGHTS)},
+        best.val_negative_elbo, validation_key(info, manifest, params))
     meta["mlflow"].update(version=reg.version, champion=reg.champion)
     write_json(folder / "registration.json", meta["mlflow"])
     log.info("registered %s version %s: %s", params.mlflow.registered_model, reg.version,
