@@ -95,7 +95,8 @@ def _open(path: str | Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises many types for broken files
-        raise ScanError(f"not a readable NIfTI file ({one_line(exc)})") from exc
+        reason = shown(str(exc).replace(str(p), p.name))  # the path is already on the line
+        raise ScanError(f"not a readable NIfTI file ({one_line(Exception(reason))})") from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ScanError(f"not a NIfTI image ({type(img).__name__})")
     _check_stored_pixdim(p, type(img.header))

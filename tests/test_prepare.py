@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import TINY_OVERRIDES, make_project, oblique_affine, phantom
+from corpus import CORPUS
 
 from pipeline import geometry, registration
 from pipeline.bias import correct_bias
@@ -83,7 +85,9 @@ def test_registration_recovers_a_known_pose_and_size(one_thread) -> None:
 def _bad_files(folder: Path) -> dict[str, str]:
     """Write broken scans into a cohort folder; return id → expected error fragment."""
     t1, masks = folder / "t1", folder / "brainmask"
-    good = nib.load(next(iter(sorted(t1.glob("*_T1.nii.gz")))))
+    good_file = next(iter(sorted(t1.glob("*_T1.nii.gz"))))
+    good = nib.load(good_file)
+    good_mask = masks / f"{good_file.name[:-10]}_brainmask.nii.gz"
     affine = np.asarray(good.affine)
     data = np.asarray(good.dataobj, np.float32)
     nib.save(nib.Nifti1Image(np.stack([data, data], -1), affine), t1 / "fourd_T1.nii.gz")
@@ -92,12 +96,19 @@ def _bad_files(folder: Path) -> dict[str, str]:
              t1 / "nans_T1.nii.gz")
     nib.save(nib.Nifti1Image(data, np.diag([90.0, 90.0, 90.0, 1.0])), t1 / "spacing_T1.nii.gz")
     nib.save(nib.Nifti1Image(data, affine), t1 / "nomask_T1.nii.gz")
-    for sid in ("fourd", "empty", "nans", "spacing"):
-        (masks / f"{sid}_brainmask.nii.gz").write_bytes(
-            (masks / f"{next(iter(sorted(t1.glob('*_T1.nii.gz')))).name[:-10]}"
-                      "_brainmask.nii.gz").read_bytes())
-    return {"fourd": "3D", "empty": "empty", "nans": "finite", "spacing": "voxel size",
-            "nomask": "not found"}
+    expected = {"fourd": "3D", "empty": "empty", "nans": "finite", "spacing": "voxel size",
+                "nomask": "not found"}
+    for i, (kind, make) in enumerate(CORPUS.items()):  # the score tests' corpus, too
+        if kind == "unreadable_permissions" and os.geteuid() == 0:
+            continue  # root reads it anyway (the score test covers the message)
+        make(t1 / f"corpus{i:02d}_T1.nii.gz", good)
+        expected[f"corpus{i:02d}"] = ""
+    (t1 / "adirectory_T1.nii.gz").mkdir()
+    expected["adirectory"] = "directory"
+    for sid in expected:
+        if sid != "nomask":
+            shutil.copy(good_mask, masks / f"{sid}_brainmask.nii.gz")
+    return expected
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +141,7 @@ def test_bad_scans_are_listed_and_the_others_prepared(prepare_project) -> None:
     split = json.loads((root / "data" / "prepared" / "split.json").read_text())
     failed = {f["id"]: f["reason"] for f in split["failed"]}
     for sid, needle in expected.items():
-        assert needle in failed[sid], (sid, failed.get(sid))
+        assert needle in failed[sid] and len(failed[sid]) > 5, (sid, failed.get(sid))
     assert len(split["train"]) + len(split["calibration"]) + len(split["test_healthy"]) == 6
     assert len(split["test_lesion"]) == len(split["test_healthy"])
     page = (root / "reports" / "prepare_qc.html").read_text()
@@ -144,12 +155,12 @@ def test_bad_scans_are_listed_and_the_others_prepared(prepare_project) -> None:
 
 
 def test_unchanged_scans_come_from_the_cache(prepare_project) -> None:
-    root, params_file, _, main = prepare_project
+    root, params_file, expected, main = prepare_project
     cases = root / "data" / "prepared" / "cases"
     before = {p.name: p.read_bytes() for p in cases.iterdir()}
     assert main(["prepare", "--params", str(params_file)]) == 0
     qc = _qc(root)
-    assert qc["n_cached"] == 11  # every subject, bad ones included
+    assert qc["n_cached"] == 6 + len(expected)  # every subject, bad ones included
     assert {p.name: p.read_bytes() for p in cases.iterdir()} == before
     raw = json.loads(json.dumps(__import__("yaml").safe_load(params_file.read_text())))
     raw["prepare"]["normalise"]["upper_percentile"] = 98.0
