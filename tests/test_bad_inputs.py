@@ -173,3 +173,19 @@ def test_generative_commands_refuse_bad_scans(in_project: Path, tmp_path: Path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith(f"error: {path}: ") for line in err)
     assert not list((tmp_path / "m").iterdir()) and not list((tmp_path / "i").iterdir())
+
+
+def test_loglik_refuses_the_whole_corpus_and_still_scores_the_good_scan(
+        in_project: Path, tmp_path: Path, capsys, deny_read: Callable[[Path], None]) -> None:
+    good_path = _good_scan(in_project)
+    good = nib.load(good_path)
+    bad = [maker(tmp_path / f"{name}.nii.gz", good) for name, maker in CORPUS.items()]
+    deny_read(tmp_path / "unreadable_permissions.nii.gz")
+    capsys.readouterr()
+    assert main(["loglik", *map(str, bad), str(good_path), "--k", "2"]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == len(bad) and "Traceback" not in captured.err
+    for path, line in zip(bad, err, strict=True):
+        assert line.startswith(f"error: {str(path).replace(chr(10), chr(92) + 'n')}: ")
+    assert str(good_path) in captured.out

@@ -277,3 +277,24 @@ def test_half_precision_overflow_is_rescored_in_float32(in_project: Path) -> Non
         next(iter(nan_model.vae.parameters())).fill_(float("nan"))
     with pytest.raises(ScanError, match="not finite"):
         score_prepared(at("fp16", nan_model), prepared)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_maps_are_repeatable_and_close_to_the_cpu_maps(in_project: Path) -> None:
+    """Same GPU: bit-identical (cuDNN deterministic); GPU (bf16/fp16 auto) vs CPU float32:
+    within the bound README "Reliability" documents."""
+    from pipeline.modelio import load_model
+    from pipeline.nifti import load_scan
+    from pipeline.preprocess import prepare_scan
+    from pipeline.score import load_for_cli
+    from pipeline.scoring import score_prepared
+
+    cpu = load_model()
+    gpu = load_for_cli(None, "cuda")
+    scan = load_scan(_scans(in_project, 1)[0])
+    prepared = prepare_scan(scan, None, cpu.params, cpu.head_atlas)
+    a, b = score_prepared(gpu, prepared), score_prepared(gpu, prepared)
+    assert np.array_equal(a.heatmap, b.heatmap)
+    ref = score_prepared(cpu, prepared)
+    assert float(np.abs(a.heatmap - ref.heatmap).max()) < 0.1
+    assert abs(a.scan_score - ref.scan_score) < 0.1
