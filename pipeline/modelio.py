@@ -168,7 +168,9 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
                                   root=paths.project_root())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{uri_text}: not a vae-anomaly model folder ({exc})") from exc
-    registry = _registry_tags(uri_text)
+    from pipeline.tracking import version_tags
+
+    registry = version_tags(uri_text)
     _agrees(registry, WEIGHTS_SHA_TAG, meta.get("weights_sha256"), uri_text, "weights")
     weights = _verified(folder / WEIGHTS, meta.get("weights_sha256"), uri_text, "weights")
     read_template(_verified(folder / TEMPLATE_FILE, meta.get("template_sha256"), uri_text,
@@ -196,26 +198,6 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
     elif require_calibration:
         raise ModelError(f"{uri_text}: model is not calibrated (run `vae-anomaly calibrate`)")
     return loaded
-
-
-def _registry_tags(uri_text: str) -> dict[str, str]:
-    """Tags of the model version a ``models:/name/N`` or ``models:/name@alias`` URI names
-    (empty for folders, ``runs:/`` URIs and versions the registry cannot find)."""
-    if not uri_text.startswith("models:/"):
-        return {}
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    body = uri_text.removeprefix("models:/").strip("/")
-    name, at, alias = body.partition("@")
-    client = MlflowClient()
-    try:
-        if at:
-            return dict(client.get_model_version_by_alias(name, alias).tags)
-        name, _, version = body.rpartition("/")
-        return dict(client.get_model_version(name, version).tags) if version.isdigit() else {}
-    except MlflowException:
-        return {}
 
 
 def _agrees(tags: dict[str, str], key: str, recorded: str | None, uri_text: str, what: str
