@@ -176,10 +176,7 @@ def _restore(entry_dir: Path, out: Path) -> dict[str, Any]:
 def run_task(case: dict[str, Any], params_dict: dict[str, Any], out: str, cache: str
              ) -> dict[str, Any]:
     """Prepare (or restore from ``cache``) one subject into ``out``; never raises."""
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one core per worker: reproducible
-    params = params_from_dict(params_dict)
+    params = params_from_dict(params_dict)  # (prepare_scan runs SimpleITK on one thread)
     out_dir = Path(out)
     key = cache_key(case, params_dict)
     entry_dir = Path(cache) / key[:2] / key if cache else None
