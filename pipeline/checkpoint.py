@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -112,12 +111,12 @@ def load_latest(folder: Path, fingerprint: str) -> Checkpoint | None:
         body = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         weights = load_file(str(path / "weights.safetensors"))
         best = load_file(str(path / "best.safetensors"))
-    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
-        # weights_only=True refuses any object a plain tensor state cannot hold: never run it
+        same_run = body["fingerprint"] == fingerprint
+    except Exception as exc:  # unreadable, corrupt, or an object weights_only=True refuses
         log.warning("checkpoint in %s is unreadable or unsafe (%s): training from the start",
-                    folder, one_line(exc))
+                    folder, one_line(exc))  # nothing in it was executed
         return None
-    if body["fingerprint"] != fingerprint:
+    if not same_run:
         log.info("checkpoint %s was made with other parameters, data or code: "
                  "training from the start", path)
         return None

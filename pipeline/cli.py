@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run()
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from pipeline.nifti import shown
+
+        print(f"error: {shown(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

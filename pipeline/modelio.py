@@ -14,10 +14,12 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +35,10 @@ CALIBRATION = "calibration.safetensors"
 CALIBRATION_JSON = "calibration.json"
 WEIGHTS_SHA_TAG = "weights_sha256"          # model version tags: the registry's own record,
 CALIBRATION_SHA_TAG = "calibration_sha256"  # checked against the downloaded files on load
+
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ModelError(Exception):
@@ -171,33 +177,46 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
     from pipeline.tracking import version_tags
 
     registry = version_tags(uri_text)
+    if uri_text.startswith("models:/") and WEIGHTS_SHA_TAG not in registry:
+        log.warning("%s: the registry records no weights checksum for this version (older "
+                    "versions, or a URI without a version number or alias): checked against "
+                    "model.json only", uri_text)
     _agrees(registry, WEIGHTS_SHA_TAG, meta.get("weights_sha256"), uri_text, "weights")
     weights = _verified(folder / WEIGHTS, meta.get("weights_sha256"), uri_text, "weights")
-    read_template(_verified(folder / TEMPLATE_FILE, meta.get("template_sha256"), uri_text,
-                            "template"))
+    _safely(uri_text, "template", lambda: read_template(_verified(
+        folder / TEMPLATE_FILE, meta.get("template_sha256"), uri_text, "template")))
     from safetensors.torch import load_file
 
     vae = build_vae(stored)
-    try:  # safetensors holds raw tensors only: nothing in the file is ever executed
-        vae.load_state_dict(load_file(str(weights), device="cpu"))
-    except Exception as exc:
-        raise ModelError(f"{uri_text}: weights are not a safetensors state of this network "
-                         f"({one_line(exc)})") from exc
+    # safetensors holds raw tensors only: nothing in the file is ever executed
+    _safely(uri_text, "weights", lambda: vae.load_state_dict(load_file(str(weights),
+                                                                       device="cpu")))
     vae.to(device).eval()
     loaded = LoadedModel(vae=vae, params=stored, meta=meta, folder=folder, uri=uri_text)
     if meta.get("head_atlas_sha256"):
         from pipeline import headatlas
 
-        loaded.head_atlas = headatlas.read(_verified(folder / HEAD_ATLAS_FILE,
-                                                     meta["head_atlas_sha256"], uri_text,
-                                                     "head atlas"))
+        loaded.head_atlas = _safely(uri_text, "head atlas", lambda: headatlas.read(_verified(
+            folder / HEAD_ATLAS_FILE, meta["head_atlas_sha256"], uri_text, "head atlas")))
     if (folder / CALIBRATION_JSON).is_file():
-        loaded.calibration = _load_calibration(folder, uri_text)
+        loaded.calibration = _safely(uri_text, "calibration",
+                                     lambda: _load_calibration(folder, uri_text))
         _agrees(registry, CALIBRATION_SHA_TAG, loaded.calibration.info.get("statistics_sha256"),
                 uri_text, "calibration")
     elif require_calibration:
         raise ModelError(f"{uri_text}: model is not calibrated (run `vae-anomaly calibrate`)")
     return loaded
+
+
+def _safely(uri_text: str, what: str, read: Callable[[], T]) -> T:
+    """``read()``, with anything but a :class:`ModelError` turned into one line."""
+    try:
+        return read()
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{uri_text}: {what} is not a valid file of a vae-anomaly model "
+                         f"({one_line(exc)})") from exc
 
 
 def _agrees(tags: dict[str, str], key: str, recorded: str | None, uri_text: str, what: str

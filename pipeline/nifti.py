@@ -32,6 +32,7 @@ MAX_VOXELS = 512**3
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 MIN_SHAPE = 8
+TEMP_MARK = ".partial-"  # hidden temp files: .<target name>.partial-XXXX<suffixes>
 MIN_EXTENT_MM = 50.0  # a field of view narrower than this along any axis cannot hold a brain
 
 
@@ -95,7 +96,7 @@ def _open(path: str | Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises many types for broken files
-        reason = shown(str(exc).replace(str(p), p.name))  # the path is already on the line
+        reason = str(exc).replace(str(p), shown(p.name))  # the path is already on the line
         raise ScanError(f"not a readable NIfTI file ({one_line(Exception(reason))})") from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ScanError(f"not a NIfTI image ({type(img).__name__})")
@@ -103,14 +104,18 @@ def _open(path: str | Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     return img, _check_header(img)
 
 
-def _check_stored_pixdim(path: Path, header_class: Any) -> None:
-    """Refuse a qform-only header with a zero voxel size, which nibabel would silently turn
-    into 1 mm (it fixes the header it returns, so the stored one is read again)."""
+def _check_stored_pixdim(path: Path, header_class: type[nib.Nifti1Header]) -> None:
+    """Refuse a qform-only header with a zero (or NaN) voxel size, which nibabel would
+    silently turn into 1 mm (it fixes the header it returns, so the stored one is read
+    again)."""
     from nibabel.openers import ImageOpener
 
-    with ImageOpener(str(path)) as fh:
-        raw = header_class.from_fileobj(fh, check=False)
-    if int(raw["sform_code"]) == 0 and np.any(np.asarray(raw["pixdim"][1:4]) == 0):
+    try:
+        with ImageOpener(str(path)) as fh:
+            raw = header_class.from_fileobj(fh, check=False)
+    except Exception as exc:
+        raise ScanError(f"unreadable NIfTI header ({one_line(exc)})") from exc
+    if int(raw["sform_code"]) == 0 and not np.all(np.abs(np.asarray(raw["pixdim"][1:4])) > 0):
         raise ScanError("voxel size in the header is 0 along an axis: the qform is not "
                         "invertible")
 
@@ -185,7 +190,7 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def shown(path: str | Path) -> str:
-    """A path (or text) printable on one line: control characters escaped, unicode kept.
+    r"""A path (or text) printable on one line: control characters escaped, unicode kept.
 
     Example:
         >>> shown("scan\nüber.nii.gz")
@@ -230,7 +235,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARK}", suffix=suffix,
+                               dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -249,11 +255,12 @@ def remove_stale_temps(target: str | Path) -> int:
     return how many were removed."""
     target = Path(target)
     suffix = "".join(target.suffixes) or ".tmp"
-    stale = list(target.parent.glob(f".{glob.escape(target.name)}.*{glob.escape(suffix)}"))
-    for p in stale:
+    removed = 0
+    for p in target.parent.glob(f".{glob.escape(target.name + TEMP_MARK)}*{glob.escape(suffix)}"):
         with contextlib.suppress(OSError):
             p.unlink()
-    return len(stale)
+            removed += 1
+    return removed
 
 
 def atomic_write(target: str | Path, writer: Callable[[Path], Any]) -> Path:

@@ -3,9 +3,10 @@
 Each scan's JSON (written last, atomically) records under ``provenance`` the SHA-256 of its
 input and brain mask, a fingerprint of the model (``model.json`` and ``calibration.json``,
 which hold the verified checksums of every weight file), the options that shape the outputs,
-and the SHA-256 of every output file written with it. A later run skips the scan only when
-all of these still match, so a killed, edited or half-deleted set is redone and an intact
-one is not.
+and the SHA-256 of every output file written with it. The options include the model pass's
+precision and a digest of the package's code, so a change of device or an upgrade redoes
+the scans. A later run skips a scan only when all of these still match, so a killed, edited
+or half-deleted set is redone and an intact one is not.
 
 Example:
     >>> prov = scan_provenance(Path("sub-01.nii.gz"), None, fp, {"report": True})  # doctest: +SKIP
@@ -15,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -36,12 +38,23 @@ def model_fingerprint(folder: Path, files: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 over the source of every module of the package."""
+    digest = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def scan_provenance(scan: Path, mask: Path | None, model: str, options: dict[str, Any]
                     ) -> dict[str, Any]:
     """What a scan's outputs depend on (its files are hashed; raises ``OSError`` if absent)."""
-    return {"input_sha256": sha256(scan),
+    prov = {"input_sha256": sha256(scan),
             "brain_mask_sha256": sha256(mask) if mask is not None else None,
             "model_fingerprint": model, "options": options}
+    return json.loads(json.dumps(prov))  # as the JSON will hold it: compared like for like
 
 
 def with_output_hashes(provenance: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:

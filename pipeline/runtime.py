@@ -34,15 +34,10 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast(device: torch.device, enabled: bool) -> tuple[torch.autocast, torch.dtype]:
-    """The autocast context and its compute dtype: bf16 on GPUs that support it, fp16
-    (which needs a gradient scaler) on older GPUs, float32 on the CPU."""
-    dtype = torch.float32
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    ctx = torch.autocast(device_type=device.type,
-                         dtype=dtype if dtype != torch.float32 else torch.bfloat16,
-                         enabled=dtype != torch.float32)
-    return ctx, dtype
+    """The training autocast context and its compute dtype: bf16 on GPUs that support it,
+    fp16 (which needs a gradient scaler) on older GPUs, float32 on the CPU."""
+    dtype = score_dtype("auto" if enabled else "fp32", device)
+    return autocast_to(device, dtype), dtype
 
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -25,7 +25,7 @@ from pipeline.modelio import CALIBRATION_JSON, MODEL_JSON, LoadedModel, ModelErr
 from pipeline.nifti import ScanError, load_mask, load_scan, one_line, shown, stem
 from pipeline.outputs import check_output_paths, output_paths, summary, write_outputs
 from pipeline.preprocess import PreparedScan
-from pipeline.provenance import model_fingerprint, scan_provenance, up_to_date
+from pipeline.provenance import code_digest, model_fingerprint, scan_provenance, up_to_date
 
 
 def check_out_dir(out: Path) -> None:
@@ -81,7 +81,6 @@ def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path
     """Score one scan; raise :class:`ScanError` for anything wrong with this input."""
     from pipeline.scoring import score_prepared
 
-    check_output_paths(out, stem(scan))
     warnings: list[str] = []
     img, prepared, timings = prepare_input(loaded, scan, mask_path, warnings)
     t0 = time.perf_counter()
@@ -121,7 +120,12 @@ def score_command(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     loaded = load_for_cli(args.model, args.device)
     fingerprint = model_fingerprint(loaded.folder, (MODEL_JSON, CALIBRATION_JSON))
-    options = {"report": not args.no_report, "convention": args.convention}
+    from pipeline.runtime import score_dtype
+
+    device = next(loaded.vae.parameters()).device
+    options = {"report": not args.no_report, "convention": args.convention,
+               "device": device.type, "code": code_digest(),
+               "precision": str(score_dtype(loaded.params.scoring.precision, device))}
     failures = 0
     seen: set[str] = set()
     for scan, mask in zip(scans, masks, strict=True):
@@ -130,6 +134,7 @@ def score_command(args: argparse.Namespace) -> int:
             if name in seen:
                 raise ScanError(f"another input has the same output name {name!r}")
             seen.add(name)
+            check_output_paths(args.out, name)  # never read or write through a link
             prov = _provenance(scan, mask, fingerprint, options)
             if prov is not None and not args.force and up_to_date(
                     output_paths(args.out, name)["json"], prov):

@@ -116,6 +116,19 @@ CORPUS: dict[str, Maker] = {
     "name with\nnewline": plain_bytes(b"not a scan"),
 }
 
+# What each kind's error line must say (a fragment of the reason).
+REASONS: dict[str, str] = {
+    "truncated_gzip": "truncated or corrupt", "not_gzip": "not a readable NIfTI",
+    "not_nifti": "not a readable NIfTI", "zero_bytes": "empty",
+    "random_bytes": "not a readable NIfTI", "two_d": "3D", "four_d": "3D", "five_d": "3D",
+    "all_zero": "constant", "all_nan": "no finite values", "constant": "constant",
+    "complex": "voxel type", "tiny_grid": "too small", "far_smaller_than_template":
+    "field of view", "huge_dimensions": "too large", "nan_affine": "not finite",
+    "singular_affine": "voxel size", "zero_voxel_size": "voxel size",
+    "absurd_voxel_size": "voxel size", "zero_pixdim_qform": "qform", "rgb": "voxel type",
+    "unreadable_permissions": "permission denied", "name with\nnewline": "not a readable NIfTI",
+}
+
 # Valid variants of a good scan: each must be scored (as float32), never refused.
 GOOD_VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "int16": lambda a: np.round(a / max(float(a.max()), 1e-6) * 3000).astype(np.int16),

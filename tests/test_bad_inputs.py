@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from corpus import CORPUS, GOOD_VARIANTS, plain_bytes, save
+from corpus import CORPUS, GOOD_VARIANTS, REASONS, plain_bytes, save
 
 from pipeline.cli import main
 
@@ -61,9 +61,11 @@ def test_score_corpus_of_bad_inputs(in_project: Path, tmp_path: Path, capsys,
     assert code == 1
     assert "Traceback" not in "\n".join(err)
     assert len(err) == len(bad), "\n".join(err)
-    for path, line in zip(bad, err, strict=True):
+    reasons = [*REASONS.values(), "directory", "not found"]
+    assert list(REASONS) == list(CORPUS)
+    for path, line, reason in zip(bad, err, reasons, strict=True):
         shown = str(path).replace("\n", "\\n")
-        assert line.startswith(f"error: {shown}: ") and len(line) > len(f"error: {shown}: ") + 5
+        assert line.startswith(f"error: {shown}: ") and reason in line, (line, reason)
         assert "np.float" not in line  # numbers, not numpy reprs
         assert "SimpleITK" not in line and "Exception" not in line  # a reason, not internals
     expected = sorted(f"{p.name.removesuffix('.nii.gz')}{suffix}" for p in fine
@@ -127,19 +129,26 @@ def _read_only(folder: Path) -> Iterator[None]:
         subprocess.run(["umount", str(folder)], check=True)
 
 
-def test_unwritable_output_folder_is_a_usage_error(in_project: Path, tmp_path: Path,
-                                                   capsys) -> None:
-    good_path = _good_scan(in_project)
+def test_output_folder_that_is_a_file_is_a_usage_error(in_project: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    assert main(["score", str(good_path), "--out", str(a_file)]) == 2
+    assert main(["score", str(_good_scan(in_project)), "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "output folder is not writable" in err[0]
+    assert a_file.read_text() == "x"
+
+
+def test_read_only_output_folder_is_a_usage_error(in_project: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     read_only = tmp_path / "read_only"
     read_only.mkdir()
     with _read_only(read_only):
-        assert main(["score", str(good_path), "--out", str(read_only)]) == 2
+        assert main(["score", str(_good_scan(in_project)), "--out", str(read_only)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all("output folder is not writable" in line for line in err)
-    assert a_file.read_text() == "x" and not list(read_only.iterdir())
+    assert len(err) == 1 and "output folder is not writable" in err[0]
+    assert not list(read_only.iterdir())
 
 
 def test_output_links_are_never_written_through(in_project: Path, tmp_path: Path,

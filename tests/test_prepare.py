@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import TINY_OVERRIDES, make_project, oblique_affine, phantom
-from corpus import CORPUS
+from corpus import CORPUS, REASONS
 
 from pipeline import geometry, registration
 from pipeline.bias import correct_bias
@@ -102,7 +102,7 @@ def _bad_files(folder: Path) -> dict[str, str]:
         if kind == "unreadable_permissions" and os.geteuid() == 0:
             continue  # root reads it anyway (the score test covers the message)
         make(t1 / f"corpus{i:02d}_T1.nii.gz", good)
-        expected[f"corpus{i:02d}"] = ""
+        expected[f"corpus{i:02d}"] = REASONS[kind]
     (t1 / "adirectory_T1.nii.gz").mkdir()
     expected["adirectory"] = "directory"
     for sid in expected:

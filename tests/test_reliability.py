@@ -45,7 +45,8 @@ sys.exit(main(sys.argv[3:]))
 def _run(args: list[str], root: Path, kill_at: tuple[str, int] | None = None
          ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VAE_ANOMALY_ROOT": str(root),  # this checkout's package, always
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "CUDA_VISIBLE_DEVICES": ""}  # CPU: the bit-for-bit comparisons hold there
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-c", KILLER, *map(str, kill_at), *args] if kill_at else [
         sys.executable, "-m", "pipeline.cli", *args]
@@ -81,7 +82,7 @@ def test_killed_score_leaves_no_partial_file_and_rerun_finishes_only_the_rest(
     scans = _scans(in_project, 3)
     stems = [p.name.removesuffix(".nii.gz") for p in scans]
     ref, out = tmp_path / "uninterrupted", tmp_path / "killed"
-    assert main(["score", *map(str, scans), "--out", str(ref)]) == 0
+    assert main(["score", *map(str, scans), "--out", str(ref), "--device", "cpu"]) == 0
     killed = _run(["score", *map(str, scans), "--out", str(out)], in_project,
                   kill_at=("_anomaly.nii.gz", 2))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -94,7 +95,7 @@ def test_killed_score_leaves_no_partial_file_and_rerun_finishes_only_the_rest(
             np.asarray(nib.load(out / name).dataobj)  # reads to the end
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     capsys.readouterr()
-    assert main(["score", *map(str, scans), "--out", str(out)]) == 0
+    assert main(["score", *map(str, scans), "--out", str(out), "--device", "cpu"]) == 0
     assert capsys.readouterr().out.count("up to date:") == 1
     assert all((out / n).stat().st_mtime_ns == before[n] for n in first)  # not redone
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # debris cleaned
@@ -186,7 +187,7 @@ def test_pickle_payloads_are_never_executed(in_project: Path, tmp_path: Path,
     meta = json.loads((folder / "model.json").read_text())
     meta["weights_sha256"] = sha256(folder / "weights.safetensors")  # a consistent forgery
     (folder / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="not a safetensors state"):
+    with pytest.raises(ModelError, match="weights is not a valid file"):
         load_model(folder)
     scan = _scans(in_project, 1)[0]
     assert main(["score", str(scan), "--model", str(folder), "--out", str(tmp_path / "o")]) == 2
@@ -282,7 +283,7 @@ def test_half_precision_overflow_is_rescored_in_float32(in_project: Path) -> Non
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_maps_are_repeatable_and_close_to_the_cpu_maps(in_project: Path) -> None:
     """Same GPU: bit-identical (cuDNN deterministic); GPU (bf16/fp16 auto) vs CPU float32:
-    within the bound README "Reliability" documents."""
+    within 0.1 z, three times the bf16 difference measured on IXI (README "Reliability")."""
     from pipeline.modelio import load_model
     from pipeline.nifti import load_scan
     from pipeline.preprocess import prepare_scan
