@@ -14,6 +14,7 @@ Maker = Callable[[Path, nib.Nifti1Image], Path]
 
 
 def save(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    """Write ``data`` on ``affine`` as NIfTI (nibabel's own header)."""
     nib.save(nib.Nifti1Image(data, affine), path)
     return path
 
@@ -45,12 +46,14 @@ def _huge(path: Path, good: nib.Nifti1Image) -> Path:
 
 
 def _truncated(path: Path, good: nib.Nifti1Image) -> Path:
+    """The good scan cut to a third of its bytes."""
     nib.save(good, path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     return path
 
 
 def plain_bytes(content: bytes) -> Maker:
+    """A maker writing ``content`` verbatim (whatever the file name promises)."""
     def make(path: Path, good: nib.Nifti1Image) -> Path:
         path.write_bytes(content)
         return path
@@ -58,6 +61,7 @@ def plain_bytes(content: bytes) -> Maker:
 
 
 def _array(fn: Callable[[np.ndarray], np.ndarray]) -> Maker:
+    """A maker saving ``fn`` of the good scan's voxels on its grid."""
     def make(path: Path, good: nib.Nifti1Image) -> Path:
         return save(path, fn(np.asarray(good.dataobj, np.float32)), good.affine)
     return make

@@ -38,7 +38,8 @@ def _good_scan(project: Path) -> Path:
     return Path(split["test_healthy"][0]["image"])
 
 
-def test_score_corpus_of_bad_inputs(in_project: Path, tmp_path: Path, capsys,
+def test_score_corpus_of_bad_inputs(in_project: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str],
                                     deny_read: Callable[[Path], None]) -> None:
     good_path = _good_scan(in_project)
     good = nib.load(good_path)
@@ -80,7 +81,8 @@ def test_score_corpus_of_bad_inputs(in_project: Path, tmp_path: Path, capsys,
     assert any("non-finite voxel" in w for w in info["warnings"]), info["warnings"]
 
 
-def test_score_bad_brain_masks(in_project: Path, tmp_path: Path, capsys) -> None:
+def test_score_bad_brain_masks(in_project: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
     """Masks on another grid, empty, missing or not NIfTI: that scan fails, the rest go on."""
     good_path = _good_scan(in_project)
     good = nib.load(good_path)
@@ -152,7 +154,7 @@ def test_read_only_output_folder_is_a_usage_error(in_project: Path, tmp_path: Pa
 
 
 def test_output_links_are_never_written_through(in_project: Path, tmp_path: Path,
-                                                capsys) -> None:
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     """A link planted where an output goes (it could point anywhere) fails that scan only."""
     good_path = _good_scan(in_project)
     folder, out, outside = tmp_path / "in", tmp_path / "out", tmp_path / "outside.json"
