@@ -167,16 +167,13 @@ def save_calibration(folder: Path, calib: Calibration) -> None:
 def load_model(uri: str | Path | None = None, params: Params | None = None,
                device: str = "cpu", require_calibration: bool = True) -> LoadedModel:
     """Load a model folder, or an MLflow model URI (default: the configured champion)."""
-    folder, uri_text = resolve(uri, params)
+    folder, uri_text, registry = resolve(uri, params)
     try:
         meta = json.loads((folder / MODEL_JSON).read_text())
         stored = params_from_dict(with_legacy_defaults(meta["params"]),
                                   root=paths.project_root())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{uri_text}: not a vae-anomaly model folder ({exc})") from exc
-    from pipeline.tracking import version_tags
-
-    registry = version_tags(uri_text)
     if uri_text.startswith("models:/") and WEIGHTS_SHA_TAG not in registry:
         log.warning("%s: the registry records no weights checksum for this version (older "
                     "versions, or a URI without a version number or alias): checked against "
@@ -251,10 +248,12 @@ def _load_calibration(folder: Path, uri_text: str) -> Calibration:
     return Calibration(score=list(info["score"]), stats=stats, thresholds=thresholds, info=info)
 
 
-def resolve(uri: str | Path | None, params: Params | None) -> tuple[Path, str]:
-    """Turn a folder path or MLflow URI into a local folder."""
+def resolve(uri: str | Path | None, params: Params | None
+            ) -> tuple[Path, str, dict[str, str]]:
+    """Turn a folder path or MLflow URI into a local folder, the URI as given and the
+    registry tags of the model version it names (none for folders and ``runs:/``)."""
     if uri is not None and Path(uri).is_dir():
-        return Path(uri), str(uri)
+        return Path(uri), str(uri), {}
     if uri is None:
         from pipeline.config import load_params
 
@@ -266,17 +265,13 @@ def resolve(uri: str | Path | None, params: Params | None) -> tuple[Path, str]:
     text = str(uri)
     if not text.startswith(("models:/", "runs:/")):
         raise ModelError(f"{text}: neither a model folder nor an MLflow model URI")
-    import os
+    from pipeline.registry import fetch
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for errors
-    import mlflow
-
-    mlflow.set_tracking_uri(paths.default_tracking_uri())
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=text)
+        got = fetch(text)
     except Exception as exc:
         raise ModelError(f"{text}: cannot load from MLflow ({one_line(exc)})") from exc
-    return Path(local), text
+    return got.folder, text, got.tags
 
 
 def update_meta(folder: Path, params: Params, mlflow_info: dict[str, Any]) -> None:

@@ -36,19 +36,32 @@ def seed_everything(seed: int) -> None:
 def autocast(device: torch.device, enabled: bool) -> tuple[torch.autocast, torch.dtype]:
     """The training autocast context and its compute dtype: bf16 on GPUs that support it,
     fp16 (which needs a gradient scaler) on older GPUs, float32 on the CPU."""
-    dtype = score_dtype("auto" if enabled else "fp32", device)
+    if not enabled or device.type != "cuda":
+        return autocast_to(device, torch.float32), torch.float32
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return autocast_to(device, dtype), dtype
 
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); elsewhere bf16 is
+    emulated and slower than float32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def score_dtype(precision: str, device: torch.device) -> torch.dtype:
     """Compute dtype of a scoring pass (``scoring.precision``): ``auto`` is bf16 on GPUs that
-    support it, fp16 on older GPUs and float32 on the CPU."""
+    support it, fp16 on older GPUs, bf16 on CPUs that have native bf16 instructions (twice
+    as fast as float32 there: benchmarks/README.md) and float32 on other CPUs."""
     if precision == "auto":
         if device.type != "cuda":
-            return torch.float32
+            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return HALF.get(precision, torch.float32)
 

@@ -110,23 +110,3 @@ def run_exists(run_id: str) -> bool:
     except MlflowException:
         return False
     return True
-
-
-def version_tags(uri_text: str) -> dict[str, str]:
-    """Tags of the model version a ``models:/name/N`` or ``models:/name@alias`` URI names
-    (empty for folders, ``runs:/`` URIs and versions the registry cannot find)."""
-    if not uri_text.startswith("models:/"):
-        return {}
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    body = uri_text.removeprefix("models:/").strip("/")
-    name, at, alias = body.partition("@")
-    client = MlflowClient()
-    try:
-        if at:
-            return dict(client.get_model_version_by_alias(name, alias).tags)
-        name, _, version = body.rpartition("/")
-        return dict(client.get_model_version(name, version).tags) if version.isdigit() else {}
-    except MlflowException:
-        return {}

@@ -35,3 +35,23 @@ def test_champion_moves_only_on_a_better_validation_elbo(tmp_path: Path,
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("m", "champion").version) == other.version
     assert client.get_model_version("m", worse.version).tags["val_negative_elbo"] == "-90.000000"
+
+    # the fast registry read (sqlite3, no MLflow) pins the same version with the same tags
+    # and finds the same files as MLflow's client; what it cannot be sure of goes to MLflow
+    from pipeline import registry
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for text in ("models:/m@champion", f"models:/m/{worse.version}", "models:/m/1"):
+        fast, slow = registry.fetch_local(uri, text), registry.fetch_with_mlflow(text)
+        assert fast is not None, text
+        assert (fast.pinned, fast.tags) == (slow.pinned, slow.tags), text
+        assert sorted(p.name for p in fast.folder.iterdir()) == ["model.json"]
+        assert (fast.folder / "model.json").read_bytes() == (slow.folder / "model.json"
+                                                             ).read_bytes()
+    assert registry.fetch_local(uri, "models:/m@champion").pinned == f"models:/m/{other.version}"
+    for text in ("models:/m@nosuchalias", "models:/nosuchmodel/1", "models:/m/latest",
+                 "runs:/abc/model"):
+        assert registry.fetch_local(uri, text) is None, text
+    assert registry.fetch_local("http://127.0.0.1:5000", "models:/m/1") is None
+    client.delete_model_version("m", "1")
+    assert registry.fetch_local(uri, "models:/m/1") is None
