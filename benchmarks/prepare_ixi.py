@@ -1,4 +1,5 @@
-"""Whole-process wall time of ``vae-anomaly prepare`` on the IXI cohort: cold, then cached.
+"""Whole-process wall time of ``vae-anomaly prepare`` on the IXI cohort: cold, then cached;
+scans per minute and the peak RSS of the largest process.
 
 A throw-away project (this repo's ``configs/`` with ``preset: ixi``) and an empty cache are
 made in a temporary folder; ``prepare`` runs once cold (every scan registered) and then
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import publish
+from common import peak_rss_mb, publish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +60,8 @@ def main() -> int:
     publish("prepare_ixi", {
         "cohort": str(args.cohort), "workers": args.workers, "n_scans": qc["n_scans"],
         "n_failed": qc["n_failed"], "cold_s": round(cold, 1), "cached_s": round(warm, 1),
+        "cold_scans_per_min": round(60 * qc["n_scans"] / cold, 1),
+        "peak_rss_mb_largest_process": peak_rss_mb(children=True),
         "subjects_from_cache": qc_warm["n_cached"],
         "registration_dice_median": qc["registration_dice_median"],
         "registration_dice_min": qc["registration_dice_min"]})

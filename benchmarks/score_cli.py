@@ -1,42 +1,130 @@
-"""Whole-process wall time of ``vae-anomaly score`` on one scan.
+"""``vae-anomaly score`` end to end: one scan as a whole process, per step, and batches.
+
+- ``single SCAN``: whole-process wall time of ``vae-anomaly score SCAN`` (imports, model
+  load, preparation, model, inverse mapping, writing; with and without the HTML report),
+  median of ``--runs`` after a warm-up run, with the process's peak RSS; then one in-process
+  run timed step by step (imports, model load, load, brain mask, bias field, registration,
+  resampling + normalisation, model + native mapping, writing, report).
+- ``batch SCAN... [--list FILE]``: whole-process wall time of one ``vae-anomaly score`` over
+  the first ``--n`` scans, once per ``--workers`` value: scans/min, seconds per scan, peak
+  RSS of the largest process.
+
+Every run writes into a fresh temporary folder. ``--device`` and ``--model`` are passed on.
 
 Usage:
-    python benchmarks/score_cli.py SCAN.nii.gz [--model models/vae] [--runs 5] [--no-report]
+    python benchmarks/score_cli.py single SCAN.nii.gz [--model M] [--runs 5]
+    python benchmarks/score_cli.py batch --list scans.txt --n 100 --workers 0,1 [--no-report]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import publish
 
+STEPS = """
+import json, sys, time
+t0 = time.perf_counter()
+import torch  # noqa: F401
+from pipeline.score import finish, load_for_cli
+from pipeline.batch import prepare_file
+t1 = time.perf_counter()
+scan, model, device, out = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4]
+loaded = load_for_cli(model, device)
+t2 = time.perf_counter()
+got = prepare_file(loaded.params, loaded.head_atlas, scan, None)
+steps = {"imports": t1 - t0, "model_load": t2 - t1, **got.timings}
+t3 = time.perf_counter()
+info = json.loads(finish(loaded, scan, got, out + "/a", report=False)["json"].read_text())
+steps["model_and_mapping"] = info["timings_s"]["model_and_mapping"]
+steps["write_outputs"] = time.perf_counter() - t3 - steps["model_and_mapping"]
+info = json.loads(finish(loaded, scan, got, out + "/b", report=True)["json"].read_text())
+steps["report"] = info["timings_s"]["report"]
+print(json.dumps({k: round(v, 3) for k, v in steps.items()}))
+"""
+
+
+def _run(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"error: {' '.join(cmd[:3])}...: exit {proc.returncode}: {err[-500:]}")
+    return seconds, round(usage.ru_maxrss / 1024, 1)
+
+
+def _score(scans: list[str], args: argparse.Namespace, out: str, extra: list[str]) -> list[str]:
+    cmd = ["vae-anomaly", "score", *scans, "--out", out, "--device", args.device, *extra]
+    return [*cmd, "--model", args.model] if args.model else cmd
+
+
+def single(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"scan": args.scan}
+    for label, extra in (("no_report", ["--no-report"]), ("with_report", [])):
+        runs = []
+        for _ in range(args.runs + 1):  # the first is a warm-up (file cache)
+            with tempfile.TemporaryDirectory() as out:
+                runs.append(_run(_score([args.scan], args, out, extra)))
+        wall = [w for w, _ in runs[1:]]
+        result[label] = {"median_s": round(statistics.median(wall), 2),
+                         "min_s": round(min(wall), 2), "max_s": round(max(wall), 2),
+                         "peak_rss_mb": max(r for _, r in runs[1:])}
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run([sys.executable, "-c", STEPS, args.scan, args.model or "",
+                               args.device, out], capture_output=True, text=True, check=True)
+    result["steps_s"] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def batch(args: argparse.Namespace) -> dict[str, Any]:
+    scans = list(args.scans)
+    if args.list:
+        scans += Path(args.list).read_text().split()
+    scans = scans[: args.n]
+    rows = {}
+    for workers in args.workers.split(","):
+        with tempfile.TemporaryDirectory() as out:
+            extra = ["--workers", workers] + (["--no-report"] if args.no_report else [])
+            seconds, rss = _run(_score(scans, args, out, extra))
+            counts = json.loads((Path(out) / "manifest.json").read_text())["counts"]
+        rows[workers] = {"seconds": round(seconds, 1), "scans_per_min": round(
+            60 * len(scans) / seconds, 1), "s_per_scan": round(seconds / len(scans), 2),
+            "peak_rss_mb_largest_process": rss, "counts": counts}
+        print(workers, rows[workers], flush=True)
+    return {"n_scans": len(scans), "report": not args.no_report, "by_workers": rows}
+
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scan", type=Path)
-    ap.add_argument("--model", default="models/vae")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--no-report", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    one = sub.add_parser("single")
+    one.add_argument("scan")
+    one.add_argument("--runs", type=int, default=5)
+    many = sub.add_parser("batch")
+    many.add_argument("scans", nargs="*")
+    many.add_argument("--list", help="a file of scan paths (whitespace-separated)")
+    many.add_argument("--n", type=int, default=100)
+    many.add_argument("--workers", default="0,1")
+    many.add_argument("--no-report", action="store_true")
+    for p in (one, many):
+        p.add_argument("--model", default=None, help="default: the project's champion")
+        p.add_argument("--device", default="auto")
     args = ap.parse_args()
-    times = []
-    for _ in range(args.runs + 1):  # first run is a warm-up (file cache)
-        with tempfile.TemporaryDirectory() as out:
-            cmd = ["vae-anomaly", "score", str(args.scan), "--out", out, "--model", args.model]
-            if args.no_report:
-                cmd.append("--no-report")
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
-            times.append(time.perf_counter() - t0)
-    publish("score_cli", {
-        "scan": str(args.scan), "report": not args.no_report, "runs": args.runs,
-        "median_s": statistics.median(times[1:]), "min_s": min(times[1:]),
-        "max_s": max(times[1:])})
+    result = single(args) if args.mode == "single" else batch(args)
+    publish(f"score_{args.mode}", {"device": args.device, "model": args.model, **result})
     return 0
 
 

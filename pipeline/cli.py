@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--brain-mask", type=Path, action="append", default=None,
                     help="brain mask on the scan's grid (repeat once per scan, in order)")
     sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sc.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="processes that prepare the next scans while the model runs "
+                         "(default: one per CPU less one, none for a single scan; per rank "
+                         "under torchrun)")
     sc.add_argument("--no-report", action="store_true", help="skip the HTML report")
     sc.add_argument("--force", action="store_true",
                     help="re-score scans whose outputs are complete and up to date (by default "

@@ -20,9 +20,21 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from pipeline.batch import (
+    MANIFEST,
+    Entry,
+    Job,
+    Prepared,
+    default_workers,
+    prepare_file,
+    prepared_in_order,
+    share,
+    write_manifest,
+)
 from pipeline.config import UsageError
+from pipeline.distributed import World
 from pipeline.modelio import CALIBRATION_JSON, MODEL_JSON, LoadedModel, ModelError, load_model
-from pipeline.nifti import ScanError, load_mask, load_scan, one_line, shown, stem
+from pipeline.nifti import ScanError, one_line, shown, stem
 from pipeline.outputs import check_output_paths, output_paths, summary, write_outputs
 from pipeline.preprocess import PreparedScan
 from pipeline.provenance import code_digest, model_fingerprint, scan_provenance, up_to_date
@@ -44,22 +56,16 @@ def prepare_input(loaded: LoadedModel, scan: Path, mask_path: Path | None,
     """Load, validate and prepare one native scan as the model's input; raise
     :class:`ScanError` for anything wrong with it (registration quality control included).
     What was tolerated (e.g. a few NaN voxels) is appended to ``warnings``."""
-    from pipeline.preprocess import prepare_scan, require_registration
-
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    img = load_scan(scan, warnings)
-    mask = load_mask(mask_path, img) if mask_path is not None else None
-    timings["load"] = time.perf_counter() - t0
-    prepared = prepare_scan(img, mask, loaded.params, loaded.head_atlas)
-    timings.update(prepared.record.timings_s)
-    require_registration(prepared.record, loaded.params.prepare.registration)
-    return img, prepared, timings
+    got = prepare_file(loaded.params, loaded.head_atlas, scan, mask_path)
+    if warnings is not None:
+        warnings.extend(got.warnings)
+    return got.img, got.prepared, got.timings
 
 
-def load_for_cli(model: str | None, device_choice: str, require_calibration: bool = True
-                 ) -> LoadedModel:
-    """The model a command asked for, on the device it asked for; usage errors exit 2."""
+def load_for_cli(model: str | None, device_choice: str, require_calibration: bool = True,
+                 world: World | None = None) -> LoadedModel:
+    """The model a command asked for, on the device it asked for (under torchrun: this rank's
+    GPU, ``cuda:LOCAL_RANK``); usage errors exit 2."""
     try:
         import torch
 
@@ -70,6 +76,9 @@ def load_for_cli(model: str | None, device_choice: str, require_calibration: boo
         if device == "cuda":  # same scan, same GPU, same map (README "Determinism")
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
+            if world is not None and world.distributed:
+                torch.cuda.set_device(world.local_rank)
+                device = f"cuda:{world.local_rank}"
         return load_model(model, device=device, require_calibration=require_calibration)
     except ModelError as exc:
         raise UsageError(f"model: {exc}") from exc
@@ -79,15 +88,22 @@ def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path
               report: bool, convention: str | None = None,
               provenance: dict[str, Any] | None = None) -> dict[str, Path]:
     """Score one scan; raise :class:`ScanError` for anything wrong with this input."""
+    got = prepare_file(loaded.params, loaded.head_atlas, scan, mask_path)
+    return finish(loaded, scan, got, out, report, convention, provenance)
+
+
+def finish(loaded: LoadedModel, scan: Path, got: Prepared, out: Path, report: bool,
+           convention: str | None = None, provenance: dict[str, Any] | None = None
+           ) -> dict[str, Path]:
+    """Model pass, native maps, report and outputs of one prepared scan."""
     from pipeline.scoring import score_prepared
 
-    warnings: list[str] = []
-    img, prepared, timings = prepare_input(loaded, scan, mask_path, warnings)
+    img, prepared, timings = got.img, got.prepared, dict(got.timings)
     t0 = time.perf_counter()
     result = score_prepared(loaded, prepared)
     timings["model_and_mapping"] = time.perf_counter() - t0
     info = summary(scan, result, loaded, prepared.record, timings,
-                   warnings=warnings + result.warnings)
+                   warnings=got.warnings + result.warnings)
     if provenance is not None:
         info["provenance"] = provenance
     page = None
@@ -113,44 +129,102 @@ def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path
 
 
 def score_command(args: argparse.Namespace) -> int:
+    """Score every input (this rank's share under torchrun); write the manifest; exit 0 when
+    all inputs of the whole run were scored or up to date, else 1."""
+    from pipeline import distributed
+    from pipeline.runtime import score_dtype
+    from pipeline.template import load_template
+
     scans: list[Path] = list(args.scans)
     masks: list[Path | None] = list(args.brain_mask) if args.brain_mask else [None] * len(scans)
     if len(masks) != len(scans):
         raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(scans)} scan(s)")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: give 0 or more")
+    world = distributed.from_env()
     check_out_dir(args.out)
-    loaded = load_for_cli(args.model, args.device)
+    loaded = load_for_cli(args.model, args.device, world=world)
     fingerprint = model_fingerprint(loaded.folder, (MODEL_JSON, CALIBRATION_JSON))
-    from pipeline.runtime import score_dtype
-
     device = next(loaded.vae.parameters()).device
     options = {"report": not args.no_report, "convention": args.convention,
                "device": device.type, "code": code_digest(),
                "precision": str(score_dtype(loaded.params.scoring.precision, device))}
-    failures = 0
-    seen: set[str] = set()
-    for scan, mask in zip(scans, masks, strict=True):
+    names = output_names(scans)
+    entries: dict[int, Entry] = {}
+    jobs: dict[int, Job] = {}
+    for i in share(len(scans), world):
+        scan, mask, name = scans[i], masks[i], names[i]
         try:
-            name = stem(scan)
-            if name in seen:
-                raise ScanError(f"another input has the same output name {name!r}")
-            seen.add(name)
+            if isinstance(name, ScanError):
+                raise name
             check_output_paths(args.out, name)  # never read or write through a link
             prov = _provenance(scan, mask, fingerprint, options)
             if prov is not None and not args.force and up_to_date(
                     output_paths(args.out, name)["json"], prov):
                 print(f"up to date: {shown(scan)} (outputs kept; --force re-scores)")
+                entries[i] = _entry(scan, "up_to_date", world, args.out, name)
                 continue
-            score_one(loaded, scan, mask, args.out, report=not args.no_report,
-                      convention=args.convention, provenance=prov)
+            jobs[i] = Job(scan, mask, name, prov)
         except ScanError as exc:
-            failures += 1
-            print(f"error: {shown(scan)}: {one_line(exc)}", file=sys.stderr)
+            entries[i] = _failed(scan, exc, world)
+    workers = default_workers(len(jobs), world) if args.workers is None else args.workers
+    index = {id(job): i for i, job in jobs.items()}
+    tpl = load_template(loaded.params.template.resolution_mm,
+                        loaded.params.template.crop_shape)
+    for job, got in prepared_in_order(jobs.values(), loaded.params, loaded.head_atlas, tpl,
+                                      workers):
+        i = index[id(job)]
+        try:
+            if isinstance(got, str):
+                raise ScanError(got)
+            finish(loaded, job.scan, got, args.out, report=not args.no_report,
+                   convention=args.convention, provenance=job.provenance)
+            entries[i] = _entry(job.scan, "scored", world, args.out, job.name)
         except Exception as exc:
-            failures += 1
-            if args.debug:
+            if args.debug and not isinstance(exc, ScanError):
                 traceback.print_exc()
-            print(f"error: {shown(scan)}: {one_line(exc)}", file=sys.stderr)
-    return 1 if failures else 0
+            entries[i] = _failed(job.scan, exc, world)
+    mine = [entries[i] for i in sorted(entries)]
+    write_manifest(args.out, mine, world, loaded.uri)
+    failed = sum(e.status == "failed" for e in mine)
+    if world.distributed:  # rank 0 answers for the whole run (its manifest has every input)
+        if not world.is_main:
+            return 0
+        failed = _manifest_failures(args.out)
+    return 1 if failed else 0
+
+
+def output_names(scans: list[Path]) -> list[str | ScanError]:
+    """Each input's output name, or why it has none (the first of two equal names wins;
+    the manifest's own name is reserved)."""
+    seen: set[str] = {Path(MANIFEST).stem}
+    names: list[str | ScanError] = []
+    for scan in scans:
+        name = stem(scan)
+        if name in seen:
+            names.append(ScanError(f"another input (or the manifest) has the same output name "
+                                   f"{name!r}"))
+            continue
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _entry(scan: Path, status: str, world: World, out: Path, name: str) -> Entry:
+    files = {k: str(p) for k, p in output_paths(out, name).items() if p.is_file()}
+    return Entry(str(scan), status, world.rank, outputs=files)
+
+
+def _failed(scan: Path, exc: BaseException, world: World) -> Entry:
+    reason = one_line(exc)
+    print(f"error: {shown(scan)}: {reason}", file=sys.stderr)
+    return Entry(str(scan), "failed", world.rank, error=reason)
+
+
+def _manifest_failures(out: Path) -> int:
+    import json
+
+    return int(json.loads((out / MANIFEST).read_text())["counts"]["failed"])
 
 
 def _provenance(scan: Path, mask: Path | None, fingerprint: str, options: dict[str, Any]

@@ -57,7 +57,9 @@ def test_score_corpus_of_bad_inputs(in_project: Path, tmp_path: Path,
         save(folder / f"{name}.nii.gz", fn(data), good.affine)
         for name, fn in GOOD_VARIANTS.items()]
     out = tmp_path / "out"
-    code = main(["score", *map(str, bad), *map(str, fine), "--out", str(out), "--no-report"])
+    # in this process: the permission denial is patched in here (tests run as root)
+    code = main(["score", *map(str, bad), *map(str, fine), "--out", str(out), "--no-report",
+                 "--workers", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert "Traceback" not in "\n".join(err)
@@ -71,7 +73,9 @@ def test_score_corpus_of_bad_inputs(in_project: Path, tmp_path: Path,
         assert "SimpleITK" not in line and "Exception" not in line  # a reason, not internals
     expected = sorted(f"{p.name.removesuffix('.nii.gz')}{suffix}" for p in fine
                       for suffix in ("_anomaly.nii.gz", "_anomaly_mask.nii.gz", ".json"))
-    assert sorted(p.name for p in out.iterdir()) == expected
+    assert sorted(p.name for p in out.iterdir()) == sorted([*expected, "manifest.json"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"scored": len(fine), "up_to_date": 0, "failed": len(bad)}
     for p in fine:
         name = p.name.removesuffix(".nii.gz")
         heat = nib.load(out / f"{name}_anomaly.nii.gz")
@@ -108,7 +112,7 @@ def test_score_bad_brain_masks(in_project: Path, tmp_path: Path,
         assert line.startswith(f"error: {scans[key]}: brain mask {masks[key].name}: ")
     assert "not on the scan's grid" in err[0] and "empty" in err[1]
     assert sorted(p.name for p in out.iterdir()) == [
-        "fine.json", "fine_anomaly.nii.gz", "fine_anomaly_mask.nii.gz"]
+        "fine.json", "fine_anomaly.nii.gz", "fine_anomaly_mask.nii.gz", "manifest.json"]
 
 
 @contextlib.contextmanager
@@ -167,9 +171,9 @@ def test_output_links_are_never_written_through(in_project: Path, tmp_path: Path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {trap}: output trap.json is a link")
     assert outside.read_text() == "precious"
-    assert sorted(p.name for p in out.iterdir() if not p.is_symlink()) == sorted(
-        f"{good_path.name.removesuffix('.nii.gz')}{s}"
-        for s in ("_anomaly.nii.gz", "_anomaly_mask.nii.gz", ".json"))
+    assert sorted(p.name for p in out.iterdir() if not p.is_symlink()) == sorted([
+        *(f"{good_path.name.removesuffix('.nii.gz')}{s}"
+          for s in ("_anomaly.nii.gz", "_anomaly_mask.nii.gz", ".json")), "manifest.json"])
 
 
 @pytest.mark.parametrize("name", ["not_gzip", "all_nan", "four_d"])

@@ -167,7 +167,11 @@ def test_batch_with_bad_inputs(in_project: Path, tmp_path: Path, capsys) -> None
     assert str(broken) in err[0] and "Traceback" not in "".join(err)
     names = sorted(p.name for p in out.iterdir())
     assert not any(n.startswith("broken") or n.startswith("missing") for n in names)
-    assert len(names) == 3  # heatmap, mask, json of the good scan (no report asked)
+    assert len(names) == 4  # heatmap, mask, json of the good scan (no report asked), manifest
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(e["input"], e["status"]) for e in manifest["inputs"]] == [
+        (str(broken), "failed"), (str(good), "scored"), (str(missing), "failed")]
+    assert manifest["inputs"][0]["error"] in err[0]
 
 
 def test_usage_errors_exit_2(in_project: Path, tmp_path: Path, capsys) -> None:

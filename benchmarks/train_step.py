@@ -1,0 +1,196 @@
+"""Training step of our VAE against MONAI's ``VarAutoEncoder``: same input, same precision.
+
+For each model × variant × batch size: one optimiser step (batch fetch from the in-memory
+cohort + augmentation, forward under autocast, loss, backward, Adam), timed with the device
+synchronised; the median of ``--steps`` after ``--warmup``. Reported per configuration:
+
+- ``ms_per_step``, ``volumes_per_s``;
+- ``fetch_ms``: the batch fetch alone (indexing the cached cohort, host→device copy when the
+  cohort is on the host, augmentation), i.e. how long a step could wait for its data;
+- ``conv_gflop_per_step``: convolution FLOPs of forward + backward, counted by PyTorch's
+  ``FlopCounterMode`` (all other FLOPs in ``total_gflop_per_step``);
+- ``conv_tflops``: those FLOPs over the step time, and ``fraction_of_bf16_peak`` on a GPU
+  whose peak is known (benchmarks/common.py);
+- ``peak_gpu_mem_gb``; the process's peak host RSS is in the result's top level.
+
+Variants: ``fp32``, ``bf16`` (autocast), ``bf16+compile+channels_last`` (``torch.compile`` and
+``channels_last_3d``); any ``+``-joined subset of bf16/fp16/compile/channels_last works. Batch
+sizes: a comma list, or ``max`` (1, 2, 4, … until the GPU runs out of memory; 1, 2 on a CPU).
+MONAI's model gets the same channels and strides, one residual unit per stage (two
+convolutions, like each of our stages), and a dense latent of ``latent_dim``.
+
+Usage:
+    python benchmarks/train_step.py [--preset ixi] [--variants fp32,bf16,bf16+compile+channels_last]
+        [--batch-sizes max] [--steps 10] [--warmup 3] [--models ours,monai]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import yaml
+from common import gpu_peak_tflops, peak_rss_mb, publish
+
+from pipeline import paths
+from pipeline.config import Params, deep_merge, load_raw, params_from_dict
+from pipeline.modelio import build_vae
+from pipeline.objective import Likelihood, elbo_terms
+
+
+def _params(preset: str) -> Params:
+    raw = load_raw()
+    raw["preset"] = preset
+    over = yaml.safe_load((paths.presets_dir() / f"{preset}.yaml").read_text()) or {}
+    return params_from_dict(deep_merge(raw, over))
+
+
+def _ours(params: Params) -> tuple[torch.nn.Module, Callable[[torch.nn.Module, torch.Tensor],
+                                                             torch.Tensor]]:
+    likelihood, tp = Likelihood.of(params.model), params.train
+
+    def loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return elbo_terms(model(x, sample=True), x, likelihood, tp.beta, tp.free_bits).loss
+    return build_vae(params), loss
+
+
+def _monai(params: Params) -> tuple[torch.nn.Module, Callable[[torch.nn.Module, torch.Tensor],
+                                                              torch.Tensor]]:
+    from monai.networks.nets import VarAutoEncoder
+
+    m = params.model
+    net = VarAutoEncoder(spatial_dims=3, in_shape=(1, *params.template.crop_shape),
+                         out_channels=1, latent_size=m.latent_dim, channels=m.channels,
+                         strides=m.strides, num_res_units=1, norm="instance")
+
+    def loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        rec, mu, logvar, _ = model(x)
+        kl = -0.5 * torch.mean(1 + logvar.float() - mu.float() ** 2 - logvar.float().exp())
+        return torch.nn.functional.mse_loss(rec.float(), x) + params.train.beta * kl
+    return net, loss
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _conv_flops(model: torch.nn.Module, loss: Any, x: torch.Tensor, amp: Any
+                ) -> tuple[float, float]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with amp:
+            value = loss(model, x)
+        value.backward()
+    model.zero_grad(set_to_none=True)
+    per_op = counter.get_flop_counts().get("Global", {})
+    conv = sum(v for k, v in per_op.items() if "convolution" in str(k))
+    return conv / 1e9, counter.get_total_flops() / 1e9
+
+
+def bench(make: Any, params: Params, variant: str, batch: int, device: torch.device,
+          steps: int, warmup: int) -> dict[str, Any]:
+    from pipeline.augment import augment
+    from pipeline.runtime import autocast_to, seed_everything
+
+    parts = set(variant.split("+"))
+    dtype = (torch.bfloat16 if "bf16" in parts else torch.float16 if "fp16" in parts
+             else torch.float32)
+    seed_everything(0)
+    model, loss = make(params)
+    model = model.to(device)
+    fmt = torch.channels_last_3d if "channels_last" in parts else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    cohort = torch.rand(max(8, 2 * batch), 1, *params.template.crop_shape, device=device)
+    gen = torch.Generator().manual_seed(0)
+    amp = autocast_to(device, dtype)
+    conv_gflop, total_gflop = _conv_flops(model, loss, cohort[:batch].contiguous(
+        memory_format=fmt), amp)
+    runner = torch.compile(model) if "compile" in parts else model
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_s, fetch_s = [], []
+    for i in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        idx = torch.randint(len(cohort), (batch,), generator=gen)
+        x = augment(cohort[idx.to(device)], params.train.augment, gen).contiguous(
+            memory_format=fmt)
+        _sync(device)
+        t1 = time.perf_counter()
+        with amp:
+            value = loss(runner, x)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        _sync(device)
+        if i >= warmup:
+            step_s.append(time.perf_counter() - t0)
+            fetch_s.append(t1 - t0)
+    step = statistics.median(step_s)
+    out: dict[str, Any] = {
+        "ms_per_step": round(1000 * step, 1), "volumes_per_s": round(batch / step, 2),
+        "fetch_ms": round(1000 * statistics.median(fetch_s), 2),
+        "conv_gflop_per_step": round(conv_gflop, 1), "total_gflop_per_step": round(total_gflop, 1),
+        "conv_tflops": round(conv_gflop / step / 1000, 3),
+        "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
+    if device.type == "cuda":
+        peak = gpu_peak_tflops(torch.cuda.get_device_name(device))
+        out["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+        out["fraction_of_bf16_peak"] = round(out["conv_tflops"] / peak, 3) if peak else None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="ixi")
+    ap.add_argument("--variants", default="")
+    ap.add_argument("--batch-sizes", default="max")
+    ap.add_argument("--models", default="ours,monai")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+    gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if gpu else "cpu")
+    variants = (args.variants or ("fp32,bf16,bf16+compile+channels_last" if gpu
+                                  else "fp32,bf16")).split(",")
+    sizes = ([2**k for k in range(12)] if gpu else [1, 2]) if args.batch_sizes == "max" else [
+        int(b) for b in args.batch_sizes.split(",")]
+    params = _params(args.preset)
+    makers = {"ours": _ours, "monai": _monai}
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in args.models.split(","):
+        for variant in variants:
+            row = results.setdefault(name, {}).setdefault(variant, {})
+            for batch in sizes:
+                try:
+                    row[str(batch)] = bench(makers[name], params, variant, batch, device,
+                                            args.steps, args.warmup)
+                except torch.OutOfMemoryError:
+                    row[str(batch)] = {"out_of_memory": True}
+                    break
+                finally:
+                    if gpu:
+                        torch.cuda.empty_cache()
+                print(name, variant, batch, row[str(batch)], flush=True)
+    ratios = {v: {b: round(r["volumes_per_s"] / results["monai"][v][b]["volumes_per_s"], 2)
+                  for b, r in results["ours"][v].items() if "volumes_per_s" in r
+                  and "volumes_per_s" in results["monai"][v].get(b, {})}
+              for v in variants if "ours" in results and "monai" in results}
+    publish("train_step", {
+        "preset": args.preset, "crop_shape": params.template.crop_shape,
+        "channels": params.model.channels, "strides": params.model.strides,
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
+        "steps": args.steps, "warmup": args.warmup, "results": results,
+        "ours_over_monai_volumes_per_s": ratios, "peak_host_rss_mb": peak_rss_mb()})
+
+
+if __name__ == "__main__":
+    main()

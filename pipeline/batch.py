@@ -1,0 +1,211 @@
+"""Batch scoring at scale: shards over ``torchrun`` ranks, preparation in worker processes
+ahead of the model, and a manifest of every input.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) rank *r* of *n* scores inputs r, r + n, r + 2n, …
+of the command line; every rank sees the whole list, so output-name clashes are found the
+same way everywhere, and since each input belongs to one rank no two ranks write the same
+file. Nothing is shared but the output folder. Within a rank, ``--workers`` processes load,
+mask, register and normalise the next scans (CPU work) while the main process runs the model
+and writes outputs. At the end rank 0 gathers every rank's entries (over gloo, even on GPUs:
+a few kilobytes) and writes ``manifest.json``.
+
+Example:
+    >>> share(10, World(rank=1, size=4))
+    [1, 5, 9]
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.distributed import World
+from pipeline.nifti import ScanError, one_line, write_json
+
+if TYPE_CHECKING:
+    import nibabel as nib
+
+    from pipeline.config import Params
+    from pipeline.headatlas import HeadAtlas
+    from pipeline.preprocess import PreparedScan
+    from pipeline.template import Template
+
+MANIFEST = "manifest.json"
+# How long a rank that has finished waits for the slowest one before the manifest is given
+# up: a resumed run can leave one rank's share done and another's untouched.
+GATHER_TIMEOUT = timedelta(hours=48)
+
+
+@dataclass
+class Job:
+    """One input of this rank: where it is, its output name and what its outputs depend on."""
+
+    scan: Path
+    mask: Path | None
+    name: str
+    provenance: dict[str, Any] | None
+
+
+@dataclass
+class Prepared:
+    """A scan ready for the model, with what preparing it took and tolerated."""
+
+    img: nib.Nifti1Image
+    prepared: PreparedScan
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Entry:
+    """One input's line in the manifest."""
+
+    input: str
+    status: str                       # scored | up_to_date | failed
+    rank: int
+    outputs: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def share(n_inputs: int, world: World) -> list[int]:
+    """Indices of the inputs this rank scores (round robin: ranks finish close together)."""
+    return list(range(world.rank, n_inputs, world.size))
+
+
+def default_workers(n_jobs: int, world: World) -> int:
+    """Preparation workers per rank: one per CPU this rank can count on, less one for the
+    model; none for a single scan (starting a worker costs more than it saves)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    per_rank = max(1, (cpus or 1) // max(local_ranks, 1))
+    return max(0, min(n_jobs - 1, per_rank - 1))
+
+
+def prepare_file(params: Params, atlas: HeadAtlas | None, scan: Path, mask_path: Path | None
+                 ) -> Prepared:
+    """Load, validate and prepare one native scan; raise :class:`ScanError` for anything
+    wrong with it (registration quality control included)."""
+    import time
+
+    from pipeline.nifti import load_mask, load_scan
+    from pipeline.preprocess import prepare_scan, require_registration
+
+    warnings: list[str] = []
+    t0 = time.perf_counter()
+    img = load_scan(scan, warnings)
+    mask = load_mask(mask_path, img) if mask_path is not None else None
+    timings = {"load": time.perf_counter() - t0}
+    prepared = prepare_scan(img, mask, params, atlas)
+    timings.update(prepared.record.timings_s)
+    require_registration(prepared.record, params.prepare.registration)
+    return Prepared(img, prepared, timings, warnings)
+
+
+_WORKER: dict[str, Any] = {}
+_ORPHAN_CHECK_S = 0.5  # how often a worker checks that the scoring process still lives
+
+
+def _init_worker(params: Params, atlas: HeadAtlas | None, template: Template,
+                 parent: int) -> None:
+    import threading
+
+    from pipeline.template import register
+
+    register(template)  # the model's own template, not one rebuilt from nilearn's files
+    _WORKER.update(params=params, atlas=atlas)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once the scoring process is gone (killed, say): an orphan would hold
+    its stdout and stderr open and wait forever to hand back a result."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(_ORPHAN_CHECK_S)
+    os._exit(1)
+
+
+def _prepare_or_reason(scan: Path, mask: Path | None, params: Params | None = None,
+                       atlas: HeadAtlas | None = None) -> Prepared | str:
+    """:func:`prepare_file`, with a failure returned as its one-line reason (exceptions of
+    any kind cross the process boundary as text, never as objects that may not unpickle)."""
+    try:
+        return prepare_file(params or _WORKER["params"], atlas if params else _WORKER["atlas"],
+                            scan, mask)
+    except Exception as exc:
+        return one_line(exc) if isinstance(exc, ScanError) else f"{type(exc).__name__}: " \
+            f"{one_line(exc)}"
+
+
+def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | None,
+                      template: Template, workers: int) -> Iterator[tuple[Job, Prepared | str]]:
+    """Each job with its prepared scan (or the reason it failed), in order. With workers,
+    up to ``2 × workers`` scans are prepared ahead in other processes; if the pool breaks (a
+    worker killed), the remaining scans are prepared here."""
+    if workers <= 0:
+        for job in jobs:
+            yield job, _prepare_or_reason(job.scan, job.mask, params, atlas)
+        return
+    todo = iter(jobs)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker,
+                               initargs=(params, atlas, template, os.getpid()))
+
+    def submit(job: Job) -> tuple[Job, Future[Prepared | str]]:
+        try:
+            return job, pool.submit(_prepare_or_reason, job.scan, job.mask)
+        except RuntimeError:  # broken pool (or shut down): prepare this one here
+            here: Future[Prepared | str] = Future()
+            here.set_result(_prepare_or_reason(job.scan, job.mask, params, atlas))
+            return job, here
+
+    try:
+        pending = deque(submit(j) for j in itertools.islice(todo, 2 * workers))
+        while pending:
+            job, future = pending.popleft()
+            try:
+                result = future.result()
+            except Exception as exc:  # the worker died under this scan
+                result = f"preparation worker failed ({one_line(exc) or type(exc).__name__})"
+            following = next(todo, None)
+            if following is not None:
+                pending.append(submit(following))
+            yield job, result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def write_manifest(out: Path, entries: list[Entry], world: World, model: str) -> Path:
+    """Gather every rank's entries on rank 0, which writes ``manifest.json`` (inputs in
+    command-line order); every rank returns once it is written."""
+    import torch.distributed as dist
+
+    gathered = [entries]
+    if world.distributed:
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
+        parts: list[list[Entry]] | None = [[] for _ in range(world.size)] if world.is_main \
+            else None
+        dist.gather_object(entries, parts, dst=0)
+        gathered = parts or []
+    path = out / MANIFEST
+    if world.is_main:
+        # round robin: rank r's k-th entry is input k·size + r
+        ordered = [e for row in itertools.zip_longest(*gathered) for e in row if e is not None]
+        counts = {s: sum(e.status == s for e in ordered) for s in ("scored", "up_to_date",
+                                                                   "failed")}
+        write_json(path, {"model": model, "world_size": world.size, "counts": counts,
+                          "inputs": [asdict(e) for e in ordered]})
+    if world.distributed:
+        dist.barrier()  # no rank exits (and lets torchrun stop the others) before the write
+        dist.destroy_process_group()
+    return path
