@@ -33,21 +33,24 @@ from common import publish
 
 STEPS = """
 import json, sys, time
+from pathlib import Path
 t0 = time.perf_counter()
 import torch  # noqa: F401
 from pipeline.score import finish, load_for_cli
 from pipeline.batch import prepare_file
 t1 = time.perf_counter()
-scan, model, device, out = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4]
+scan, model, device, out = Path(sys.argv[1]), sys.argv[2] or None, sys.argv[3], sys.argv[4]
+for sub in ("a", "b"):
+    Path(out, sub).mkdir()
 loaded = load_for_cli(model, device)
 t2 = time.perf_counter()
 got = prepare_file(loaded.params, loaded.head_atlas, scan, None)
 steps = {"imports": t1 - t0, "model_load": t2 - t1, **got.timings}
 t3 = time.perf_counter()
-info = json.loads(finish(loaded, scan, got, out + "/a", report=False)["json"].read_text())
+info = json.loads(finish(loaded, scan, got, Path(out, "a"), report=False)["json"].read_text())
 steps["model_and_mapping"] = info["timings_s"]["model_and_mapping"]
 steps["write_outputs"] = time.perf_counter() - t3 - steps["model_and_mapping"]
-info = json.loads(finish(loaded, scan, got, out + "/b", report=True)["json"].read_text())
+info = json.loads(finish(loaded, scan, got, Path(out, "b"), report=True)["json"].read_text())
 steps["report"] = info["timings_s"]["report"]
 print(json.dumps({k: round(v, 3) for k, v in steps.items()}))
 """
@@ -84,7 +87,9 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
                          "peak_rss_mb": max(r for _, r in runs[1:])}
     with tempfile.TemporaryDirectory() as out:
         done = subprocess.run([sys.executable, "-c", STEPS, args.scan, args.model or "",
-                               args.device, out], capture_output=True, text=True, check=True)
+                               args.device, out], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"error: the step-by-step run failed: {done.stderr[-2000:]}")
     result["steps_s"] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 

@@ -10,6 +10,7 @@ and writes outputs. At the end rank 0 gathers every rank's entries (over gloo, e
 a few kilobytes) and writes ``manifest.json``.
 
 Example:
+    >>> from pipeline.distributed import World
     >>> share(10, World(rank=1, size=4))
     [1, 5, 9]
 """
@@ -27,13 +28,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.distributed import World
 from pipeline.nifti import ScanError, one_line, write_json
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not at run time: preparation workers import this module, and need no torch
     import nibabel as nib
 
     from pipeline.config import Params
+    from pipeline.distributed import World
     from pipeline.headatlas import HeadAtlas
     from pipeline.preprocess import PreparedScan
     from pipeline.template import Template
