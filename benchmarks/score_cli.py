@@ -58,14 +58,16 @@ print(json.dumps({k: round(v, 3) for k, v in steps.items()}))
 
 def _run(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"error: {' '.join(cmd[:3])}...: exit {proc.returncode}: {err[-500:]}")
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: nothing blocks on it
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode not in (0, 1):
+            err.seek(0)
+            raise SystemExit(f"error: {' '.join(cmd[:3])}...: exit {proc.returncode}: "
+                             f"{err.read().decode(errors='replace')[-500:]}")
     return seconds, round(usage.ru_maxrss / 1024, 1)
 
 

@@ -23,6 +23,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -111,6 +112,7 @@ def prepare_file(params: Params, atlas: HeadAtlas | None, scan: Path, mask_path:
 
 
 _WORKER: dict[str, Any] = {}
+PREFETCH = 2  # scans queued per worker: one in hand, one waiting, so no worker idles
 _ORPHAN_CHECK_S = 0.5  # how often a worker checks that the scoring process still lives
 
 
@@ -135,48 +137,67 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+@dataclass
+class Failed:
+    """Why a scan could not be prepared, and the traceback for ``--debug`` (exceptions cross
+    the process boundary as text, never as objects that may not unpickle)."""
+
+    reason: str
+    trace: str = ""
+
+
 def _prepare_or_reason(scan: Path, mask: Path | None, params: Params | None = None,
-                       atlas: HeadAtlas | None = None) -> Prepared | str:
-    """:func:`prepare_file`, with a failure returned as its one-line reason (exceptions of
-    any kind cross the process boundary as text, never as objects that may not unpickle)."""
+                       atlas: HeadAtlas | None = None) -> Prepared | Failed:
+    """:func:`prepare_file`, with a failure returned as a :class:`Failed`."""
+    import traceback
+
     try:
         return prepare_file(params or _WORKER["params"], atlas if params else _WORKER["atlas"],
                             scan, mask)
     except Exception as exc:
-        return one_line(exc) if isinstance(exc, ScanError) else f"{type(exc).__name__}: " \
-            f"{one_line(exc)}"
+        return Failed(one_line(exc), "" if isinstance(exc, ScanError) else
+                      traceback.format_exc())
 
 
 def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | None,
-                      template: Template, workers: int) -> Iterator[tuple[Job, Prepared | str]]:
-    """Each job with its prepared scan (or the reason it failed), in order. With workers,
-    up to ``2 × workers`` scans are prepared ahead in other processes; if the pool breaks (a
-    worker killed), the remaining scans are prepared here."""
+                      template: Template, workers: int
+                      ) -> Iterator[tuple[Job, Prepared | Failed]]:
+    """Each job with its prepared scan (or why it failed), in order. With workers, up to
+    ``PREFETCH × workers`` scans are prepared ahead in other processes. If the pool breaks
+    (a worker killed, e.g. out of memory), the oldest scan in flight, the one most likely to
+    have killed it, fails; the others go to a fresh pool."""
     if workers <= 0:
         for job in jobs:
             yield job, _prepare_or_reason(job.scan, job.mask, params, atlas)
         return
     todo = iter(jobs)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker,
-                               initargs=(params, atlas, template, os.getpid()))
 
-    def submit(job: Job) -> tuple[Job, Future[Prepared | str]]:
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(params, atlas, template, os.getpid()))
+
+    pool = new_pool()
+
+    def submit(job: Job) -> tuple[Job, Future[Prepared | Failed]]:
         try:
             return job, pool.submit(_prepare_or_reason, job.scan, job.mask)
-        except RuntimeError:  # broken pool (or shut down): prepare this one here
-            here: Future[Prepared | str] = Future()
-            here.set_result(_prepare_or_reason(job.scan, job.mask, params, atlas))
-            return job, here
+        except BrokenProcessPool as exc:  # broke since the last check: handled in turn
+            broken: Future[Prepared | Failed] = Future()
+            broken.set_exception(exc)
+            return job, broken
 
+    pending = deque(submit(j) for j in itertools.islice(todo, PREFETCH * workers))
     try:
-        pending = deque(submit(j) for j in itertools.islice(todo, 2 * workers))
         while pending:
             job, future = pending.popleft()
             try:
                 result = future.result()
-            except Exception as exc:  # the worker died under this scan
-                result = f"preparation worker failed ({one_line(exc) or type(exc).__name__})"
+            except BrokenProcessPool as exc:
+                result = Failed(f"the preparation worker died ({one_line(exc)})")
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = new_pool()
+                pending = deque(submit(j) for j, _ in pending)
             following = next(todo, None)
             if following is not None:
                 pending.append(submit(following))
@@ -185,28 +206,36 @@ def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | No
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_manifest(out: Path, entries: list[Entry], world: World, model: str) -> Path:
+def write_manifest(out: Path, entries: list[Entry], world: World, model: dict[str, Any],
+                   run_key: str) -> dict[str, Any] | None:
     """Gather every rank's entries on rank 0, which writes ``manifest.json`` (inputs in
-    command-line order); every rank returns once it is written."""
+    command-line order) and returns it; every rank returns once it is written. ``run_key``
+    (the model's fingerprint and the input list) must be the same on every rank: an alias
+    that moved between ranks' start-ups, or nodes given different inputs, are an ``error``
+    in the manifest."""
     import torch.distributed as dist
 
-    gathered = [entries]
+    gathered: list[tuple[str, list[Entry]]] = [(run_key, entries)]
     if world.distributed:
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
-        parts: list[list[Entry]] | None = [[] for _ in range(world.size)] if world.is_main \
-            else None
-        dist.gather_object(entries, parts, dst=0)
+        parts: list[Any] | None = [None] * world.size if world.is_main else None
+        dist.gather_object((run_key, entries), parts, dst=0)
         gathered = parts or []
-    path = out / MANIFEST
+    manifest = None
     if world.is_main:
         # round robin: rank r's k-th entry is input k·size + r
-        ordered = [e for row in itertools.zip_longest(*gathered) for e in row if e is not None]
+        ordered = [e for row in itertools.zip_longest(*(rows for _, rows in gathered))
+                   for e in row if e is not None]
         counts = {s: sum(e.status == s for e in ordered) for s in ("scored", "up_to_date",
                                                                    "failed")}
-        write_json(path, {"model": model, "world_size": world.size, "counts": counts,
-                          "inputs": [asdict(e) for e in ordered]})
+        keys = sorted({key for key, _ in gathered})
+        manifest = {"model": model, "world_size": world.size, "counts": counts,
+                    "error": None if len(keys) == 1 else
+                    "the ranks did not all have the same model and inputs",
+                    "inputs": [asdict(e) for e in ordered]}
+        write_json(out / MANIFEST, manifest)
     if world.distributed:
         dist.barrier()  # no rank exits (and lets torchrun stop the others) before the write
         dist.destroy_process_group()
-    return path
+    return manifest

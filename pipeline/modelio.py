@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -200,6 +200,11 @@ def load_model(uri: str | Path | None = None, params: Params | None = None,
                                      lambda: _load_calibration(folder, uri_text))
         _agrees(registry, CALIBRATION_SHA_TAG, loaded.calibration.info.get("statistics_sha256"),
                 uri_text, "calibration")
+        from pipeline.runtime import follow_calibration  # legacy: float32 (on the CPU)
+
+        p = follow_calibration(stored.scoring.precision, loaded.calibration.info.get(
+            "precision", "float32"), next(vae.parameters()).device)
+        loaded.params = replace(stored, scoring=replace(stored.scoring, precision=p))
     elif require_calibration:
         raise ModelError(f"{uri_text}: model is not calibrated (run `vae-anomaly calibrate`)")
     return loaded

@@ -1,7 +1,7 @@
 """Model URIs → local folders: the MLflow registry, read without MLflow where that is safe.
 
 Importing MLflow and opening its SQLAlchemy store costs about 2 s, close to half of a
-``vae-anomaly score`` process on a 2-core CPU (benchmarks/README.md). When the tracking
+``vae-anomaly score`` process on a 2-core CPU (README "Performance"). When the tracking
 store is the embedded SQLite file and the model version's artifacts are on the local disk,
 :func:`fetch` reads the registry read-only with the standard library's ``sqlite3`` and
 returns the artifact folder itself (nothing is copied). Anything else (a remote server, a
@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -28,6 +29,8 @@ from pipeline import paths
 
 # MLflow's marker of a soft-deleted version
 _DELETED_STAGE = "Deleted_Internal"
+# the workspace every row belongs to unless MLFLOW_WORKSPACE names another
+_DEFAULT_WORKSPACE = "default"
 
 
 @dataclass(frozen=True)
@@ -67,52 +70,60 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
 
 def fetch_local(tracking_uri: str, uri_text: str) -> Fetched | None:
     """The model version's artifact folder read straight from an embedded SQLite store, or
-    None whenever that is not certain to give what MLflow would."""
+    None whenever that is not certain to give what MLflow would (a separate registry URI, a
+    named workspace, ``latest`` or stages, a missing table or column, anything ambiguous)."""
     db, parts = _sqlite_path(tracking_uri), parse(uri_text)
-    if db is None or parts is None:
+    if db is None or parts is None or os.environ.get("MLFLOW_WORKSPACE") or \
+            os.environ.get("MLFLOW_REGISTRY_URI", tracking_uri) != tracking_uri:
         return None
     name, kind, ref = parts
     if kind == "/" and not ref.isdigit():
-        return None  # "latest" and stage names: MLflow's rules
+        return None
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            if kind == "@":
-                rows = con.execute("SELECT version FROM registered_model_aliases "
-                                   "WHERE name = ? AND alias = ?", (name, ref)).fetchall()
-                if len(rows) != 1:
-                    return None
-                ref = str(rows[0][0])
-            rows = con.execute(
-                "SELECT v.source, v.status, v.current_stage, r.artifact_uri FROM model_versions v"
-                " JOIN runs r ON r.run_uuid = v.run_id WHERE v.name = ? AND v.version = ?",
-                (name, int(ref))).fetchall()
-            tags = con.execute("SELECT key, value FROM model_version_tags "
-                               "WHERE name = ? AND version = ?", (name, int(ref))).fetchall()
+            return _lookup(con, name, ref if kind == "/" else None, ref if kind == "@" else None)
         finally:
             con.close()
     except (sqlite3.Error, ValueError):
         return None
+
+
+def _lookup(con: sqlite3.Connection, name: str, version: str | None, alias: str | None
+            ) -> Fetched | None:
+    columns = {r[1] for r in con.execute("PRAGMA table_info(model_versions)")}
+    ws = f" AND workspace = '{_DEFAULT_WORKSPACE}'" if "workspace" in columns else ""
+    if alias is not None:
+        rows = con.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND "
+                           f"alias = ?{ws}", (name, alias)).fetchall()
+        if len(rows) != 1:
+            return None
+        version = str(rows[0][0])
+    assert version is not None
+    rows = con.execute("SELECT COALESCE(NULLIF(storage_location, ''), source), status, "
+                       f"current_stage FROM model_versions WHERE name = ? AND version = ?{ws}",
+                       (name, int(version))).fetchall()
     if len(rows) != 1:
         return None
-    source, status, stage, artifact_uri = rows[0]
-    if status != "READY" or stage == _DELETED_STAGE or not str(source).startswith("runs:/"):
+    location, status, stage = (str(v) for v in rows[0])
+    if status != "READY" or stage == _DELETED_STAGE or not location.startswith("runs:/"):
         return None
-    artifact_path = str(source).removeprefix("runs:/").partition("/")[2]
-    root = urlparse(str(artifact_uri))
-    if root.scheme not in ("file", "") or not artifact_path:
+    run_id, _, artifact_path = location.removeprefix("runs:/").partition("/")
+    runs = con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchall()
+    tags = con.execute(f"SELECT key, value FROM model_version_tags WHERE name = ? AND "
+                       f"version = ?{ws}", (name, int(version))).fetchall()
+    root = urlparse(str(runs[0][0])) if len(runs) == 1 else None
+    if root is None or root.scheme not in ("file", "") or not artifact_path:
         return None
     folder = Path(unquote(root.path)) / artifact_path
     if not folder.is_dir():
         return None
-    return Fetched(folder, f"models:/{name}/{ref}", {str(k): str(v) for k, v in tags})
+    return Fetched(folder, f"models:/{name}/{version}", {str(k): str(v) for k, v in tags})
 
 
 def fetch_with_mlflow(uri_text: str) -> Fetched:
     """The model version through MLflow's client: downloaded into a temporary folder that is
     removed when the process ends."""
-    import os
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr: errors
     import mlflow
     from mlflow import MlflowClient

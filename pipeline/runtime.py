@@ -9,8 +9,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,25 +47,56 @@ def autocast(device: torch.device, enabled: bool) -> tuple[torch.autocast, torch
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86 flags in /proc/cpuinfo
+
+
+@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); elsewhere bf16 is
-    emulated and slower than float32."""
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), read from the kernel's
+    CPU flags; elsewhere (other CPUs, other systems) bf16 is emulated and slower than
+    float32. oneDNN's own check cannot tell: it also says yes on plain AVX512 CPUs."""
     try:
-        return bool(torch.backends.mkldnn.is_available()
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
         return False
+    flags = {f for line in text.splitlines() if line.startswith("flags")
+             for f in line.split(":", 1)[1].split()}
+    return bool(flags & NATIVE_BF16_FLAGS) and torch.backends.mkldnn.is_available()
 
 
 def score_dtype(precision: str, device: torch.device) -> torch.dtype:
     """Compute dtype of a scoring pass (``scoring.precision``): ``auto`` is bf16 on GPUs that
     support it, fp16 on older GPUs, bf16 on CPUs that have native bf16 instructions (twice
-    as fast as float32 there: benchmarks/README.md) and float32 on other CPUs."""
+    as fast as float32 there: README "Performance") and float32 on other CPUs."""
     if precision == "auto":
         if device.type != "cuda":
             return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return HALF.get(precision, torch.float32)
+
+
+def follow_calibration(precision: str, calibrated: str, device: torch.device) -> str:
+    """The scoring precision of a model calibrated in ``calibrated`` (a dtype name): ``auto``
+    becomes the calibration's own precision where ``device`` runs it natively, so healthy
+    statistics and maps come from the same arithmetic; elsewhere it stays ``auto``.
+
+    Example:
+        >>> follow_calibration("auto", "float32", torch.device("cpu"))
+        'fp32'
+    """
+    name = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(calibrated)
+    if precision != "auto" or name is None:
+        return precision
+    if name == "fp32" or HALF[name] == score_dtype("auto", device):
+        return name
+    log.warning("the model was calibrated in %s, which this %s does not run natively: "
+                "scoring in %s (maps may differ from a %s pass by a few hundredths of a z)",
+                calibrated, device.type, dtype_name(score_dtype("auto", device)), calibrated)
+    return precision
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def autocast_to(device: torch.device, dtype: torch.dtype) -> torch.autocast:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -23,6 +25,7 @@ import numpy as np
 from pipeline.batch import (
     MANIFEST,
     Entry,
+    Failed,
     Job,
     Prepared,
     default_workers,
@@ -77,19 +80,14 @@ def load_for_cli(model: str | None, device_choice: str, require_calibration: boo
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
             if world is not None and world.distributed:
+                if world.local_rank >= torch.cuda.device_count():
+                    raise UsageError(f"local rank {world.local_rank} has no GPU of its own "
+                                     f"({torch.cuda.device_count()} visible)")
                 torch.cuda.set_device(world.local_rank)
                 device = f"cuda:{world.local_rank}"
         return load_model(model, device=device, require_calibration=require_calibration)
     except ModelError as exc:
         raise UsageError(f"model: {exc}") from exc
-
-
-def score_one(loaded: LoadedModel, scan: Path, mask_path: Path | None, out: Path,
-              report: bool, convention: str | None = None,
-              provenance: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Score one scan; raise :class:`ScanError` for anything wrong with this input."""
-    got = prepare_file(loaded.params, loaded.head_atlas, scan, mask_path)
-    return finish(loaded, scan, got, out, report, convention, provenance)
 
 
 def finish(loaded: LoadedModel, scan: Path, got: Prepared, out: Path, report: bool,
@@ -162,7 +160,8 @@ def score_command(args: argparse.Namespace) -> int:
             if prov is not None and not args.force and up_to_date(
                     output_paths(args.out, name)["json"], prov):
                 print(f"up to date: {shown(scan)} (outputs kept; --force re-scores)")
-                entries[i] = _entry(scan, "up_to_date", world, args.out, name)
+                entries[i] = _entry(scan, "up_to_date", world, args.out, name,
+                                    not args.no_report)
                 continue
             jobs[i] = Job(scan, mask, name, prov)
         except ScanError as exc:
@@ -175,23 +174,28 @@ def score_command(args: argparse.Namespace) -> int:
                                       workers):
         i = index[id(job)]
         try:
-            if isinstance(got, str):
-                raise ScanError(got)
+            if isinstance(got, Failed):
+                if args.debug and got.trace:
+                    print(got.trace, file=sys.stderr, end="")
+                raise ScanError(got.reason)
             finish(loaded, job.scan, got, args.out, report=not args.no_report,
                    convention=args.convention, provenance=job.provenance)
-            entries[i] = _entry(job.scan, "scored", world, args.out, job.name)
+            entries[i] = _entry(job.scan, "scored", world, args.out, job.name,
+                                not args.no_report)
         except Exception as exc:
             if args.debug and not isinstance(exc, ScanError):
                 traceback.print_exc()
             entries[i] = _failed(job.scan, exc, world)
     mine = [entries[i] for i in sorted(entries)]
-    write_manifest(args.out, mine, world, loaded.uri)
-    failed = sum(e.status == "failed" for e in mine)
-    if world.distributed:  # rank 0 answers for the whole run (its manifest has every input)
-        if not world.is_main:
-            return 0
-        failed = _manifest_failures(args.out)
-    return 1 if failed else 0
+    model = {"uri": loaded.uri, "version": loaded.meta.get("mlflow", {}).get("version"),
+             "fingerprint": fingerprint}
+    run_key = sha256_text(json.dumps([fingerprint, [str(p) for p in scans]]))
+    manifest = write_manifest(args.out, mine, world, model, run_key)
+    if manifest is None:  # not rank 0: rank 0 answers for the whole run
+        return 0
+    if manifest["error"]:
+        print(f"error: {manifest['error']} (see {shown(args.out / MANIFEST)})", file=sys.stderr)
+    return 1 if manifest["counts"]["failed"] or manifest["error"] else 0
 
 
 def output_names(scans: list[Path]) -> list[str | ScanError]:
@@ -210,21 +214,22 @@ def output_names(scans: list[Path]) -> list[str | ScanError]:
     return names
 
 
-def _entry(scan: Path, status: str, world: World, out: Path, name: str) -> Entry:
-    files = {k: str(p) for k, p in output_paths(out, name).items() if p.is_file()}
-    return Entry(str(scan), status, world.rank, outputs=files)
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _entry(scan: Path, status: str, world: World, out: Path, name: str, report: bool
+           ) -> Entry:
+    """A scored or up-to-date input with the outputs of this run (not an older report)."""
+    kinds = ("heatmap", "mask", "json", "html") if report else ("heatmap", "mask", "json")
+    paths = output_paths(out, name)
+    return Entry(str(scan), status, world.rank, outputs={k: str(paths[k]) for k in kinds})
 
 
 def _failed(scan: Path, exc: BaseException, world: World) -> Entry:
     reason = one_line(exc)
     print(f"error: {shown(scan)}: {reason}", file=sys.stderr)
     return Entry(str(scan), "failed", world.rank, error=reason)
-
-
-def _manifest_failures(out: Path) -> int:
-    import json
-
-    return int(json.loads((out / MANIFEST).read_text())["counts"]["failed"])
 
 
 def _provenance(scan: Path, mask: Path | None, fingerprint: str, options: dict[str, Any]

@@ -299,3 +299,24 @@ def test_gpu_maps_are_repeatable_and_close_to_the_cpu_maps(in_project: Path) -> 
     ref = score_prepared(cpu, prepared)
     assert float(np.abs(a.heatmap - ref.heatmap).max()) < 0.1
     assert abs(a.scan_score - ref.scan_score) < 0.1
+
+
+def test_auto_precision_follows_the_calibration(in_project: Path, tmp_path: Path) -> None:
+    """``calibrate`` records its precision; ``auto`` scores in it where the device runs it
+    natively; calibrations without the record were made in float32."""
+    from pipeline.modelio import load_model
+    from pipeline.runtime import cpu_has_native_bf16
+
+    folder = tmp_path / "model"
+    shutil.copytree(in_project / "models" / "vae", folder)
+    calibration = folder / "calibration.json"
+    info = json.loads(calibration.read_text())
+    native = cpu_has_native_bf16()
+    assert info["precision"] == ("bfloat16" if native else "float32")
+    for recorded, used in (("float32", "fp32"), ("bfloat16", "bf16" if native else "auto"),
+                           (None, "fp32")):
+        info.pop("precision", None)
+        if recorded:
+            info["precision"] = recorded
+        calibration.write_text(json.dumps(info))
+        assert load_model(folder).params.scoring.precision == used, recorded

@@ -53,5 +53,9 @@ def test_champion_moves_only_on_a_better_validation_elbo(tmp_path: Path,
                  "runs:/abc/model"):
         assert registry.fetch_local(uri, text) is None, text
     assert registry.fetch_local("http://127.0.0.1:5000", "models:/m/1") is None
+    for var, value in (("MLFLOW_WORKSPACE", "team-b"), ("MLFLOW_REGISTRY_URI", "sqlite:///x")):
+        with monkeypatch.context() as env:
+            env.setenv(var, value)
+            assert registry.fetch_local(uri, "models:/m@champion") is None, var
     client.delete_model_version("m", "1")
     assert registry.fetch_local(uri, "models:/m/1") is None

@@ -29,6 +29,7 @@ from pipeline.modelio import (
     update_meta,
 )
 from pipeline.nifti import sha256
+from pipeline.runtime import dtype_name, score_dtype
 from pipeline.scores import RawScores
 from pipeline.scoring import template_scores
 from pipeline.stages.prepare import load_manifest
@@ -59,6 +60,8 @@ def run(params: Params) -> None:
     raws = healthy_raw_scores(params, loaded, {*sp.score, *sp.compare})
     calib = fit_calibration(raws, sp, params.calibrate)
     calib.info["cases"] = [c["id"] for c in manifest["calibration"]]
+    calib.info["precision"] = dtype_name(score_dtype(sp.precision,
+                                                     next(loaded.vae.parameters()).device))
     out = paths.model_dir(params.root)
     reg = json.loads((trained / "registration.json").read_text())
     copy_model(trained, out)
