@@ -54,6 +54,7 @@ class Job:
     mask: Path | None
     name: str
     provenance: dict[str, Any] | None
+    index: int = 0                    # position on the command line
 
 
 @dataclass

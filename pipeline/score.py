@@ -163,16 +163,15 @@ def score_command(args: argparse.Namespace) -> int:
                 entries[i] = _entry(scan, "up_to_date", world, args.out, name,
                                     not args.no_report)
                 continue
-            jobs[i] = Job(scan, mask, name, prov)
+            jobs[i] = Job(scan, mask, name, prov, index=i)
         except ScanError as exc:
             entries[i] = _failed(scan, exc, world)
     workers = default_workers(len(jobs), world) if args.workers is None else args.workers
-    index = {id(job): i for i, job in jobs.items()}
     tpl = load_template(loaded.params.template.resolution_mm,
                         loaded.params.template.crop_shape)
     for job, got in prepared_in_order(jobs.values(), loaded.params, loaded.head_atlas, tpl,
                                       workers):
-        i = index[id(job)]
+        i = job.index
         try:
             if isinstance(got, Failed):
                 if args.debug and got.trace:
