@@ -147,17 +147,20 @@ class Failed:
     trace: str = ""
 
 
-def _prepare_or_reason(scan: Path, mask: Path | None, params: Params | None = None,
-                       atlas: HeadAtlas | None = None) -> Prepared | Failed:
+def _prepare_safely(params: Params, atlas: HeadAtlas | None, scan: Path,
+                    mask: Path | None) -> Prepared | Failed:
     """:func:`prepare_file`, with a failure returned as a :class:`Failed`."""
     import traceback
 
     try:
-        return prepare_file(params or _WORKER["params"], atlas if params else _WORKER["atlas"],
-                            scan, mask)
+        return prepare_file(params, atlas, scan, mask)
     except Exception as exc:
         return Failed(one_line(exc), "" if isinstance(exc, ScanError) else
                       traceback.format_exc())
+
+
+def _prepare_in_worker(scan: Path, mask: Path | None) -> Prepared | Failed:
+    return _prepare_safely(_WORKER["params"], _WORKER["atlas"], scan, mask)
 
 
 def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | None,
@@ -169,7 +172,7 @@ def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | No
     have killed it, fails; the others go to a fresh pool."""
     if workers <= 0:
         for job in jobs:
-            yield job, _prepare_or_reason(job.scan, job.mask, params, atlas)
+            yield job, _prepare_safely(params, atlas, job.scan, job.mask)
         return
     todo = iter(jobs)
 
@@ -182,7 +185,7 @@ def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | No
 
     def submit(job: Job) -> tuple[Job, Future[Prepared | Failed]]:
         try:
-            return job, pool.submit(_prepare_or_reason, job.scan, job.mask)
+            return job, pool.submit(_prepare_in_worker, job.scan, job.mask)
         except BrokenProcessPool as exc:  # broke since the last check: handled in turn
             broken: Future[Prepared | Failed] = Future()
             broken.set_exception(exc)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from pipeline import generative, genpreview
+from pipeline.batch import prepare_file
 from pipeline.config import UsageError
 from pipeline.imagequality import IntensityStats, mean_abs_diff, path_quality
 from pipeline.modelio import LoadedModel
@@ -33,7 +34,7 @@ from pipeline.nifti import ScanError, load_mask, load_scan, one_line, shown, ste
 from pipeline.nifti import write_nifti as _write_nifti
 from pipeline.objective import Likelihood
 from pipeline.preprocess import PreparedScan
-from pipeline.score import check_out_dir, load_for_cli, prepare_input
+from pipeline.score import check_out_dir, load_for_cli
 from pipeline.template import TEMPLATE_FILE, Template, read_template
 
 UNITS = "normalised intensity (the brain's 1st/99th percentiles at 0/1), template space"
@@ -140,7 +141,7 @@ def interpolate(args: argparse.Namespace) -> int:
     prepared = []
     for scan, mask in zip(args.scans, masks, strict=True):
         try:
-            prepared.append(prepare_input(loaded, scan, mask)[1])
+            prepared.append(prepare_file(loaded.params, loaded.head_atlas, scan, mask).prepared)
         except Exception as exc:
             _scan_failed(scan, exc, args.debug)
             return 1
@@ -252,7 +253,7 @@ def loglik(args: argparse.Namespace) -> int:
     print("scan\tlog_likelihood_nats\tbits_per_voxel\tk")
     for scan, mask in zip(args.scans, masks, strict=True):
         try:
-            prepared = prepare_input(loaded, scan, mask)[1]
+            prepared = prepare_file(loaded.params, loaded.head_atlas, scan, mask).prepared
             ll = generative.log_likelihood(loaded.vae, Likelihood.of(loaded.params.model),
                                            torch.from_numpy(prepared.image), k, args.seed,
                                            g.iwae_batch)

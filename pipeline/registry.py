@@ -82,24 +82,28 @@ def fetch_local(tracking_uri: str, uri_text: str) -> Fetched | None:
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            return _lookup(con, name, ref if kind == "/" else None, ref if kind == "@" else None)
+            version = ref if kind == "/" else _alias_version(con, name, ref)
+            return None if version is None else _lookup(con, name, version)
         finally:
             con.close()
     except (sqlite3.Error, ValueError):
         return None
 
 
-def _lookup(con: sqlite3.Connection, name: str, version: str | None, alias: str | None
-            ) -> Fetched | None:
+def _workspace_filter(con: sqlite3.Connection) -> str:
     columns = {r[1] for r in con.execute("PRAGMA table_info(model_versions)")}
-    ws = f" AND workspace = '{_DEFAULT_WORKSPACE}'" if "workspace" in columns else ""
-    if alias is not None:
-        rows = con.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND "
-                           f"alias = ?{ws}", (name, alias)).fetchall()
-        if len(rows) != 1:
-            return None
-        version = str(rows[0][0])
-    assert version is not None
+    return f" AND workspace = '{_DEFAULT_WORKSPACE}'" if "workspace" in columns else ""
+
+
+def _alias_version(con: sqlite3.Connection, name: str, alias: str) -> str | None:
+    """The version an alias names, if exactly one row says so."""
+    rows = con.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND "
+                       f"alias = ?{_workspace_filter(con)}", (name, alias)).fetchall()
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
+def _lookup(con: sqlite3.Connection, name: str, version: str) -> Fetched | None:
+    ws = _workspace_filter(con)
     rows = con.execute("SELECT COALESCE(NULLIF(storage_location, ''), source), status, "
                        f"current_stage FROM model_versions WHERE name = ? AND version = ?{ws}",
                        (name, int(version))).fetchall()

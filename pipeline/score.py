@@ -19,7 +19,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from pipeline.batch import (
@@ -29,7 +28,6 @@ from pipeline.batch import (
     Job,
     Prepared,
     default_workers,
-    prepare_file,
     prepared_in_order,
     share,
     write_manifest,
@@ -39,7 +37,6 @@ from pipeline.distributed import World
 from pipeline.modelio import CALIBRATION_JSON, MODEL_JSON, LoadedModel, ModelError, load_model
 from pipeline.nifti import ScanError, one_line, shown, stem
 from pipeline.outputs import check_output_paths, output_paths, summary, write_outputs
-from pipeline.preprocess import PreparedScan
 from pipeline.provenance import code_digest, model_fingerprint, scan_provenance, up_to_date
 
 
@@ -51,18 +48,6 @@ def check_out_dir(out: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise UsageError(f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
-
-
-def prepare_input(loaded: LoadedModel, scan: Path, mask_path: Path | None,
-                  warnings: list[str] | None = None
-                  ) -> tuple[nib.Nifti1Image, PreparedScan, dict[str, float]]:
-    """Load, validate and prepare one native scan as the model's input; raise
-    :class:`ScanError` for anything wrong with it (registration quality control included).
-    What was tolerated (e.g. a few NaN voxels) is appended to ``warnings``."""
-    got = prepare_file(loaded.params, loaded.head_atlas, scan, mask_path)
-    if warnings is not None:
-        warnings.extend(got.warnings)
-    return got.img, got.prepared, got.timings
 
 
 def load_for_cli(model: str | None, device_choice: str, require_calibration: bool = True,

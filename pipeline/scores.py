@@ -38,7 +38,7 @@ from pipeline.model import ConvVAE, VAEOutput
 from pipeline.nifti import ScanError
 from pipeline.objective import Likelihood, elbo_terms, kl_divergence
 from pipeline.restoration import frozen, restore
-from pipeline.runtime import autocast_to, score_dtype
+from pipeline.runtime import autocast_to, dtype_name, score_dtype
 from pipeline.schema import ScoringParams
 from pipeline.scoretypes import KINDS, MODEL_KINDS
 
@@ -94,10 +94,10 @@ def _model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray, region:
         nll = likelihood.nll(x.expand_as(recs), VAEOutput(recs, mu, logvar, z.float(), sigmas))
         kl = kl_divergence(mu, logvar).sum()
         out.negative_elbo = float(nll.reshape(len(nll), -1).sum(1).mean() + kl)
-        diff = (x - recs.float()).abs()
+        diff = (x - recs).abs()
         err = diff if sp.residual == "abs" else diff**2
-        out.reconstruction = recs.float().mean(0)[0].cpu().numpy()
-        out.uncertainty = recs.float().std(0)[0].cpu().numpy() if k > 1 else None
+        out.reconstruction = recs.mean(0)[0].cpu().numpy()
+        out.uncertainty = recs.std(0)[0].cpu().numpy() if k > 1 else None
         residual = err.mean(0)[0].cpu().numpy()
         if "nll" in kinds:
             out.maps["nll"] = _smooth(nll.float().mean(0)[0].cpu().numpy() * region,
@@ -131,7 +131,7 @@ def _checked_model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray,
     with autocast_to(device, dtype):
         out = _model_maps(vae, likelihood, image, region, kinds, sp, seed)
     if dtype != torch.float32 and not out.finite():
-        name = str(dtype).removeprefix("torch.")
+        name = dtype_name(dtype)
         out = _model_maps(vae, likelihood, image, region, kinds, sp, seed)
         out.warnings.append(f"non-finite values in the {name} model pass (half-precision "
                             "overflow): this scan was re-scored in float32")
