@@ -18,12 +18,13 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline import headatlas, paths
-from pipeline.brainmask import derive_brain_mask
-from pipeline.config import load_params
-from pipeline.nifti import load_mask, load_scan
-from pipeline.preprocess import to_canonical
-from pipeline.registration import dice
+from pipeline.config import paths
+from pipeline.config.params import load_params
+from pipeline.io.nifti import load_mask, load_scan
+from pipeline.preprocess import headatlas
+from pipeline.preprocess.brainmask import derive_brain_mask
+from pipeline.preprocess.registration import dice
+from pipeline.space.grid import to_canonical
 
 
 def main() -> None:

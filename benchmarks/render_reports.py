@@ -20,12 +20,13 @@ from pathlib import Path
 
 from common import publish
 
-from pipeline import paths
-from pipeline.config import load_params
-from pipeline.modelio import load_model
-from pipeline.nifti import write_text
-from pipeline.outputs import output_paths
-from pipeline.report import render_scan_report
+from pipeline.config import paths
+from pipeline.config.params import load_params
+from pipeline.io.atomic import write_text
+from pipeline.modelstore.loading import load_model
+from pipeline.reporting.scan_report import CanonicalVolumes, render_scan_report
+from pipeline.scoring.outputs import scan_outputs
+from pipeline.scoring.result import ScanSummary
 from pipeline.stages.report import _cases, _volumes
 
 
@@ -45,10 +46,10 @@ def main() -> int:
         t0 = time.perf_counter()
         for n, case in enumerate(itertools.islice(itertools.cycle(cases), args.n)):
             t = time.perf_counter()
-            files = output_paths(ev, case["stem"])
-            info = json.loads(files["json"].read_text())
+            files = scan_outputs(ev, case["stem"])
+            summary = ScanSummary.from_json(json.loads(files.json.read_text()))
             vols = _volumes(case["image"], files, case["truth"])
-            page = render_scan_report(vols, info, healthy, params.report)
+            page = render_scan_report(CanonicalVolumes(vols), summary, healthy, params.report)
             target = write_text(Path(out) / f"{n}.html", page)
             seconds.append(time.perf_counter() - t)
             sizes.append(target.stat().st_size / 1e6)

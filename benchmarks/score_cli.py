@@ -36,8 +36,9 @@ import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 import torch  # noqa: F401
-from pipeline.score import finish, load_for_cli
-from pipeline.batch import prepare_file
+from pipeline.commands.score import finish
+from pipeline.modelstore.loading import load_for_command as load_for_cli
+from pipeline.preprocess.prepare import prepare_file
 t1 = time.perf_counter()
 scan, model, device, out = Path(sys.argv[1]), sys.argv[2] or None, sys.argv[3], sys.argv[4]
 for sub in ("a", "b"):

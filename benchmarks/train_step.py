@@ -36,10 +36,11 @@ import torch
 import yaml
 from common import gpu_peak_tflops, peak_rss_mb, publish
 
-from pipeline import paths
-from pipeline.config import Params, deep_merge, load_raw, params_from_dict
-from pipeline.modelio import build_vae
-from pipeline.objective import Likelihood, elbo_terms
+from pipeline.config import paths
+from pipeline.config.params import deep_merge, load_raw, params_from_dict
+from pipeline.config.schema import Params
+from pipeline.model.network import build_vae
+from pipeline.model.objective import Likelihood, elbo_terms
 
 
 def _params(preset: str) -> Params:
@@ -55,7 +56,7 @@ def _ours(params: Params) -> tuple[torch.nn.Module, Callable[[torch.nn.Module, t
 
     def loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return elbo_terms(model(x, sample=True), x, likelihood, tp.beta, tp.free_bits).loss
-    return build_vae(params), loss
+    return build_vae(params.model, params.template.crop_shape), loss
 
 
 def _monai(params: Params) -> tuple[torch.nn.Module, Callable[[torch.nn.Module, torch.Tensor],
@@ -96,8 +97,8 @@ def _conv_flops(model: torch.nn.Module, loss: Any, x: torch.Tensor, amp: Any
 
 def bench(make: Any, params: Params, variant: str, batch: int, device: torch.device,
           steps: int, warmup: int) -> dict[str, Any]:
-    from pipeline.augment import augment
-    from pipeline.runtime import autocast_to, seed_everything
+    from pipeline.model.augment import augment
+    from pipeline.model.runtime import autocast_to, seed_everything
 
     parts = set(variant.split("+"))
     dtype = (torch.bfloat16 if "bf16" in parts else torch.float16 if "fp16" in parts

@@ -1,6 +1,6 @@
 """Training throughput of the real training loop, per precision and memory format.
 
-Runs :func:`pipeline.training.fit` for a few epochs on random volumes of a preset's crop
+Runs :func:`pipeline.model.training.fit` for a few epochs on random volumes of a preset's crop
 shape and model (default: the IXI preset, 80×96×80 at 2 mm), once per variant, and reports
 the median volumes/s of the epochs after the first (warm-up, compilation), the peak GPU
 memory and the seconds per epoch. On a CPU only the fp32 variants run.
@@ -20,11 +20,11 @@ import torch
 import yaml
 from common import publish
 
-from pipeline import paths
-from pipeline.config import deep_merge, load_raw, params_from_dict
-from pipeline.modelio import build_vae
-from pipeline.runtime import seed_everything
-from pipeline.training import fit
+from pipeline.config import paths
+from pipeline.config.params import deep_merge, load_raw, params_from_dict
+from pipeline.model.network import build_vae
+from pipeline.model.runtime import seed_everything
+from pipeline.model.training import fit
 
 
 def _variant(name: str) -> dict[str, bool]:
@@ -61,7 +61,7 @@ def main() -> None:
             continue  # fp32 only on the CPU (the trainer ignores amp there)
         params = dataclasses.replace(base, train=dataclasses.replace(base.train, **opts))
         seed_everything(params.seed)
-        vae = build_vae(params)
+        vae = build_vae(params.model, params.template.crop_shape)
         if gpu:
             torch.cuda.reset_peak_memory_stats()
         history = fit(vae, train, val, params).history

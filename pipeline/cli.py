@@ -2,7 +2,14 @@
 generative commands ``sample``, ``interpolate``, ``impute`` and ``loglik``.
 
 Exit status: 0 success; 1 one or more inputs failed (one ``error: <path>: <reason>`` line
-each on stderr, the others still processed); 2 usage or configuration error.
+each on stderr, the others still processed); 2 usage or configuration error. Building the
+parser imports nothing heavy, so every command starts fast.
+
+Example:
+    >>> _parser().parse_args(["sample", "--n", "2", "--out", "s"]).n
+    2
+    >>> main(["score"])   # no scan: argparse prints a one-line usage error
+    2
 """
 
 from __future__ import annotations
@@ -12,19 +19,23 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from pipeline.config import UsageError
-from pipeline.genargs import COMMANDS as GENERATIVE
-from pipeline.genargs import add_parsers
+from pipeline.config.kinds import PATH_MODES
+from pipeline.io.errors import UsageError, one_line, shown
 
 STAGES = ("cohort", "prepare", "train", "calibrate", "evaluate", "generative", "report")
+GENERATIVE = ("sample", "interpolate", "impute", "loglik")
+QUIET_LOGGERS = ("matplotlib", "PIL", "alembic", "mlflow", "urllib3", "git", "nibabel")
 
 
-def _parser() -> argparse.ArgumentParser:
-    about = " ".join(__doc__.split("\n\n")[0].split())
-    ap = argparse.ArgumentParser(prog="vae-anomaly", description=about)
-    ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = ap.add_subparsers(dest="command", required=True)
+def _model_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--model", default=None,
+                    help="model folder or MLflow URI (default: models:/<configured>@champion)")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def _stage_parsers(sub: Any) -> None:
     for name in STAGES:
         sp = sub.add_parser(name, help=f"run the {name} stage (as dvc.yaml does)")
         sp.add_argument("--params", type=Path, default=None,
@@ -36,14 +47,14 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--autoencoder", action="store_true",
                             help="train the evaluation's baseline: the same network as a plain "
                                  "autoencoder (beta = 0) into models/autoencoder")
+
+
+def _score_parser(sub: Any) -> None:
     sc = sub.add_parser("score", help="score native-space NIfTI scans")
     sc.add_argument("scans", nargs="+", type=Path, help="NIfTI scans (.nii or .nii.gz)")
     sc.add_argument("--out", type=Path, required=True, help="output folder")
-    sc.add_argument("--model", default=None,
-                    help="model folder or MLflow URI (default: models:/<configured>@champion)")
     sc.add_argument("--brain-mask", type=Path, action="append", default=None,
                     help="brain mask on the scan's grid (repeat once per scan, in order)")
-    sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     sc.add_argument("--workers", type=int, default=None, metavar="N",
                     help="processes that prepare the next scans while the model runs "
                          "(default: one per CPU less one, none for a single scan; per rank "
@@ -55,14 +66,55 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--convention", choices=("radiological", "neurological"), default=None,
                     help="left/right display of the report's axial and coronal views "
                          "(default: the model's report.convention)")
-    add_parsers(sub)
+    _model_options(sc)
+
+
+def _generative_parsers(sub: Any) -> None:
+    sp = sub.add_parser("sample", help="draw synthetic healthy scans from the VAE's prior")
+    sp.add_argument("--n", type=int, required=True, help="number of samples")
+    sp.add_argument("--out", type=Path, required=True, help="output folder")
+    sp.add_argument("--temperature", type=float, default=None,
+                    help="scale of the prior N(0, T^2 I) (default: the model's)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--noise", action="store_true",
+                    help="draw x ~ p(x|z) (decoder noise) instead of the decoder mean")
+    ip = sub.add_parser("interpolate", help="decode along the latent path between two scans")
+    ip.add_argument("scans", nargs=2, type=Path, help="scans A and B (NIfTI)")
+    ip.add_argument("--steps", type=int, default=None, help="points on the path, ends included")
+    ip.add_argument("--mode", choices=("both", *PATH_MODES), default="both")
+    ip.add_argument("--out", type=Path, required=True)
+    ip.add_argument("--brain-mask", type=Path, nargs=2, default=None, metavar=("MASK_A", "MASK_B"))
+    mp = sub.add_parser("impute", help="fill a missing region with healthy tissue")
+    mp.add_argument("scan", type=Path)
+    mp.add_argument("--mask", type=Path, required=True,
+                    help="missing region (non-zero voxels) on the scan's grid")
+    mp.add_argument("--out", type=Path, required=True)
+    mp.add_argument("--brain-mask", type=Path, default=None)
+    lp = sub.add_parser("loglik", help="importance-weighted log-likelihood bound per scan")
+    lp.add_argument("scans", nargs="+", type=Path)
+    lp.add_argument("--k", type=int, default=None, help="importance samples (default: model's)")
+    lp.add_argument("--seed", type=int, default=0)
+    lp.add_argument("--brain-mask", type=Path, action="append", default=None)
+    lp.add_argument("--out", type=Path, default=None, help="also write loglik.json here")
+    for p in (sp, ip, mp, lp):
+        _model_options(p)
+
+
+def _parser() -> argparse.ArgumentParser:
+    about = " ".join(__doc__.split("\n\n")[0].split())
+    ap = argparse.ArgumentParser(prog="vae-anomaly", description=about)
+    ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _stage_parsers(sub)
+    _score_parser(sub)
+    _generative_parsers(sub)
     return ap
 
 
 def _stage(args: argparse.Namespace) -> int:
     import importlib
 
-    from pipeline.config import load_params
+    from pipeline.config.params import load_params
 
     params = load_params(args.params)
     module = importlib.import_module(f"pipeline.stages.{args.command}")
@@ -73,6 +125,19 @@ def _stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    """The function that runs the parsed command (imported only when it runs)."""
+    if args.command == "score":
+        from pipeline.commands.score import score_command
+
+        return score_command
+    if args.command in GENERATIVE:
+        from pipeline.commands.generative import COMMANDS
+
+        return COMMANDS[args.command]
+    return _stage
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     try:
@@ -81,27 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("matplotlib", "PIL", "alembic", "mlflow", "urllib3", "git", "nibabel"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    run: Callable[[], int]
-    if args.command == "score":
-        from pipeline.score import score_command
-
-        def run() -> int:
-            return score_command(args)
-    elif args.command in GENERATIVE:
-        from pipeline.gencli import COMMANDS
-
-        def run() -> int:
-            return COMMANDS[args.command](args)
-    else:
-        def run() -> int:
-            return _stage(args)
     try:
-        return run()
+        return _command(args)(args)
     except UsageError as exc:
-        from pipeline.nifti import shown
-
         print(f"error: {shown(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -110,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        from pipeline.nifti import one_line
-
         print(f"error: {args.command}: {one_line(exc)}", file=sys.stderr)
         return 1
 

@@ -2,11 +2,8 @@
 
 Chromium reads protocol messages from file descriptor 3 and writes to 4 when started with
 ``--remote-debugging-pipe``; each message is a JSON object followed by a NUL byte. No browser
-is downloaded: the system's Debian ``chromium`` is used (``.ci/run`` installs it).
-
-Example:
-    >>> with Browser() as b:                       # doctest: +SKIP
-    ...     result = b.load(Path("report.html"))
+is downloaded: the system's Debian ``chromium`` is used (``.ci/run`` installs it). Used as
+``with Browser() as b: result = b.load(page)`` (see tests/test_report.py).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,48 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the tiny project (it ran the whole pipeline) is an integration
+    test: `pytest -m "not integration"` runs the unit tests alone."""
+    for item in items:
+        if {"tiny_project", "in_project", "project_copy"} & set(getattr(item, "fixturenames",
+                                                                       ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def _enter(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("VAE_ANOMALY_ROOT", str(root))
+    if "mlflow" in sys.modules:  # MLflow keeps the last store it was pointed at
+        sys.modules["mlflow"].set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return root
+
+
 @pytest.fixture
 def in_project(tiny_project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tiny_project)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("VAE_ANOMALY_ROOT", str(tiny_project))
-    return tiny_project
+    """The shared tiny project, as the working project; tests must not change it (those that
+    do use :func:`project_copy`)."""
+    return _enter(tiny_project, monkeypatch)
+
+
+MLFLOW_PATH_COLUMNS = {"runs": ("artifact_uri",), "experiments": ("artifact_location",),
+                       "model_versions": ("source", "storage_location")}
+
+
+@pytest.fixture
+def project_copy(tiny_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the tiny project (its MLflow store pointing at its own artifacts),
+    as the working project, for tests that train, register or rewrite reports."""
+    import sqlite3
+
+    root = tmp_path / "project"
+    shutil.copytree(tiny_project, root, symlinks=True)
+    con = sqlite3.connect(root / "mlflow.db")
+    with con:
+        for table, columns in MLFLOW_PATH_COLUMNS.items():
+            for column in columns:
+                con.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)",
+                            (str(tiny_project), str(root)))
+    con.close()
+    return _enter(root, monkeypatch)

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from pipeline import distributed
-from pipeline.config import load_raw, params_from_dict
-from pipeline.modelio import build_vae
-from pipeline.runtime import seed_everything
-from pipeline.training import fit
+from pipeline.config.params import load_raw, params_from_dict
+from pipeline.model import distributed
+from pipeline.model.network import build_vae
+from pipeline.model.runtime import seed_everything
+from pipeline.model.training import fit
 
 
 def main(out: Path) -> None:
@@ -29,7 +29,7 @@ def main(out: Path) -> None:
     world = distributed.from_env()
     distributed.init(world, torch.device("cpu"))
     seed_everything(params.seed)
-    vae = build_vae(params)
+    vae = build_vae(params.model, params.template.crop_shape)
     initial = {k: v.clone() for k, v in vae.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     train, val = torch.rand(8, 1, 16, 16, 16, generator=g), torch.rand(3, 1, 16, 16, 16,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.augment import augment, random_affine
-from pipeline.schema import AugmentParams
+from pipeline.config.schema import AugmentParams
+from pipeline.model.augment import augment, random_affine
 
 OFF = AugmentParams(False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 ALL = AugmentParams(True, 5.0, 2.0, 0.05, 0.1, 0.05, 0.2, 0.3)

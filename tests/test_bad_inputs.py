@@ -25,7 +25,7 @@ def deny_read(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
     there the permission check sees what a normal user's would."""
     def deny(path: Path) -> None:
         if os.geteuid() == 0:
-            import pipeline.nifti as nifti
+            import pipeline.io.nifti as nifti
 
             real = nifti.os.access
             monkeypatch.setattr(nifti.os, "access", lambda p, mode, *a, **k: (

@@ -109,9 +109,9 @@ def test_preparation_workers_give_the_inline_results(in_project: Path, tmp_path:
 
 
 def test_a_killed_worker_fails_only_the_scan_it_held(in_project: Path) -> None:
-    from pipeline.batch import Failed, Job, prepared_in_order
-    from pipeline.modelio import load_model
-    from pipeline.template import load_template
+    from pipeline.modelstore.loading import load_model
+    from pipeline.scoring.batch import Failed, Job, prepared_in_order
+    from pipeline.space.template import load_template
 
     loaded = load_model(in_project / "models" / "vae")
     tpl = load_template(loaded.params.template.resolution_mm, loaded.params.template.crop_shape)

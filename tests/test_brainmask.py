@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from conftest import phantom
 
-from pipeline.brainmask import background_value, is_skull_stripped, stripped_foreground
-from pipeline.registration import containment, dice
+from pipeline.preprocess.brainmask import background_value, is_skull_stripped, stripped_foreground
+from pipeline.preprocess.registration import containment, dice
 
 SPACING = np.array([2.0, 2.0, 2.0])
 

@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from pipeline.calibration import _Sums, fit_calibration, voxel_statistics
-from pipeline.config import load_params
-from pipeline.modelio import Calibration, Normative, Thresholds
-from pipeline.schema import CalibrateParams
-from pipeline.scores import RawScores
-from pipeline.scoring import calibrate_map, calibrated_maps, scan_score, threshold_mask
+from pipeline.config.params import load_params
+from pipeline.config.schema import CalibrateParams
+from pipeline.modelstore.types import Calibration, Normative, Thresholds
+from pipeline.scoring.calibration import _Sums, fit_calibration, voxel_statistics
+from pipeline.scoring.maps import calibrate_map, calibrated_maps, scan_score, threshold_mask
+from pipeline.scoring.raw import RawScores
 
 SP = dataclasses.replace(load_params().scoring, score=["residual"], compare=["residual"],
                          smoothing_sigma_vox=0.0, std_smoothing_sigma_vox=1.0,
@@ -36,7 +36,7 @@ def test_threshold_meets_fpr_on_new_healthy_scans() -> None:
     rng = np.random.default_rng(0)
     region = np.ones((24, 24, 24), bool)
     calib = _fit([_healthy(rng) for _ in range(12)], region, 0.01)
-    flagged = [calibrate_map(_healthy(rng), region, "residual", calib) > calib.voxel_threshold
+    flagged = [calibrate_map(_healthy(rng), region, "residual", calib) > calib.threshold
                for _ in range(10)]
     fpr = float(np.mean(flagged))
     assert 0.002 < fpr < 0.03, fpr
@@ -49,7 +49,7 @@ def test_anomaly_stands_out_after_calibration() -> None:
     sick = _healthy(rng)
     sick[10:14, 10:14, 10:14] += 10.0
     mask = threshold_mask(calibrate_map(sick, region, "residual", calib),
-                          calib.voxel_threshold, 8)
+                          calib.threshold, 8)
     assert mask[10:14, 10:14, 10:14].mean() > 0.9
     assert mask.sum() < 64 * 3
 
@@ -117,7 +117,7 @@ def test_thresholds_meet_the_false_positive_rate_on_healthy_scans() -> None:
     calib = fit_calibration(scans, sp2, cp)
     assert set(calib.thresholds) == {"residual+elbo_grad", "residual"}
     assert calib.primary == "residual+elbo_grad"
-    flagged = [calibrated_maps(s, calib, sp2)[calib.primary][s.region] > calib.voxel_threshold
+    flagged = [calibrated_maps(s, calib, sp2)[calib.primary][s.region] > calib.threshold
                for s in scans]
     rate = float(np.mean(np.concatenate(flagged)))
     assert rate <= 3 * cp.voxel_fpr  # statistics fitted on these scans: close to the target

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import genargs, generative
 from pipeline.cli import main
-from pipeline.imagequality import IntensityStats, nearest_ssim, ssim, step_fractions
-from pipeline.imputation import fit_intensity_map, surroundings_fill
-from pipeline.model import ConvVAE
-from pipeline.objective import Likelihood, elbo_terms
-from pipeline.schema import ImputeParams
+from pipeline.config.kinds import PATH_MODES
+from pipeline.config.schema import ImputeParams
+from pipeline.generative import sampling as generative
+from pipeline.generative.imputation import fit_intensity_map, surroundings_fill
+from pipeline.generative.quality import IntensityStats, nearest_ssim, ssim, step_fractions
+from pipeline.model.network import ConvVAE
+from pipeline.model.objective import Likelihood, elbo_terms
 
 
 def _vae() -> ConvVAE:
@@ -27,7 +28,7 @@ def _vae() -> ConvVAE:
 def test_latent_paths_end_at_the_inputs() -> None:
     a, b = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
     b = b / b.norm() * a.norm()  # equal norms: slerp stays on the sphere
-    for mode in generative.PATH_MODES:
+    for mode in PATH_MODES:
         path = generative.latent_path(a, b, 5, mode)
         assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
     lin = generative.latent_path(a, b, 3, "linear")
@@ -42,7 +43,6 @@ def test_latent_paths_end_at_the_inputs() -> None:
         generative.latent_path(a, b, 1, "linear")
     with pytest.raises(ValueError):
         generative.latent_path(a, b, 3, "cubic")
-    assert genargs.PATH_MODES == generative.PATH_MODES
 
 
 def test_sampling_is_seeded_and_tempered() -> None:
@@ -55,10 +55,9 @@ def test_sampling_is_seeded_and_tempered() -> None:
     assert float(generative.sample_latents(shape, 2, 0.0, 1).abs().max()) == 0.0
     half = generative.sample_latents(shape, 3, 0.5, seed=5)
     assert torch.allclose(half, z1 * 0.5)
-    means = generative.decode(vae, z1, batch=2)
+    means = generative.decode_mean(vae, z1, batch=2)
     assert means.shape == (3, 16, 16, 16)
-    noisy = generative.decode(vae, z1, batch=2, likelihood=Likelihood("gaussian", 0.1),
-                              noise_seed=0)
+    noisy = generative.decode_draw(vae, z1, Likelihood("gaussian", 0.1), seed=0, batch=2)
     assert abs(float((noisy - means).std()) - 0.1) < 0.01  # x ~ N(mean, 0.1^2)
 
 
@@ -133,7 +132,7 @@ def _scans(root: Path) -> tuple[Path, Path, Path]:
 
 
 def test_sample_command(in_project: Path, tmp_path: Path) -> None:
-    from pipeline.template import TEMPLATE_FILE, read_template
+    from pipeline.space.template import TEMPLATE_FILE, read_template
 
     tpl = read_template(in_project / "models" / "vae" / TEMPLATE_FILE)
     for out, seed in ((tmp_path / "a", "3"), (tmp_path / "b", "3"), (tmp_path / "c", "4")):
@@ -179,7 +178,7 @@ def test_a_failing_command_leaves_no_partial_outputs(in_project: Path, tmp_path:
                                                      capsys) -> None:
     a, b, _ = _scans(in_project)
     calls = {"n": 0}
-    real = generative.decode
+    real = generative.decode_mean
 
     def fail_on_second(*args, **kwargs):  # the linear path is written, then decoding fails
         calls["n"] += 1
@@ -187,7 +186,7 @@ def test_a_failing_command_leaves_no_partial_outputs(in_project: Path, tmp_path:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generative, "decode", fail_on_second)
+    monkeypatch.setattr(generative, "decode_mean", fail_on_second)
     out = tmp_path / "path"
     assert main(["interpolate", str(a), str(b), "--steps", "3", "--out", str(out)]) == 1
     assert list(out.iterdir()) == []
@@ -241,9 +240,9 @@ def test_impute_command_fills_only_the_hole_on_the_native_grid(in_project: Path,
 def test_imputation_maps_back_to_native_intensities(in_project: Path) -> None:
     """The template → native mapping of the imputation (registration + the intensity map
     fitted around the hole) reproduces the scan itself from its prepared image."""
-    from pipeline.imputation import impute_scan
-    from pipeline.modelio import load_model
-    from pipeline.nifti import load_mask, load_scan
+    from pipeline.generative.imputation import impute_scan
+    from pipeline.io.nifti import load_mask, load_scan
+    from pipeline.modelstore.loading import load_model
 
     scan, _, brain_path = _scans(in_project)
     img = load_scan(scan)
@@ -251,7 +250,8 @@ def test_imputation_maps_back_to_native_intensities(in_project: Path) -> None:
     missing = np.zeros(img.shape, bool)
     centre = np.argwhere(brain).mean(0).astype(int)
     missing[tuple(slice(c - 3, c + 3) for c in centre)] = True
-    imp = impute_scan(load_model(in_project / "models" / "vae"), img, missing, brain)
+    loaded = load_model(in_project / "models" / "vae")
+    imp = impute_scan(loaded, img, missing, brain, loaded.params.generative.impute)
     back = imp.native_values(imp.prepared.image)
     data = np.asarray(img.dataobj, np.float32)
     from scipy import ndimage
@@ -293,10 +293,3 @@ def test_generative_stage_and_evaluate_log_likelihood(tiny_project: Path) -> Non
     assert ll["healthy_mean_nats"] is not None and 0 <= ll["lesioned_lower_fraction"] <= 1
     page = (tiny_project / "reports" / "index.html").read_text()
     assert "The VAE as a generative model" in page and "Imputation of a" in page
-
-
-def test_old_model_parameters_get_generative_defaults() -> None:
-    from pipeline.config import LEGACY_DEFAULTS, with_legacy_defaults
-
-    assert with_legacy_defaults({"model": {}, "train": {}})["generative"] == \
-        LEGACY_DEFAULTS["generative"]

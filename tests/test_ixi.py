@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 from conftest import IXI
 
-from pipeline import geometry, headatlas, preprocess, registration
-from pipeline.config import load_raw, params_from_dict
-from pipeline.nifti import load_mask, load_scan
-from pipeline.template import load_template
+from pipeline.config.params import load_raw, params_from_dict
+from pipeline.io.nifti import load_mask, load_scan
+from pipeline.preprocess import headatlas, registration
+from pipeline.preprocess.prepare import prepare_scan
+from pipeline.preprocess.record import to_native
+from pipeline.space import geometry
+from pipeline.space.grid import to_canonical
+from pipeline.space.template import load_template
 
 pytestmark = pytest.mark.skipif(not IXI.is_dir(), reason="../shared/data/ixi-t1 not available")
 SUBJECTS = ["IXI012-HH-1211", "IXI013-HH-1212", "IXI014-HH-1236"]
@@ -35,11 +39,11 @@ def _load(sid: str):
 @pytest.mark.parametrize("sid", SUBJECTS + HARD)
 def test_ixi_registration_and_round_trip(params, sid: str) -> None:
     img, mask = _load(sid)
-    prepared = preprocess.prepare_scan(img, mask, params)
+    prepared = prepare_scan(img, mask, params, None)
     assert prepared.record.registration_dice >= 0.92
     assert prepared.record.registration_ok
     assert prepared.record.bias_field  # N4 ran
-    back = preprocess.to_native(prepared.brain.astype(np.float32), prepared.record) > 0.5
+    back = to_native(prepared.brain.astype(np.float32), prepared.record) > 0.5
     assert registration.dice(back, mask) >= 0.95
 
 
@@ -51,7 +55,7 @@ def atlas(params):
     parts = []
     for sid in ATLAS_SUBJECTS:
         img, mask = _load(sid)
-        rec = preprocess.prepare_scan(img, mask, params)
+        rec = prepare_scan(img, mask, params, None)
         parts.append(headatlas.contribution(
             rec.canonical_image, rec.canonical_brain, np.asarray(rec.record.canonical_affine),
             geometry.affine_transform_from_json(rec.record.transform), g))
@@ -66,8 +70,8 @@ def test_ixi_without_mask_gets_the_brain_from_the_head_atlas(params, atlas, sid:
     img, truth = _load(sid)
     headatlas.save(atlas, tmp_path / "atlas.safetensors")
     stored = headatlas.read(tmp_path / "atlas.safetensors")
-    prepared = preprocess.prepare_scan(img, None, params, stored)
+    prepared = prepare_scan(img, None, params, stored)
     assert prepared.record.mask_source == "atlas"
-    canon_truth = preprocess.to_canonical(truth.astype(np.uint8), img.affine)[0] > 0
+    canon_truth = to_canonical(truth.astype(np.uint8), img.affine)[0] > 0
     assert registration.dice(prepared.canonical_brain, canon_truth) >= 0.90
     assert prepared.record.registration_dice >= 0.90

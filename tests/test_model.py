@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pipeline.model import ConvVAE
-from pipeline.objective import Likelihood, elbo_terms, gaussian_nll, kl_divergence
+from pipeline.model.network import ConvVAE
+from pipeline.model.objective import Likelihood, elbo_terms, gaussian_nll, kl_divergence
 
 
 def test_shapes_and_spatial_latent() -> None:
@@ -93,7 +93,10 @@ def test_mean_image_starts_at_the_data_mean() -> None:
     assert decoded.shape == (1, 1, 16, 16, 16)
 
 
-def test_eval_mode_is_deterministic() -> None:
-    vae = ConvVAE([4, 8], latent_channels=2).eval()
+def test_the_posterior_mean_is_decoded_unless_a_sample_is_asked_for() -> None:
+    vae = ConvVAE([4, 8], latent_channels=2).train()
     x = torch.rand(1, 1, 16, 16, 16)
     assert torch.equal(vae(x).reconstruction, vae(x).reconstruction)
+    assert torch.equal(vae(x).z, vae(x).mu)
+    a, b = vae(x, sample=True), vae(x, sample=True)
+    assert not torch.equal(a.z, b.z) and not torch.equal(a.z, a.mu)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from conftest import oblique_affine, phantom
 
-from pipeline.nifti import ScanError, atomic_write, load_mask, load_scan, stem
+from pipeline.io.atomic import atomic_write
+from pipeline.io.errors import ScanError
+from pipeline.io.nifti import load_mask, load_scan, stem
 
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:

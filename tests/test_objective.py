@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.model import ConvVAE, VAEOutput
-from pipeline.objective import Likelihood, elbo_terms, iwae_log_likelihood, kl_divergence
+from pipeline.model.network import ConvVAE, VAEOutput
+from pipeline.model.objective import Likelihood, elbo_terms, iwae_log_likelihood, kl_divergence
 
 
 def _out(mu: torch.Tensor, x: torch.Tensor) -> VAEOutput:

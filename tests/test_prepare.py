@@ -15,10 +15,11 @@ import SimpleITK as sitk
 from conftest import TINY_OVERRIDES, make_project, oblique_affine, phantom
 from corpus import CORPUS, REASONS
 
-from pipeline import geometry, registration
-from pipeline.bias import correct_bias
-from pipeline.config import load_raw, params_from_dict
-from pipeline.template import load_template
+from pipeline.config.params import load_raw, params_from_dict
+from pipeline.preprocess import registration
+from pipeline.preprocess.bias import correct_bias
+from pipeline.space import geometry
+from pipeline.space.template import load_template
 
 
 def test_bias_field_correction_flattens_a_smooth_field() -> None:

@@ -167,9 +167,10 @@ class _Payload:
 
 def test_pickle_payloads_are_never_executed(in_project: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline import checkpoint
-    from pipeline.modelio import ModelError, load_model
-    from pipeline.nifti import sha256
+    from pipeline.io.atomic import sha256
+    from pipeline.model import checkpoint
+    from pipeline.modelstore.loading import load_model
+    from pipeline.modelstore.types import ModelError
 
     marker = tmp_path / "PWNED"
     ckpts = tmp_path / "checkpoints"
@@ -199,8 +200,10 @@ def test_pickle_payloads_are_never_executed(in_project: Path, tmp_path: Path,
 def test_model_version_checksums_are_verified(in_project: Path) -> None:
     from mlflow import MlflowClient
 
-    from pipeline.config import load_params
-    from pipeline.modelio import WEIGHTS_SHA_TAG, ModelError, load_model
+    from pipeline.config.params import load_params
+    from pipeline.modelstore.folder import WEIGHTS_SHA_TAG
+    from pipeline.modelstore.loading import load_model
+    from pipeline.modelstore.types import ModelError
 
     name = load_params().mlflow.registered_model
     client = MlflowClient()
@@ -251,12 +254,13 @@ def _overflowing(loaded: Any) -> Any:
 
 
 def test_half_precision_overflow_is_rescored_in_float32(in_project: Path) -> None:
-    from pipeline.modelio import load_model
-    from pipeline.nifti import ScanError, load_scan
-    from pipeline.preprocess import prepare_scan
-    from pipeline.scoring import score_prepared
+    from pipeline.io.errors import ScanError
+    from pipeline.io.nifti import load_scan
+    from pipeline.modelstore.loading import command_model_uri, load_model
+    from pipeline.preprocess.prepare import prepare_scan
+    from pipeline.scoring.maps import score_prepared
 
-    loaded = load_model()
+    loaded = load_model(command_model_uri(None))
     scan = load_scan(_scans(in_project, 1)[0])
     prepared = prepare_scan(scan, None, loaded.params, loaded.head_atlas)
     fp32 = score_prepared(loaded, prepared)
@@ -284,14 +288,13 @@ def test_half_precision_overflow_is_rescored_in_float32(in_project: Path) -> Non
 def test_gpu_maps_are_repeatable_and_close_to_the_cpu_maps(in_project: Path) -> None:
     """Same GPU: bit-identical (cuDNN deterministic); GPU (bf16/fp16 auto) vs CPU float32:
     within 0.1 z, three times the bf16 difference measured on IXI (README "Reliability")."""
-    from pipeline.modelio import load_model
-    from pipeline.nifti import load_scan
-    from pipeline.preprocess import prepare_scan
-    from pipeline.score import load_for_cli
-    from pipeline.scoring import score_prepared
+    from pipeline.io.nifti import load_scan
+    from pipeline.modelstore.loading import command_model_uri, load_for_command, load_model
+    from pipeline.preprocess.prepare import prepare_scan
+    from pipeline.scoring.maps import score_prepared
 
-    cpu = load_model()
-    gpu = load_for_cli(None, "cuda")
+    cpu = load_model(command_model_uri(None))
+    gpu = load_for_command(command_model_uri(None), "cuda")
     scan = load_scan(_scans(in_project, 1)[0])
     prepared = prepare_scan(scan, None, cpu.params, cpu.head_atlas)
     a, b = score_prepared(gpu, prepared), score_prepared(gpu, prepared)
@@ -303,9 +306,11 @@ def test_gpu_maps_are_repeatable_and_close_to_the_cpu_maps(in_project: Path) -> 
 
 def test_auto_precision_follows_the_calibration(in_project: Path, tmp_path: Path) -> None:
     """``calibrate`` records its precision; ``auto`` scores in it where the device runs it
-    natively; calibrations without the record were made in float32."""
-    from pipeline.modelio import load_model
-    from pipeline.runtime import cpu_has_native_bf16
+    natively; format-1 calibrations without the record were made in float32, and a current
+    one without it is refused."""
+    from pipeline.model.runtime import cpu_has_native_bf16
+    from pipeline.modelstore.loading import load_model
+    from pipeline.modelstore.types import ModelError
 
     folder = tmp_path / "model"
     shutil.copytree(in_project / "models" / "vae", folder)
@@ -313,10 +318,14 @@ def test_auto_precision_follows_the_calibration(in_project: Path, tmp_path: Path
     info = json.loads(calibration.read_text())
     native = cpu_has_native_bf16()
     assert info["precision"] == ("bfloat16" if native else "float32")
-    for recorded, used in (("float32", "fp32"), ("bfloat16", "bf16" if native else "auto"),
-                           (None, "fp32")):
-        info.pop("precision", None)
-        if recorded:
-            info["precision"] = recorded
+    for recorded, used in (("float32", "fp32"), ("bfloat16", "bf16" if native else "auto")):
+        info["precision"] = recorded
         calibration.write_text(json.dumps(info))
         assert load_model(folder).params.scoring.precision == used, recorded
+    info.pop("precision")
+    calibration.write_text(json.dumps(info))
+    with pytest.raises(ModelError, match="precision"):
+        load_model(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "format": "vae-anomaly/1"}))
+    assert load_model(folder).params.scoring.precision == "fp32"

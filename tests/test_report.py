@@ -12,14 +12,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import oblique_affine, phantom
+from markupsafe import Markup
 
-from pipeline import render
-from pipeline.config import load_params
-from pipeline.dashboard import CaseRow, render_index
-from pipeline.findings import find_components
-from pipeline.geometry import affine_transform_to_json
-from pipeline.preprocess import ScanRecord, to_canonical
-from pipeline.report import CanonicalVolumes, ReportVolumes, render_scan_report
+from pipeline.config.params import load_params
+from pipeline.preprocess.record import ScanRecord
+from pipeline.reporting import render
+from pipeline.reporting.cohort_page import CaseRow, render_index
+from pipeline.reporting.scan_report import CanonicalVolumes, ReportVolumes, render_scan_report
+from pipeline.scoring.findings import find_components, find_located
+from pipeline.scoring.result import ScanSummary
+from pipeline.space.geometry import affine_transform_to_json
+from pipeline.space.grid import to_canonical
 
 REPORT = load_params(Path(__file__).resolve().parents[1] / "configs" / "params.yaml").report
 BROWSER_REQUIRED = os.environ.get("VAE_ANOMALY_REQUIRE_BROWSER") == "1"
@@ -30,7 +33,7 @@ def _blob(shape: tuple[int, ...], centre: tuple[int, int, int], radius: float) -
     return sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2
 
 
-def _synthetic_case() -> tuple[ReportVolumes, dict[str, Any]]:
+def _synthetic_case() -> tuple[ReportVolumes, ScanSummary]:
     image, brain = phantom()
     affine = oblique_affine((2.2, 1.8, 2.5))
     heat = np.zeros(image.shape, np.float32)
@@ -38,13 +41,16 @@ def _synthetic_case() -> tuple[ReportVolumes, dict[str, Any]]:
     heat[_blob(image.shape, (28, 30, 14), 2)] = 9.0
     heat += 0.5 * brain
     mask = (heat > 4.0).astype(np.uint8)
-    info = {"input": "/data/sub 01 ü 'x'<b>.nii.gz", "threshold": 4.0, "scan_score": 7.5,
-            "scan_threshold": 5.0, "is_abnormal": True, "flagged_volume_ml": 1.2,
-            "heatmap_units": "z-score", "created": "2026-11-24T00:00:00+00:00",
-            "model": {"name": "m", "version": "3", "uri": "models:/m@champion"},
-            "trained_on": {"modality": "T1w", "space": "MNI152", "cohort": "test", "n_train": 9},
-            "registration": {"dice_with_template_brain": 0.95, "brain_mask": "given"},
-            "warnings": []}
+    info = ScanSummary(
+        input="/data/sub 01 ü 'x'<b>.nii.gz", threshold=4.0, scan_score=7.5,
+        scan_threshold=5.0, is_abnormal=True, flagged_voxels=int(mask.sum()),
+        flagged_volume_ml=1.2, score="nll", heatmap_units="z-score",
+        findings=find_components(heat, mask, affine),
+        created="2026-11-24T00:00:00+00:00",
+        model={"name": "m", "version": "3", "uri": "models:/m@champion"},
+        trained_on={"modality": "T1w", "space": "MNI152", "cohort": "test", "n_train": 9},
+        registration={"dice_with_template_brain": 0.95, "brain_mask": "given"},
+        timings_s={}, warnings=[])
     vols = ReportVolumes(image, affine, heat, mask, reconstruction=image * 0.9,
                          restoration=image * 0.95, truth=_blob(image.shape, (12, 20, 18), 2))
     return vols, info
@@ -93,7 +99,7 @@ def test_findings_volumes_peaks_and_mni_location() -> None:
     record = ScanRecord(list(shape), affine.tolist(), [], list(shape), affine.tolist(),
                         identity, affine.tolist(), list(shape), "MNI", "given", 1.0, 1.0, True,
                         0.0, 1.0)
-    rows = find_components(heat, mask, affine, record, midline_mm=4.0)
+    rows = find_located(heat, mask, record, midline_mm=4.0)
     assert [r.peak for r in rows] == [8.0, 5.0]  # strongest first
     assert rows[1].voxels == int(_blob(shape, wm, 2).sum())
     assert rows[1].volume_ml == pytest.approx(rows[1].voxels * 8 / 1000, abs=1e-3)
@@ -111,7 +117,7 @@ def test_findings_volumes_peaks_and_mni_location() -> None:
     tx.SetTranslation((5.0, -7.0, 3.0))
     tx.SetCenter((10.0, 20.0, -5.0))
     record.transform = affine_transform_to_json(tx)
-    for row in find_components(heat, mask, affine, record, tissue=False):
+    for row in find_located(heat, mask, record, 4.0, tissue=False):
         x, y, z = row.centroid_mm
         lps = tx.GetInverse().TransformPoint((-x, -y, z))
         assert row.centroid_mni == pytest.approx([-lps[0], -lps[1], lps[2]], abs=0.11)
@@ -119,13 +125,13 @@ def test_findings_volumes_peaks_and_mni_location() -> None:
 
 def test_report_is_self_contained_and_complete() -> None:
     vols, info = _synthetic_case()
-    page = render_scan_report(vols, info, [3.0, 4.0, 6.0, 8.0], REPORT)
+    page = render_scan_report(CanonicalVolumes(vols), info, [3.0, 4.0, 6.0, 8.0], REPORT)
     srcs = re.findall(r"src='([^']*)'", page)
     assert srcs and all(s.startswith("data:image/") for s in srcs)
     assert "http-equiv='Content-Security-Policy'" in page and "default-src 'none'" in page
     assert not re.search(r"(href|src|url)\s*=?\s*\(?['\"]?https?:", page)
     assert "pseudo-healthy restoration" in page and "reconstruction" in page
-    assert "sub 01 ü &#x27;x&#x27;&lt;b&gt;.nii.gz" in page and "<b>.nii" not in page
+    assert "sub 01 ü &#39;x&#39;&lt;b&gt;.nii.gz" in page and "<b>.nii" not in page
     assert "ABNORMAL" in page
     assert "radiological convention" in page
     assert "higher than 75% of the 4 healthy calibration scans" in page
@@ -144,13 +150,13 @@ def _index_page(tmp_path: Path) -> Path:
     curves: dict[str, Any] = {"roc": ([0.0, 0.1, 1.0], [0.0, 0.8, 1.0]),
                               "pr": ([0.0, 0.5, 1.0], [1.0, 0.6, 0.1])}
     vols, _ = _synthetic_case()
-    from pipeline.dashboard import gallery_tile
+    from pipeline.reporting.cohort_page import gallery_tile
 
     c = CanonicalVolumes(vols)
     gallery = [gallery_tile(c, 4.0, REPORT, "b-scan: 0.00 mL", "case.html"),
                gallery_tile(c, 4.0, REPORT, "c'<img src=x onerror=alert(1)>", None)]
     page = tmp_path / "index.html"
-    text = render_index(metrics, rows, {"modality": "T1w"}, curves, gallery)
+    text = render_index(metrics, rows, {"modality": "T1w"}, curves, gallery, {}, Markup(""))
     assert "<img src=x" not in text and "href='cases/sub%231%20%27q%27.html'" in text
     page.write_text(text)
     return page
@@ -167,7 +173,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
 
     vols, info = _synthetic_case()
     case = tmp_path / "case.html"
-    case.write_text(render_scan_report(vols, info, [3.0, 4.0, 6.0], REPORT))
+    case.write_text(render_scan_report(CanonicalVolumes(vols), info, [3.0, 4.0, 6.0], REPORT))
     index = _index_page(tmp_path)
     with Browser() as b:
         for page in (case, index):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_params
-from pipeline.metrics import Pooled, lesions_found
-from pipeline.model import ConvVAE
-from pipeline.objective import Likelihood
-from pipeline.restoration import frozen, restore
-from pipeline.schema import RestorationParams
-from pipeline.scores import raw_scores
-from pipeline.scoretypes import KINDS, MODEL_KINDS
+from pipeline.config.kinds import KINDS, MODEL_KINDS
+from pipeline.config.params import load_params
+from pipeline.config.schema import RestorationParams
+from pipeline.model.network import ConvVAE
+from pipeline.model.objective import Likelihood
+from pipeline.model.restoration import frozen, restore
+from pipeline.scoring.metrics import Pooled, lesions_found
+from pipeline.scoring.raw import raw_scores
 
 SHAPE = (16, 16, 16)
 
@@ -86,7 +86,7 @@ def test_restoration_keeps_explained_voxels_and_frees_unweighted_ones() -> None:
     x = torch.from_numpy(_image(2, blob=True))[None, None]
     region = torch.from_numpy(_brain().astype(np.float32))[None, None]
     strict = RestorationParams(steps=4, step_size=0.5, consistency=1e6)  # λ huge: no change
-    assert torch.equal(restore(vae, lik, x, region, strict), x)
+    assert torch.equal(restore(vae, lik, x, region, strict, consistency_weight=region), x)
     free = restore(vae, lik, x, region, strict, consistency_weight=torch.zeros_like(x))
     assert not torch.equal(free, x)
     assert torch.equal(free[region == 0], x[region == 0])  # outside the region: untouched
@@ -135,7 +135,7 @@ def test_pooled_metrics() -> None:
     (["nll", "intensity"], False),         # not calibrated: cannot be averaged with z-scores
     (["bogus"], False), ([], False)])
 def test_primary_score_is_validated(score: list[str], ok: bool) -> None:
-    from pipeline.config import ConfigError, load_raw, params_from_dict
+    from pipeline.config.params import ConfigError, load_raw, params_from_dict
 
     raw = load_raw()
     raw["scoring"]["score"] = score

@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 from conftest import phantom
 
-from pipeline.config import load_params
-from pipeline.demo import _source, make_subject
-from pipeline.lesions import insert_lesions
+from pipeline.cohort.demo import _source, make_subject
+from pipeline.cohort.lesions import insert_lesions
+from pipeline.config.params import load_params
 
 
 def test_demo_subjects_are_seeded_and_varied() -> None:

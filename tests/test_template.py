@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.template import _CACHE, load_template, read_template, save_template
+from pipeline.space.template import _CACHE, load_template, read_template, save_template
 
 
 def test_template_round_trips_through_its_file(tmp_path: Path) -> None:
@@ -26,8 +26,10 @@ def test_non_contiguous_arrays_are_stored_correctly(tmp_path: Path) -> None:
     tpl = load_template(6.0, (32, 32, 32))
     from dataclasses import replace
 
-    flipped = replace(tpl, image=tpl.image.transpose(2, 1, 0).transpose(2, 1, 0)[::-1][::-1])
-    view = replace(tpl, image=np.asfortranarray(tpl.image))
-    for t in (flipped, view):
-        save_template(t, tmp_path / "v.safetensors")
-        np.testing.assert_array_equal(read_template(tmp_path / "v.safetensors").image, tpl.image)
+    # a reversed view and a Fortran-ordered copy of the same image: neither is C-contiguous
+    reversed_view = tpl.image[::-1, :, ::-1]
+    fortran = np.asfortranarray(tpl.image)
+    assert not reversed_view.flags.c_contiguous and not fortran.flags.c_contiguous
+    for image in (reversed_view, fortran):
+        save_template(replace(tpl, image=image), tmp_path / "v.safetensors")
+        np.testing.assert_array_equal(read_template(tmp_path / "v.safetensors").image, image)

@@ -12,7 +12,7 @@ def test_champion_moves_only_on_a_better_validation_elbo(tmp_path: Path,
     import mlflow
     from mlflow import MlflowClient
 
-    from pipeline import tracking
+    from pipeline.modelstore import tracking
 
     monkeypatch.setenv("VAE_ANOMALY_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -38,7 +38,7 @@ def test_champion_moves_only_on_a_better_validation_elbo(tmp_path: Path,
 
     # the fast registry read (sqlite3, no MLflow) pins the same version with the same tags
     # and finds the same files as MLflow's client; what it cannot be sure of goes to MLflow
-    from pipeline import registry
+    from pipeline.modelstore import registry
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for text in ("models:/m@champion", f"models:/m/{worse.version}", "models:/m/1"):

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import checkpoint
-from pipeline.config import Params, load_raw, params_from_dict
-from pipeline.modelio import build_vae
-from pipeline.objective import Likelihood
-from pipeline.runtime import seed_everything
-from pipeline.training import best_epoch, fit, kl_weight
-from pipeline.validation import validate
+from pipeline.config.params import load_raw, params_from_dict
+from pipeline.config.schema import Params
+from pipeline.model import checkpoint
+from pipeline.model.network import build_vae
+from pipeline.model.objective import Likelihood
+from pipeline.model.runtime import seed_everything
+from pipeline.model.training import best_epoch, fit, kl_weight
+from pipeline.model.validation import validate
 
 
 def _params(**train: object) -> Params:
@@ -35,7 +36,7 @@ def _data(seed: int, n: int = 6) -> torch.Tensor:
 
 def _weights(params: Params, **kwargs: object) -> tuple[dict[str, torch.Tensor], object]:
     seed_everything(params.seed)
-    vae = build_vae(params)
+    vae = build_vae(params.model, params.template.crop_shape)
     result = fit(vae, _data(0), _data(1), params, **kwargs)  # type: ignore[arg-type]
     return vae.state_dict(), result
 
@@ -49,7 +50,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 def test_fit_keeps_the_best_validation_weights() -> None:
     params = _params()
     seed_everything(params.seed)
-    vae = build_vae(params)
+    vae = build_vae(params.model, params.template.crop_shape)
     result = fit(vae, _data(0), _data(1), params)
     assert len(result.history) == params.train.epochs
     v = validate(vae, _data(1), Likelihood("gaussian", params.model.recon_sigma), params.seed, 2)
@@ -102,7 +103,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 
 def test_non_finite_batches_are_skipped_not_learned(caplog: pytest.LogCaptureFixture,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.training as training
+    import pipeline.model.training as training
 
     calls = []
 
@@ -113,7 +114,7 @@ def test_non_finite_batches_are_skipped_not_learned(caplog: pytest.LogCaptureFix
     monkeypatch.setattr(training, "augment", corrupt_second_batch)
     params = _params(epochs=1)
     seed_everything(params.seed)
-    vae = build_vae(params)
+    vae = build_vae(params.model, params.template.crop_shape)
     result = fit(vae, _data(0), _data(1), params)
     assert result.history[0].skipped_steps == 1
     assert "step skipped" in caplog.text
@@ -132,7 +133,7 @@ def test_kl_schedules() -> None:
 def test_gradient_scaler_path_skips_non_finite_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fp16 path (older GPUs): loss scaling, unscaling before clipping, skipped steps.
     Emulated on the CPU with CPU autocast and an enabled CPU gradient scaler."""
-    import pipeline.training as training
+    import pipeline.model.training as training
 
     monkeypatch.setattr(training, "autocast", lambda device, enabled: (
         torch.autocast("cpu", dtype=torch.bfloat16), torch.float16))
@@ -145,7 +146,7 @@ def test_gradient_scaler_path_skips_non_finite_steps(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(training, "augment", corrupt_third_batch)
     params = _params(epochs=2, grad_clip_norm=1.0)
     seed_everything(params.seed)
-    vae = build_vae(params)
+    vae = build_vae(params.model, params.template.crop_shape)
     before = {k: v.clone() for k, v in vae.state_dict().items()}
     result = fit(vae, _data(0), _data(1), params)
     assert sum(s.skipped_steps for s in result.history) == 1
@@ -157,7 +158,7 @@ def test_gradient_scaler_path_skips_non_finite_steps(monkeypatch: pytest.MonkeyP
 def test_autoencoder_variant_trains_without_kl_or_sampling(tmp_path: Path) -> None:
     from conftest import make_project
 
-    from pipeline.config import load_params
+    from pipeline.config.params import load_params
     from pipeline.stages.train import run, variant
 
     params = load_params(make_project(tmp_path, {"evaluate": {"autoencoder_baseline": False}}))
@@ -171,7 +172,7 @@ def test_autoencoder_variant_trains_without_kl_or_sampling(tmp_path: Path) -> No
     assert not (where.model_dir / "model.json").exists()
     # β = 0 never samples the posterior: the validation value is deterministic in the seed
     torch.manual_seed(0)
-    vae = build_vae(_params(beta=0.0)).eval()
+    vae = build_vae((_params(beta=0.0)).model, (_params(beta=0.0)).template.crop_shape).eval()
     x = torch.rand(2, 1, 16, 16, 16)
     a = validate(vae, x, Likelihood("gaussian", 0.1), seed=1, batch_size=2, sample=False)
     b = validate(vae, x, Likelihood("gaussian", 0.1), seed=2, batch_size=2, sample=False)

@@ -13,40 +13,25 @@ import dataclasses
 import json
 import logging
 
-from pipeline import paths, tracking
-from pipeline.calibration import fit_calibration
-from pipeline.config import Params
-from pipeline.dataset import load_template_case
-from pipeline.modelio import (
+from pipeline.cohort.store import healthy_images, load_manifest
+from pipeline.config import paths
+from pipeline.config.schema import Params
+from pipeline.io.atomic import sha256
+from pipeline.model.runtime import dtype_name, score_dtype
+from pipeline.modelstore import tracking
+from pipeline.modelstore.folder import (
     CALIBRATION,
     CALIBRATION_JSON,
     CALIBRATION_SHA_TAG,
     MODEL_JSON,
-    LoadedModel,
     copy_model,
-    load_model,
     save_calibration,
     update_meta,
 )
-from pipeline.nifti import sha256
-from pipeline.runtime import dtype_name, score_dtype
-from pipeline.scores import RawScores
-from pipeline.scoring import template_scores
-from pipeline.stages.prepare import load_manifest
+from pipeline.modelstore.loading import load_model
+from pipeline.scoring.calibration import fit_calibration, healthy_raw_scores
 
 log = logging.getLogger(__name__)
-
-
-def healthy_raw_scores(params: Params, loaded: LoadedModel, kinds: set[str]
-                       ) -> list[RawScores]:
-    """Raw maps of the calibration split (images dropped: only the maps are kept)."""
-    out = []
-    for case in load_manifest(params)["calibration"]:
-        image, brain = load_template_case(params, case["id"])
-        raw = template_scores(loaded, image, brain, kinds)
-        out.append(RawScores(maps=raw.maps, region=raw.region,
-                             negative_elbo=raw.negative_elbo))
-    return out
 
 
 def run(params: Params) -> None:
@@ -57,7 +42,7 @@ def run(params: Params) -> None:
                                         calibrate=params.calibrate)
     manifest = load_manifest(params)
     sp = params.scoring
-    raws = healthy_raw_scores(params, loaded, {*sp.score, *sp.compare})
+    raws = healthy_raw_scores(loaded, healthy_images(params, manifest), {*sp.score, *sp.compare})
     calib = fit_calibration(raws, sp, params.calibrate)
     calib.info["cases"] = [c["id"] for c in manifest["calibration"]]
     calib.info["precision"] = dtype_name(score_dtype(sp.precision,
@@ -68,12 +53,12 @@ def run(params: Params) -> None:
     update_meta(out, loaded.params, reg)
     save_calibration(out, calib)
     log.info("%s: voxel threshold %.3f (FPR %.3g), scan threshold %.3f", calib.primary,
-             calib.voxel_threshold, params.calibrate.voxel_fpr, calib.scan_threshold)
+             calib.threshold, params.calibrate.voxel_fpr, calib.scan_threshold)
     tracking.setup(params.mlflow.experiment)
     tracking.add_to_version(reg["run_id"], reg["registered_model"], reg["version"],
                             [out / CALIBRATION, out / CALIBRATION_JSON, out / MODEL_JSON],
                             {"calibrated": "true", "score": calib.primary,
-                             "voxel_threshold": f"{calib.voxel_threshold:.4f}",
+                             "threshold": f"{calib.threshold:.4f}",
                              "scan_threshold": f"{calib.scan_threshold:.4f}",
                              "voxel_fpr": str(params.calibrate.voxel_fpr),
                              CALIBRATION_SHA_TAG: sha256(out / CALIBRATION)})

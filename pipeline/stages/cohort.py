@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import shutil
 
-from pipeline import paths
-from pipeline.cohort import list_subjects
-from pipeline.config import Params
-from pipeline.demo import generate_cohort
-from pipeline.nifti import write_json
+from pipeline.cohort.demo import generate_cohort
+from pipeline.cohort.subjects import list_subjects
+from pipeline.config import paths
+from pipeline.config.schema import Params
+from pipeline.io.atomic import write_json
 
 log = logging.getLogger(__name__)
 

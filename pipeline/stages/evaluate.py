@@ -23,26 +23,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import metrics, paths
-from pipeline.calibration import fit_calibration
-from pipeline.config import Params
-from pipeline.dataset import load_prepared
-from pipeline.generative import log_likelihood
-from pipeline.modelio import LoadedModel, ModelError, load_model
-from pipeline.nifti import (
-    atomic_write,
-    load_mask,
-    load_scan,
-    stem,
-    voxel_volume_mm3,
-    write_json,
-)
-from pipeline.objective import Likelihood
-from pipeline.outputs import extra_stem, summary, write_outputs
-from pipeline.preprocess import PreparedScan, native_brain, prepare_scan
-from pipeline.scoring import ScanResult, calibrated_maps, template_scores, to_result
-from pipeline.stages.calibrate import healthy_raw_scores
-from pipeline.stages.prepare import load_manifest
+from pipeline.cohort.prepared import load_prepared
+from pipeline.cohort.store import healthy_images, load_manifest
+from pipeline.config import paths
+from pipeline.config.schema import ExtraCase, Params
+from pipeline.generative.sampling import log_likelihood
+from pipeline.io.atomic import atomic_write, write_json
+from pipeline.io.nifti import load_mask, load_scan, stem
+from pipeline.model.objective import Likelihood
+from pipeline.modelstore.loading import load_model
+from pipeline.modelstore.types import LoadedModel, ModelError
+from pipeline.preprocess.prepare import prepare_scan
+from pipeline.preprocess.record import PreparedScan, native_brain
+from pipeline.scoring import metrics
+from pipeline.scoring.calibration import fit_calibration, healthy_raw_scores
+from pipeline.scoring.maps import calibrated_maps, template_scores, to_result
+from pipeline.scoring.outputs import extra_stem, scan_outputs, write_outputs
+from pipeline.scoring.result import ScanResult, summarise
+from pipeline.space.grid import voxel_volume_mm3
 
 log = logging.getLogger(__name__)
 AUTOENCODER = "autoencoder"  # row name of the β = 0 baseline (its residual map)
@@ -70,7 +68,7 @@ def _autoencoder(params: Params) -> LoadedModel | None:
         return None
     sp = dataclasses.replace(params.scoring, score=["residual"], compare=["residual"])
     ae.params = dataclasses.replace(ae.params, scoring=sp)
-    raws = healthy_raw_scores(params, ae, {"residual"})
+    raws = healthy_raw_scores(ae, healthy_images(params, load_manifest(params)), {"residual"})
     ae.calibration = fit_calibration(raws, sp, params.calibrate)
     return ae
 
@@ -78,24 +76,40 @@ def _autoencoder(params: Params) -> LoadedModel | None:
 def _all_maps(loaded: LoadedModel, ae: LoadedModel | None, prepared: PreparedScan,
               compare: list[str]) -> tuple[ScanResult, dict[str, ScanResult]]:
     """The primary result (with reconstructions) and one native result per compared map."""
-    calib = loaded.calibration
-    assert calib is not None
+    calib = loaded.calibrated()
     raw = template_scores(loaded, prepared.image, prepared.brain, {*calib.score, *compare})
     zmaps = calibrated_maps(raw, calib, loaded.params.scoring, compare)
     brain = native_brain(prepared)
     results = {name: to_result(loaded, prepared, raw, name, z, brain)
                for name, z in zmaps.items()}
     if ae is not None:
-        assert ae.calibration is not None
         ae_raw = template_scores(ae, prepared.image, prepared.brain, {"residual"})
-        z = calibrated_maps(ae_raw, ae.calibration, ae.params.scoring)["residual"]
+        z = calibrated_maps(ae_raw, ae.calibrated(), ae.params.scoring)["residual"]
         results[AUTOENCODER] = to_result(ae, prepared, ae_raw, "residual", z, brain)
     return results[calib.primary], results
 
 
-def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Path,
+def _case_metrics(results: dict[str, ScanResult], truth: np.ndarray, brain: np.ndarray,
+                  voxel_ml: float, n_thresholds: int) -> dict[str, Any]:
+    """Every map's metrics on one real lesioned scan."""
+    out: dict[str, Any] = {}
+    for name, r in results.items():
+        pooled = metrics.Pooled()
+        pooled.add_lesioned(r.heatmap[brain], truth[brain], r.mask[brain] > 0, r.scan_score,
+                            metrics.lesions_found(r.mask, truth))
+        m = pooled.summary(n_thresholds)
+        out[name] = {k: m[k] for k in ("voxel_auroc", "voxel_auprc", "best_dice",
+                                       "dice_at_calibrated_threshold", "lesion_detection_rate",
+                                       "n_lesions")}
+        out[name].update(flagged_volume_ml=round(float(r.mask.sum()) * voxel_ml, 2),
+                         scan_abnormal=bool(r.is_abnormal))
+    return out
+
+
+def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: ExtraCase, root: Path,
                 compare: list[str], n_thresholds: int) -> dict[str, Any] | None:
-    """Metrics of every map on one real lesioned scan (``evaluate.extra_cases``).
+    """Metrics of every map on one real lesioned scan (``evaluate.extra_cases``); None when
+    its files are not there.
 
     Its primary outputs go to ``data/evaluation/extra-<case name>*`` for the report stage.
     """
@@ -110,26 +124,16 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: Any, root: Pa
     truth = load_mask(truth_path, img)
     t0 = time.perf_counter()
     primary, results = _all_maps(loaded, ae, prepared, compare)
-    info = summary(image, primary, loaded, prepared.record,
-                   {"score_all_maps": time.perf_counter() - t0})
-    info.update({"case": case.name, "split": "extra", "truth": str(truth_path)})
-    write_outputs(paths.evaluation_dir(root), extra_stem(case.name), primary, img, info,
-                  reconstruction=True)
-    brain = native_brain(prepared) | truth
+    summary = summarise(image, primary, loaded, prepared.record,
+                        {"score_all_maps": time.perf_counter() - t0}, primary.warnings)
+    summary.extra.update({"case": case.name, "split": "extra", "truth": str(truth_path)})
+    write_outputs(scan_outputs(paths.evaluation_dir(root), extra_stem(case.name)), primary,
+                  img, summary, html=None, images=True)
     voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
-    out: dict[str, Any] = {"image": str(image), "registration_ok": prepared.record.registration_ok,
-                           "lesion_volume_ml": round(float(truth.sum()) * voxel_ml, 2)}
-    for name, r in results.items():
-        pooled = metrics.Pooled()
-        pooled.add_lesioned(r.heatmap[brain], truth[brain], r.mask[brain] > 0, r.scan_score,
-                            metrics.lesions_found(r.mask, truth))
-        m = pooled.summary(n_thresholds)
-        out[name] = {k: m[k] for k in ("voxel_auroc", "voxel_auprc", "best_dice",
-                                       "dice_at_calibrated_threshold", "lesion_detection_rate",
-                                       "n_lesions")}
-        out[name].update(flagged_volume_ml=round(float(r.mask.sum()) * voxel_ml, 2),
-                         scan_abnormal=bool(r.is_abnormal))
-    return out
+    return {"image": str(image), "registration_ok": prepared.record.registration_ok,
+            "lesion_volume_ml": round(float(truth.sum()) * voxel_ml, 2),
+            **_case_metrics(results, truth, native_brain(prepared) | truth, voxel_ml,
+                            n_thresholds)}
 
 
 def _loglik(loaded: LoadedModel, params: Params, prepared: PreparedScan) -> dict[str, Any]:
@@ -142,101 +146,98 @@ def _loglik(loaded: LoadedModel, params: Params, prepared: PreparedScan) -> dict
             "k": ll.k}
 
 
-def loglik_summary(healthy: dict[str, float], lesioned: dict[str, tuple[str, float]], k: int
-                   ) -> dict[str, Any]:
-    """Healthy vs lesioned log-likelihood: means, paired drop and scan AUROC.
+class _TestSet:
+    """Pooled metrics of every map and the log-likelihoods over the held-out test scans."""
 
-    ``healthy`` maps a subject to its bound (nats); ``lesioned`` maps a lesioned copy to
-    (its healthy subject, its bound).
-    """
-    pairs = [(healthy[s], v) for s, v in lesioned.values() if s in healthy]
-    drops = [h - v for h, v in pairs]
-    return {
-        "k": k, "healthy_mean_nats": float(np.mean(list(healthy.values()))) if healthy else None,
-        "lesioned_mean_nats": float(np.mean([v for _, v in lesioned.values()]))
-        if lesioned else None,
-        "pairs": len(pairs),
-        "lesioned_lower_fraction": float(np.mean([d > 0 for d in drops])) if drops else None,
-        "mean_drop_nats": float(np.mean(drops)) if drops else None,
-        "scan_auroc": metrics.scan_auroc([-v for v in healthy.values()],
-                                         [-v for _, v in lesioned.values()])
-        if healthy and lesioned else None}
+    def __init__(self, loaded: LoadedModel, ae: LoadedModel | None, params: Params) -> None:
+        self.loaded, self.ae, self.params = loaded, ae, params
+        self.compare = [c for c in params.scoring.compare if c in loaded.calibrated().thresholds]
+        self.pooled: dict[str, metrics.Pooled] = {}
+        self.seconds: list[float] = []
+        self.healthy_ll: dict[str, float] = {}
+        self.lesioned_ll: dict[str, tuple[str, float]] = {}
 
-
-def run(params: Params) -> dict[str, Any]:
-    loaded = load_model(paths.model_dir(params.root))
-    calib = loaded.calibration
-    assert calib is not None
-    compare = [c for c in params.scoring.compare if c in calib.thresholds]
-    ae = _autoencoder(params)
-    manifest = load_manifest(params)
-    out_dir = paths.evaluation_dir(params.root)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pooled: dict[str, metrics.Pooled] = {}
-    seconds = []
-    healthy_ll: dict[str, float] = {}
-    lesioned_ll: dict[str, tuple[str, float]] = {}
-    for part in ("test_healthy", "test_lesion"):
-        for case in manifest[part]:
-            t0 = time.perf_counter()
-            prepared, native = load_prepared(params, case)
-            primary, results = _all_maps(loaded, ae, prepared, compare)
-            seconds.append(time.perf_counter() - t0)
-            brain = native_brain(prepared)
-            info = summary(case["image"], primary, loaded, prepared.record,
-                           {"score_all_maps": seconds[-1]})
-            info.update({"case": case["id"], "split": part, "truth": case["truth"],
-                         "log_likelihood": _loglik(loaded, params, prepared)})
-            nats = float(info["log_likelihood"]["nats"])
-            if part == "test_healthy":
-                healthy_ll[case.get("subject", case["id"])] = nats
+    def add(self, case: dict[str, Any], part: str) -> None:
+        """Score one test case exactly as ``score`` would, keep its outputs, pool its maps."""
+        t0 = time.perf_counter()
+        prepared, native = load_prepared(self.params, case)
+        primary, results = _all_maps(self.loaded, self.ae, prepared, self.compare)
+        self.seconds.append(time.perf_counter() - t0)
+        summary = summarise(case["image"], primary, self.loaded, prepared.record,
+                            {"score_all_maps": self.seconds[-1]}, primary.warnings)
+        ll = _loglik(self.loaded, self.params, prepared)
+        summary.extra.update({"case": case["id"], "split": part, "truth": case["truth"],
+                              "log_likelihood": ll})
+        if part == "test_healthy":
+            self.healthy_ll[case.get("subject", case["id"])] = float(ll["nats"])
+        else:
+            self.lesioned_ll[case["id"]] = (case.get("subject", ""), float(ll["nats"]))
+        write_outputs(scan_outputs(paths.evaluation_dir(self.params.root), stem(case["image"])),
+                      primary, native, summary, html=None, images=True)
+        truth = load_mask(case["truth"], native) if part == "test_lesion" else None
+        brain = native_brain(prepared)
+        for name, r in results.items():
+            acc = self.pooled.setdefault(name, metrics.Pooled())
+            if truth is None:
+                acc.add_healthy(r.mask[brain] > 0, r.scan_score)
             else:
-                lesioned_ll[case["id"]] = (case.get("subject", ""), nats)
-            write_outputs(out_dir, stem(case["image"]), primary, native, info,
-                          reconstruction=True)
-            truth = load_mask(case["truth"], native) if part == "test_lesion" else None
-            for name, r in results.items():
-                acc = pooled.setdefault(name, metrics.Pooled())
-                if truth is None:
-                    acc.add_healthy(r.mask[brain] > 0, r.scan_score)
-                else:
-                    acc.add_lesioned(r.heatmap[brain], truth[brain], r.mask[brain] > 0,
-                                     r.scan_score, metrics.lesions_found(r.mask, truth))
-    if calib.primary not in pooled or not pooled[calib.primary].scores:
-        raise RuntimeError("no lesioned test scans to evaluate")
-    ev = params.evaluate
-    table = {name: acc.summary(ev.n_thresholds, ev.curve_points if name == calib.primary else 0)
-             for name, acc in pooled.items()}
-    main = table[calib.primary]
-    extra = {}
-    for c in ev.extra_cases:
-        found = _extra_case(loaded, ae, c, params.root, compare, ev.n_thresholds)
-        if found is not None:
-            extra[c.name] = found
-    result_metrics = {
-        **main, "score": calib.primary, "best_dice_n_thresholds": ev.n_thresholds,
-        "calibrated_threshold": calib.voxel_threshold,
-        "voxel_fpr_target": params.calibrate.voxel_fpr,
-        "n_test_healthy": len(manifest["test_healthy"]),
-        "n_test_lesion": len(manifest["test_lesion"]),
-        "lesion_voxel_fraction": float(np.concatenate(pooled[calib.primary].labels).mean()),
-        "seconds_per_scan_all_maps": float(np.median(seconds)),
-        "model": loaded.meta.get("mlflow", {}), "cohort": params.cohort.name,
-        "score_types": table, "extra_cases": extra,
-        "log_likelihood": loglik_summary(healthy_ll, lesioned_ll, params.generative.iwae_samples),
-    }
+                acc.add_lesioned(r.heatmap[brain], truth[brain], r.mask[brain] > 0,
+                                 r.scan_score, metrics.lesions_found(r.mask, truth))
+
+    def table(self) -> dict[str, dict[str, Any]]:
+        """Each map's metrics (the primary one with its curves)."""
+        primary, ev = self.loaded.calibrated().primary, self.params.evaluate
+        if primary not in self.pooled or not self.pooled[primary].scores:
+            raise RuntimeError("no lesioned test scans to evaluate")
+        return {name: acc.summary(ev.n_thresholds, ev.curve_points if name == primary else 0)
+                for name, acc in self.pooled.items()}
+
+
+def _write_reports(params: Params, result: dict[str, Any], table: dict[str, dict[str, Any]],
+                   primary: metrics.Pooled) -> None:
     reports = paths.reports_dir(params.root)
-    write_json(reports / "metrics.json", result_metrics)
+    write_json(reports / "metrics.json", result)
     _write_csv(reports / "score_comparison.csv", [
         {"score": name, **{k: v for k, v in row.items() if k != "best_dice_threshold"}}
         for name, row in table.items()])
-    _write_csv(reports / "plots" / "roc.csv", pooled[calib.primary].roc)
-    _write_csv(reports / "plots" / "pr.csv", pooled[calib.primary].pr)
+    _write_csv(reports / "plots" / "roc.csv", primary.roc)
+    _write_csv(reports / "plots" / "pr.csv", primary.pr)
     log.info("log-likelihood (IWAE, K=%d): %s", params.generative.iwae_samples,
-             result_metrics["log_likelihood"])
+             result["log_likelihood"])
     for name, row in table.items():
         log.info("%-20s AUROC %.3f  AUPRC %.3f  best Dice %.3f  Dice@calib %.3f  FPR %.4f  "
                  "scan AUROC %.3f  lesions found %.2f", name, row["voxel_auroc"],
                  row["voxel_auprc"], row["best_dice"], row["dice_at_calibrated_threshold"],
                  row["healthy_voxel_fpr"], row["scan_auroc"], row["lesion_detection_rate"])
-    return result_metrics
+
+
+def run(params: Params) -> dict[str, Any]:
+    loaded = load_model(paths.model_dir(params.root))
+    calib = loaded.calibrated()
+    manifest = load_manifest(params)
+    paths.evaluation_dir(params.root).mkdir(parents=True, exist_ok=True)
+    tests = _TestSet(loaded, _autoencoder(params), params)
+    for part in ("test_healthy", "test_lesion"):
+        for case in manifest[part]:
+            tests.add(case, part)
+    table = tests.table()
+    ev = params.evaluate
+    extra = {c.name: found for c in ev.extra_cases
+             if (found := _extra_case(loaded, tests.ae, c, params.root, tests.compare,
+                                      ev.n_thresholds)) is not None}
+    primary = tests.pooled[calib.primary]
+    result = {
+        **table[calib.primary], "score": calib.primary,
+        "best_dice_n_thresholds": ev.n_thresholds, "threshold": calib.threshold,
+        "voxel_fpr_target": params.calibrate.voxel_fpr,
+        "n_test_healthy": len(manifest["test_healthy"]),
+        "n_test_lesion": len(manifest["test_lesion"]),
+        "lesion_voxel_fraction": float(np.concatenate(primary.labels).mean()),
+        "seconds_per_scan_all_maps": float(np.median(tests.seconds)),
+        "model": loaded.meta.get("mlflow", {}), "cohort": params.cohort.name,
+        "score_types": table, "extra_cases": extra,
+        "log_likelihood": metrics.loglik_summary(tests.healthy_ll, tests.lesioned_ll,
+                                                 params.generative.iwae_samples),
+    }
+    _write_reports(params, result, table, primary)
+    return result

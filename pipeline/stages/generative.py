@@ -24,20 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from nibabel.affines import voxel_sizes
 
-from pipeline import genpreview, paths
-from pipeline.config import Params
-from pipeline.dataset import load_images, load_template_case
-from pipeline.generative import (
-    PATH_MODES,
-    decode,
-    encode_mean,
-    latent_path,
-    latent_shape,
-    log_likelihood,
-    sample_latents,
-)
-from pipeline.imagequality import (
+from pipeline.cohort.store import load_images, load_manifest, load_template_case
+from pipeline.config import paths
+from pipeline.config.kinds import PATH_MODES
+from pipeline.config.schema import Params
+from pipeline.generative.imputation import impute_scan
+from pipeline.generative.quality import (
     IntensityStats,
     mean_abs_diff,
     nearest_ssim,
@@ -45,12 +39,22 @@ from pipeline.imagequality import (
     relative_difference,
     ssim_many,
 )
-from pipeline.imputation import impute_scan
-from pipeline.modelio import LoadedModel, load_model
-from pipeline.nifti import load_mask, load_scan, voxel_spacing, write_json, write_nifti
-from pipeline.objective import Likelihood
-from pipeline.stages.prepare import load_manifest
-from pipeline.template import TEMPLATE_FILE, Template, read_template
+from pipeline.generative.sampling import (
+    decode_draw,
+    decode_mean,
+    encode_mean,
+    latent_path,
+    latent_shape,
+    log_likelihood,
+    sample_latents,
+)
+from pipeline.io.atomic import write_json
+from pipeline.io.nifti import load_mask, load_scan, write_nifti
+from pipeline.model.objective import Likelihood
+from pipeline.modelstore.loading import load_model
+from pipeline.modelstore.types import LoadedModel
+from pipeline.reporting import preview
+from pipeline.space.template import TEMPLATE_FILE, Template, read_template
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +70,9 @@ def _samples(loaded: LoadedModel, params: Params, tpl: Template, train: np.ndarr
     g, ch = params.generative, params.generative.checks
     z = sample_latents(latent_shape(loaded.vae, tpl.shape), ch.samples, g.temperature,
                        params.seed)
-    means = decode(loaded.vae, z, g.iwae_batch).numpy()
-    draws = decode(loaded.vae, z, g.iwae_batch, Likelihood.of(loaded.params.model),
-                   params.seed + 1).numpy()
+    means = decode_mean(loaded.vae, z, g.iwae_batch).numpy()
+    draws = decode_draw(loaded.vae, z, Likelihood.of(loaded.params.model), params.seed + 1,
+                        g.iwae_batch).numpy()
     ref = IntensityStats.of(train, tpl.brain)
     nearest = [nearest_ssim(s, train, tpl.brain, ch.nearest_candidates) for s in means]
     held_out = [nearest_ssim(s, train, tpl.brain, ch.nearest_candidates)[0]
@@ -78,9 +82,9 @@ def _samples(loaded: LoadedModel, params: Params, tpl: Template, train: np.ndarr
     out_dir = paths.generative_dir(params.root)
     for i, image in enumerate(means):
         write_nifti(out_dir / "samples" / f"sample_{i:03d}.nii.gz", image, tpl.affine)
-    style = genpreview.style_for(means[0], params.report)
-    genpreview.write_png(out_dir / "samples.png",
-                         genpreview.samples_mosaic(means, tpl.affine, style))
+    style = preview.style_for(means[0], params.report)
+    preview.write_png(out_dir / "samples.png",
+                         preview.samples_mosaic(means, tpl.affine, style))
     values = [v for v, _ in nearest]
     return {
         "n": len(means), "temperature": g.temperature, "training": {
@@ -104,20 +108,20 @@ def _interpolation(loaded: LoadedModel, params: Params, tpl: Template,
     g = params.generative
     inputs = held_out[:2]
     ends = [encode_mean(loaded.vae, torch.from_numpy(img)) for img, _ in inputs]
-    style = genpreview.style_for(inputs[0][0], params.report)
+    style = preview.style_for(inputs[0][0], params.report)
     out: dict[str, Any] = {"a": cases[0]["id"], "b": cases[1]["id"],
                            "steps": g.interpolation_steps, "paths": {},
                            "inputs_change": round(mean_abs_diff(inputs[0][0], inputs[1][0],
                                                                 tpl.brain), 5)}
     rows = []
     for mode in PATH_MODES:
-        path = decode(loaded.vae, latent_path(ends[0], ends[1], g.interpolation_steps, mode),
-                      g.iwae_batch).numpy()
+        path = decode_mean(loaded.vae, latent_path(ends[0], ends[1], g.interpolation_steps,
+                                                   mode), g.iwae_batch).numpy()
         out["paths"][mode] = path_quality(path, inputs[0], inputs[1], tpl.brain,
                                           g.max_step_ratio)
-        rows += genpreview.path_rows(inputs[0][0], path, inputs[1][0], tpl.affine, style)
-    genpreview.write_png(paths.generative_dir(params.root) / "interpolation.png",
-                         genpreview.mosaic(rows))
+        rows += preview.path_rows(inputs[0][0], path, inputs[1][0], tpl.affine, style)
+    preview.write_png(paths.generative_dir(params.root) / "interpolation.png",
+                         preview.mosaic(rows))
     return out
 
 
@@ -127,7 +131,7 @@ def _cube(brain: np.ndarray, affine: np.ndarray, edge_mm: float, rng: np.random.
     brain voxel deep enough for the cube to stay mostly inside the brain."""
     from scipy import ndimage
 
-    half = np.maximum(np.round(edge_mm / 2 / voxel_spacing(affine)).astype(int), 1)
+    half = np.maximum(np.round(edge_mm / 2 / voxel_sizes(affine)).astype(int), 1)
     core = np.asarray(ndimage.binary_erosion(brain, iterations=int(half.min())))
     candidates = np.argwhere(core if core.any() else brain)
     centre = candidates[rng.integers(len(candidates))]

@@ -2,16 +2,15 @@
 
 Writes ``data/prepared/`` (the one folder DVC tracks): ``cases/<case>.nii.gz`` (template-space
 input), ``cases/<case>_brain.nii.gz``, ``cases/<case>.json`` (the
-:class:`~pipeline.preprocess.ScanRecord`), ``lesioned/`` (native lesioned test scans and
+:class:`~pipeline.preprocess.record.ScanRecord`), ``lesioned/`` (native lesioned test scans and
 ground truth), ``head_atlas.safetensors`` (when the training scans have skull and masks) and
 ``split.json``; plus the QC table ``reports/prepare_qc.json`` and page
 ``reports/prepare_qc.html``. Subjects run in parallel workers; each one's results are cached
-by content (:mod:`pipeline.prepcase`), so an unchanged scan is never processed twice.
+by content (:mod:`pipeline.cohort.preparation`), so an unchanged scan is never processed twice.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -21,13 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import headatlas, paths
-from pipeline.cohort import list_subjects, split_subjects
-from pipeline.config import Params, to_dict
-from pipeline.nifti import write_json
-from pipeline.prepcase import run_task
-from pipeline.qc import worst_first, write_qc_html
-from pipeline.template import load_template
+from pipeline.cohort.preparation import run_task
+from pipeline.cohort.store import split_file
+from pipeline.cohort.subjects import list_subjects, split_subjects
+from pipeline.config import paths
+from pipeline.config.params import to_dict
+from pipeline.config.schema import Params
+from pipeline.io.atomic import write_json
+from pipeline.preprocess import headatlas
+from pipeline.reporting.qc import worst_first, write_qc_html
+from pipeline.space.template import load_template
 
 log = logging.getLogger(__name__)
 _PARTS = ("train", "calibration", "test_healthy", "test_lesion")
@@ -35,7 +37,7 @@ _PARTS = ("train", "calibration", "test_healthy", "test_lesion")
 
 def _init_worker(template_arrays: dict[str, Any]) -> None:
     """Give each worker the template without rebuilding it from nilearn's files."""
-    from pipeline.template import Template, register
+    from pipeline.space.template import Template, register
 
     register(Template(**template_arrays))
 
@@ -110,7 +112,7 @@ def _build_atlas(results: list[dict[str, Any]], params: Params, out: Path) -> in
 def run(params: Params) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = paths.prepared_dir(params.root)
-    (out / "split.json").unlink(missing_ok=True)  # written last: its presence marks a whole run
+    split_file(params).unlink(missing_ok=True)  # written last: its presence marks a whole run
     for sub in ("cases", "lesioned"):  # stale files of an earlier run must not linger
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True)
@@ -126,13 +128,9 @@ def run(params: Params) -> dict[str, Any]:
     manifest["failed"] = [{"id": e["id"], "image": e["image"],
                            "reason": e.get("error") or "registration failed QC"} for e in failed]
     manifest["head_atlas_scans"] = _build_atlas(results, params, out)
-    write_json(out / "split.json", manifest)
+    write_json(split_file(params), manifest)
     qc = _qc(results, entries, len(failed), params, time.perf_counter() - t0)
     log.info("prepared %d scans (%d failed, %d from cache) in %.1f s, median registration "
              "Dice %.3f", len(ok), len(failed), qc["n_cached"], qc["seconds"],
              qc["registration_dice_median"] or float("nan"))
     return manifest
-
-
-def load_manifest(params: Params) -> dict[str, Any]:
-    return dict(json.loads((paths.prepared_dir(params.root) / "split.json").read_text()))

@@ -10,29 +10,34 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from markupsafe import Markup
 
-from pipeline import paths
-from pipeline.config import Params
-from pipeline.dashboard import CaseRow, gallery_tile, read_curve, render_index
-from pipeline.modelio import load_model
-from pipeline.nifti import load_mask, load_scan, read_array, stem, write_text
-from pipeline.outputs import extra_stem, output_paths
-from pipeline.report import CanonicalVolumes, ReportVolumes, findings_of, render_scan_report
-from pipeline.stages.prepare import load_manifest
+from pipeline.cohort.store import load_manifest
+from pipeline.config import paths
+from pipeline.config.schema import Params
+from pipeline.io.atomic import write_text
+from pipeline.io.nifti import load_mask, load_scan, read_array, stem
+from pipeline.modelstore.loading import load_model
+from pipeline.reporting.cohort_page import CaseRow, gallery_tile, read_curve, render_index
+from pipeline.reporting.generative_section import generative_section
+from pipeline.reporting.html import Tile
+from pipeline.reporting.scan_report import CanonicalVolumes, ReportVolumes, render_scan_report
+from pipeline.scoring.outputs import ScanOutputs, extra_stem, scan_outputs
+from pipeline.scoring.result import ScanSummary
 
 log = logging.getLogger(__name__)
+PREVIEWS = ("samples", "interpolation")  # the generative stage's PNGs on the cohort page
 
 
-def _volumes(image: str, files: dict[str, Path], truth: str | None) -> ReportVolumes:
+def _volumes(image: str, files: ScanOutputs, truth: str | None) -> ReportVolumes:
     img = load_scan(image)
-    optional = {k: read_array(files[k]) if files[k].is_file() else None
+    optional = {k: read_array(files.image(k)) if files.image(k).is_file() else None
                 for k in ("reconstruction", "restoration")}
-    return ReportVolumes(np.asarray(img.dataobj), img.affine, read_array(files["heatmap"]),
-                         read_array(files["mask"], np.uint8), optional["reconstruction"],
+    return ReportVolumes(np.asarray(img.dataobj), img.affine, read_array(files.heatmap),
+                         read_array(files.mask, np.uint8), optional["reconstruction"],
                          optional["restoration"], load_mask(truth, img) if truth else None)
 
 
@@ -46,7 +51,7 @@ def _cases(params: Params) -> list[dict[str, Any]]:
         out = out[: params.report.max_cases]
     ev = paths.evaluation_dir(params.root)
     for c in params.evaluate.extra_cases:
-        info_file = output_paths(ev, extra_stem(c.name))["json"]
+        info_file = scan_outputs(ev, extra_stem(c.name)).json
         if info_file.is_file():
             info = json.loads(info_file.read_text())
             out.append({"name": c.name, "split": "extra", "image": info["input"],
@@ -54,15 +59,13 @@ def _cases(params: Params) -> list[dict[str, Any]]:
     return out
 
 
-def _generative(params: Params, metrics: dict[str, Any]) -> str:
+def _generative(params: Params, metrics: dict[str, Any]) -> Markup:
     """The cohort page's generative section from the ``generative`` stage's outputs."""
-    from pipeline.gendashboard import generative_section
-
     summary = paths.reports_dir(params.root) / "generative.json"
     gen = json.loads(summary.read_text()) if summary.is_file() else None
     folder = paths.generative_dir(params.root)
     images = {name: (folder / f"{name}.png").read_bytes()
-              for name in ("samples", "interpolation") if (folder / f"{name}.png").is_file()}
+              for name in PREVIEWS if (folder / f"{name}.png").is_file()}
     return generative_section(gen, metrics, images)
 
 
@@ -70,32 +73,28 @@ def run(params: Params) -> None:
     loaded = load_model(paths.model_dir(params.root))
     healthy = loaded.healthy_scan_scores()
     rp = params.report
-    ev = paths.evaluation_dir(params.root)
     reports = paths.reports_dir(params.root)
     out = reports / "cases"
     out.mkdir(parents=True, exist_ok=True)
     rows: list[CaseRow] = []
-    gallery: list[str] = []
+    gallery: list[Tile] = []
     extra_links: dict[str, str] = {}
     for case in _cases(params):
-        files = output_paths(ev, case["stem"])
-        info = json.loads(files["json"].read_text())
-        vols = _volumes(case["image"], files, case["truth"])
-        found = findings_of(info, vols, rp)  # computed here once for older summaries
-        info = {**info, "findings": [f.to_json() for f in found]}
-        canonical = CanonicalVolumes(vols)
+        files = scan_outputs(paths.evaluation_dir(params.root), case["stem"])
+        summary = ScanSummary.from_json(json.loads(files.json.read_text()))
+        canonical = CanonicalVolumes(_volumes(case["image"], files, case["truth"]))
         write_text(out / f"{case['stem']}.html",
-                   render_scan_report(vols, info, healthy, rp, canonical))
+                   render_scan_report(canonical, summary, healthy, rp))
         link = f"cases/{case['stem']}.html"
-        rows.append(CaseRow(case["name"], case["split"], float(info["scan_score"]),
-                            bool(info["is_abnormal"]), float(info["flagged_volume_ml"]),
-                            len(found), max((f.peak for f in found), default=0.0), link))
+        rows.append(CaseRow(case["name"], case["split"], summary.scan_score,
+                            summary.is_abnormal, summary.flagged_volume_ml,
+                            len(summary.findings),
+                            max((f.peak for f in summary.findings), default=0.0), link))
         if case["split"] == "extra":
             extra_links[case["name"]] = link
         if case["split"] == "test_healthy" and len(gallery) < rp.gallery_max:
-            caption = f"{case['name']}: {float(info['flagged_volume_ml']):.2f} mL"
-            gallery.append(gallery_tile(canonical, float(info["threshold"]), rp, caption,
-                                        link))
+            caption = f"{case['name']}: {summary.flagged_volume_ml:.2f} mL"
+            gallery.append(gallery_tile(canonical, summary.threshold, rp, caption, link))
     metrics = json.loads((reports / "metrics.json").read_text())
     curves = {"roc": read_curve(reports / "plots" / "roc.csv", "fpr", "tpr"),
               "pr": read_curve(reports / "plots" / "pr.csv", "recall", "precision")}

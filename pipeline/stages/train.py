@@ -31,22 +31,26 @@ from typing import Any
 
 import torch
 
-from pipeline import checkpoint, distributed, paths, tracking
-from pipeline.config import Params, flatten, to_dict
-from pipeline.dataset import load_images
-from pipeline.modelio import WEIGHTS, WEIGHTS_SHA_TAG, build_vae, save_model
-from pipeline.nifti import atomic_write, sha256, write_json, write_text
-from pipeline.runtime import pick_device, seed_everything
-from pipeline.stages.prepare import load_manifest
-from pipeline.template import load_template
-from pipeline.training import EpochStats, FitResult, fit
+from pipeline.cohort.store import load_images, load_manifest
+from pipeline.config import paths
+from pipeline.config.code import closure_digest
+from pipeline.config.params import flatten, to_dict
+from pipeline.config.schema import Params
+from pipeline.io.atomic import atomic_write, sha256, write_json, write_text
+from pipeline.model import checkpoint, distributed
+from pipeline.model.network import build_vae
+from pipeline.model.runtime import pick_device, seed_everything
+from pipeline.model.training import EpochStats, FitResult, fit
+from pipeline.modelstore import tracking
+from pipeline.modelstore.folder import WEIGHTS, WEIGHTS_SHA_TAG, save_model
+from pipeline.space.template import load_template
 
 log = logging.getLogger(__name__)
 
 # train.* keys that change how fast, not what, a run computes: a checkpoint stays resumable
 RUNTIME_KEYS = ("device", "threads", "checkpoint_every", "gpu_cache_fraction", "compile",
                 "channels_last", "iwae_samples", "iwae_every")
-CODE = ("model.py", "objective.py", "augment.py", "training.py", "validation.py")
+TRAINING_CODE = "pipeline.model.training"  # its import closure determines the weights
 PLOT_COLUMNS = ("epoch", "train_loss", "val_negative_elbo", "val_reconstruction",
                 "val_iwae_nll", "val_kl",
                 "learning_rate", "volumes_per_s")
@@ -69,7 +73,8 @@ def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def fingerprint(params: Params, train: torch.Tensor, val: torch.Tensor) -> str:
-    """SHA-256 of what determines the trained weights: parameters, data and training code."""
+    """SHA-256 of what determines the trained weights: parameters, data and training code
+    (the import closure of the training loop)."""
     raw = to_dict(params)
     tp = {k: v for k, v in raw["train"].items() if k not in RUNTIME_KEYS}
     h = hashlib.sha256(json.dumps({"model": raw["model"], "train": tp,
@@ -77,9 +82,7 @@ def fingerprint(params: Params, train: torch.Tensor, val: torch.Tensor) -> str:
                                   sort_keys=True).encode())
     for t in (train, val):
         h.update(t.numpy().tobytes())
-    code = Path(__file__).resolve().parents[1]
-    for name in CODE:
-        h.update((code / name).read_bytes())
+    h.update(closure_digest(TRAINING_CODE).encode())
     return h.hexdigest()
 
 
@@ -188,7 +191,7 @@ def _run(params: Params, resume: bool, world: distributed.World, where: Variant)
     seed_everything(params.seed)
     train = torch.from_numpy(load_images(params, manifest["train"]))
     val = torch.from_numpy(load_images(params, manifest["calibration"]))
-    vae = build_vae(params)
+    vae = build_vae(params.model, params.template.crop_shape)
     info = trained_on(params, manifest)
     device = pick_device(params.train.device)
     ckdir = where.checkpoints
@@ -236,7 +239,7 @@ def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
     folder = where.model_dir
     best = next(s for s in result.history if s.epoch == result.best_epoch)
     meta: dict[str, Any] = {
-        "format": "vae-anomaly/1", "trained_on": info,
+        "trained_on": info,
         "mlflow": {"run_id": run_id, "experiment": params.mlflow.experiment,
                    "registered_model": params.mlflow.registered_model},
         "val_negative_elbo_nats": best.val_negative_elbo, "best_epoch": best.epoch,

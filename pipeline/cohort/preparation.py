@@ -1,0 +1,189 @@
+"""One subject through ``prepare`` in a worker process, with a per-scan result cache.
+
+A subject's work (its healthy scan, for a test subject also a lesioned copy with ground
+truth, the QC thumbnails and, for a training scan with skull, its head atlas contribution)
+is keyed by the SHA-256 of its input files, the parameters that shape the result and the
+source of the modules that compute it. A key already in the cache is copied out instead of
+recomputed, so an unchanged scan is never processed twice; any change to the scan, its mask,
+those parameters or that code gives a new key. Entries are written to a temporary folder and
+renamed, so a killed run never leaves a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.config.code import closure_digest
+from pipeline.config.params import params_from_dict
+from pipeline.config.schema import Params
+from pipeline.io.atomic import copy_file, sha256, write_json
+from pipeline.io.errors import one_line
+from pipeline.io.nifti import load_mask, load_scan, write_nifti
+from pipeline.preprocess.prepare import prepare_scan
+from pipeline.preprocess.record import PreparedScan, native_brain
+
+_ENTRIES = "entries.json"
+
+
+def cache_key(case: dict[str, Any], params: dict[str, Any]) -> str:
+    """Key of a subject's prepared results (see the module docstring)."""
+    relevant = {k: params[k] for k in ("seed", "template")}
+    relevant["prepare"] = {k: v for k, v in params["prepare"].items()
+                           if k not in ("workers", "cache")}
+    if case["split"] == "test":
+        relevant["lesions"] = params["lesions"]
+    try:
+        files = [sha256(p) if p else "" for p in (case["image"], case["mask"])]
+    except OSError:
+        files = ["unreadable", case["image"], case["mask"]]  # the worker reports the error
+    text = json.dumps([case["id"], case["split"], files, relevant,
+                       closure_digest(__name__)],
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _prepare_one(case: dict[str, Any], params: Params, work: Path, thumbs: dict[str, bytes],
+                 atlas_part: list[dict[str, np.ndarray]]
+                 ) -> tuple[dict[str, Any], PreparedScan, nib.Nifti1Image]:
+    """Prepare one scan into ``work``; return its entry, the result and the loaded scan."""
+    from nibabel.affines import voxel_sizes
+
+    from pipeline.preprocess import headatlas
+    from pipeline.preprocess.brainmask import is_skull_stripped
+    from pipeline.reporting import qc
+    from pipeline.space import geometry
+    from pipeline.space.template import load_template
+
+    img = load_scan(case["image"])
+    mask = load_mask(case["mask"], img) if case["mask"] else None
+    prepared = prepare_scan(img, mask, params, None)
+    rec, cid = prepared.record, case["id"]
+    affine = np.asarray(rec.template_affine)
+    write_nifti(work / f"{cid}.nii.gz", prepared.image, affine)
+    write_nifti(work / f"{cid}_brain.nii.gz", prepared.brain, affine, dtype=np.uint8)
+    write_json(work / f"{cid}.json", rec.to_json())
+    entry = {**case, "mask_source": rec.mask_source, "registration_dice": rec.registration_dice,
+             "registration_containment": rec.registration_containment,
+             "registration_ok": rec.registration_ok, "bias_field": rec.bias_field}
+    if rec.mask_source != "given":  # keep the derived mask for evaluation
+        write_nifti(work / f"{cid}_native_brain.nii.gz", native_brain(prepared), img.affine,
+                    img.header, dtype=np.uint8)
+        entry["mask"] = f"{cid}_native_brain.nii.gz"
+    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
+    thumbs[cid] = qc.thumbnail(prepared.image, tpl.brain, params.prepare.qc_thumbnail_scale)
+    canon, brain = prepared.canonical_image, prepared.canonical_brain
+    bm = params.prepare.brain_mask
+    if (case["split"] == "train" and rec.registration_ok and rec.mask_source == "given"
+            and not is_skull_stripped(canon, voxel_sizes(np.asarray(rec.canonical_affine)),
+                                      bm.stripped_max_volume_ml)):
+        atlas_part.append(headatlas.contribution(
+            canon, brain, np.asarray(rec.canonical_affine),
+            geometry.affine_transform_from_json(rec.transform), headatlas.grids(tpl, bm)))
+    return entry, prepared, img
+
+
+def _lesioned(case: dict[str, Any], img: nib.Nifti1Image, brain: np.ndarray, params: Params,
+              work: Path) -> dict[str, Any]:
+    """Write a copy of a loaded test scan with synthetic lesions (and their mask) to ``work``."""
+    from pipeline.cohort.lesions import insert_lesions
+
+    rng = np.random.default_rng([params.seed, zlib.crc32(case["subject"].encode())])
+    data, truth, lesions = insert_lesions(np.asarray(img.dataobj), img.affine, brain,
+                                          params.lesions, rng)
+    cid = f"{case['subject']}-lesion"
+    write_nifti(work / f"{cid}_T1.nii.gz", data, img.affine, img.header)
+    write_nifti(work / f"{cid}_lesion.nii.gz", truth, img.affine, img.header, dtype=np.uint8)
+    return {**case, "id": cid, "split": "test_lesion", "image": str(work / f"{cid}_T1.nii.gz"),
+            "truth": f"{cid}_lesion.nii.gz", "lesions": lesions}
+
+
+def _compute(case: dict[str, Any], params: Params, work: Path) -> None:
+    """Prepare a subject into ``work``: its files, thumbnails and ``entries.json``."""
+    thumbs: dict[str, bytes] = {}
+    atlas_part: list[dict[str, np.ndarray]] = []
+    entries: list[dict[str, Any]] = []
+    try:
+        entry, prepared, img = _prepare_one(case, params, work, thumbs, atlas_part)
+    except Exception as exc:  # one bad scan must not stop the cohort
+        write_json(work / _ENTRIES, [{**case, "error": one_line(exc)}])
+        return
+    entries.append({**entry, "split": "test_healthy" if case["split"] == "test"
+                    else case["split"]})
+    if case["split"] == "test":
+        lesion_case = _lesioned(case, img, native_brain(prepared), params, work)
+        try:
+            lesion_entry = _prepare_one(lesion_case, params, work, thumbs, atlas_part)[0]
+            lesion_entry["image"] = f"{lesion_case['id']}_T1.nii.gz"
+        except Exception as exc:
+            lesion_entry = {**lesion_case, "image": f"{lesion_case['id']}_T1.nii.gz",
+                            "error": one_line(exc)}
+        entries.append(lesion_entry)
+    for name, png in thumbs.items():
+        (work / f"{name}_qc.png").write_bytes(png)
+    if atlas_part:
+        np.savez(work / "atlas.npz", head=atlas_part[0]["head"], brain=atlas_part[0]["brain"])
+    write_json(work / _ENTRIES, entries)
+
+
+def _restore(entry_dir: Path, out: Path) -> dict[str, Any]:
+    """Copy a finished entry's files into the output folders; return the worker result."""
+    entries = json.loads((entry_dir / _ENTRIES).read_text())
+    thumbs: dict[str, bytes] = {}
+    for f in entry_dir.iterdir():
+        if f.name.endswith("_qc.png"):
+            thumbs[f.name[: -len("_qc.png")]] = f.read_bytes()
+        elif f.name.endswith(("_T1.nii.gz", "_lesion.nii.gz")):
+            copy_file(f, out / "lesioned" / f.name)
+        elif f.name.endswith((".nii.gz", ".json")) and f.name != _ENTRIES:
+            copy_file(f, out / "cases" / f.name)
+    for e in entries:  # relative names in the entry → paths in this output folder
+        if e.get("truth"):
+            e["truth"] = str(out / "lesioned" / Path(e["truth"]).name)
+        if e.get("split") == "test_lesion":
+            e["image"] = str(out / "lesioned" / Path(e["image"]).name)
+        if e.get("mask", "").endswith("_native_brain.nii.gz"):
+            e["mask"] = str(out / "cases" / e["mask"])
+    atlas = None
+    if (entry_dir / "atlas.npz").is_file():
+        with np.load(entry_dir / "atlas.npz") as z:
+            atlas = {k: z[k] for k in z.files}
+    return {"entries": entries, "thumbs": thumbs, "atlas": atlas}
+
+
+def run_task(case: dict[str, Any], params_dict: dict[str, Any], out: str, cache: str
+             ) -> dict[str, Any]:
+    """Prepare (or restore from ``cache``) one subject into ``out``; never raises."""
+    params = params_from_dict(params_dict)  # (prepare_scan runs SimpleITK on one thread)
+    out_dir = Path(out)
+    key = cache_key(case, params_dict)
+    entry_dir = Path(cache) / key[:2] / key if cache else None
+    if entry_dir is not None and (entry_dir / _ENTRIES).is_file():
+        return {**_restore(entry_dir, out_dir), "cached": True}
+    scratch = Path(cache) / "tmp" if cache else out_dir
+    scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{case['id']}.", dir=scratch))
+    try:
+        _compute(case, params, work)
+        if entry_dir is not None:
+            entry_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                work.rename(entry_dir)
+                work = entry_dir
+            except OSError:  # another run stored it first: use theirs
+                shutil.rmtree(work, ignore_errors=True)
+                work = entry_dir
+        result = _restore(work, out_dir)
+    finally:
+        if work != entry_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    return {**result, "cached": False}
+

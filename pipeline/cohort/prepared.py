@@ -1,0 +1,38 @@
+"""A prepared case as :func:`pipeline.preprocess.prepare.prepare_scan` returned it, rebuilt.
+
+Evaluation scores the held-out test cases exactly as ``score`` scores a new scan; instead of
+preparing them again, their template-space volumes and :class:`ScanRecord` are read back from
+``data/prepared/`` and the native scan and mask re-attached.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.cohort.store import case_path, load_template_case
+from pipeline.config.schema import Params
+from pipeline.io.nifti import load_mask, load_scan
+from pipeline.preprocess.record import PreparedScan, ScanRecord
+from pipeline.space.grid import to_canonical
+
+
+def load_prepared(params: Params, case: dict[str, Any]
+                  ) -> tuple[PreparedScan, nib.Nifti1Image]:
+    """A prepared case with its native (canonical) image and brain mask re-attached.
+
+    Returns the prepared scan and the validated native image it came from.
+    """
+    image, brain = load_template_case(params, case["id"])
+    record = ScanRecord.from_json(json.loads(case_path(params, case["id"], ".json").read_text()))
+    native = load_scan(case["image"])
+    affine = np.asarray(native.affine)
+    mask = load_mask(case["mask"], native)  # given, or the derived mask prepare saved
+    canon = to_canonical(np.asarray(native.dataobj, np.float32), affine)[0]
+    canon_mask = to_canonical(mask.astype(np.uint8), affine)[0] > 0
+    prepared = PreparedScan(image=image, brain=brain, record=record, canonical_image=canon,
+                            canonical_brain=canon_mask)
+    return prepared, native

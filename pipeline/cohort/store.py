@@ -1,0 +1,61 @@
+"""The prepared cohort on disk: the split manifest and each case's template-space volumes.
+
+``prepare`` writes ``data/prepared/split.json`` (the cases of every split) and, per case,
+``cases/<id>.nii.gz`` (the template-space network input) and ``cases/<id>_brain.nii.gz``.
+This module reads them back with nothing but NIfTI I/O, so training and calibration do not
+depend on the preprocessing code.
+
+Example:
+    >>> from pipeline.config.params import load_params
+    >>> case_path(load_params(), "sub-01", "_brain.nii.gz").parts[-3:]
+    ('prepared', 'cases', 'sub-01_brain.nii.gz')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import paths
+from pipeline.config.schema import Params
+from pipeline.io.nifti import read_array
+
+SPLIT_FILE = "split.json"
+
+
+def split_file(params: Params) -> Path:
+    return paths.prepared_dir(params.root) / SPLIT_FILE
+
+
+def load_manifest(params: Params) -> dict[str, Any]:
+    """The split ``prepare`` wrote: ``train``, ``calibration``, ``test_healthy``,
+    ``test_lesion`` (lists of cases), ``failed`` and ``head_atlas_scans``."""
+    return dict(json.loads(split_file(params).read_text()))
+
+
+def case_path(params: Params, case_id: str, suffix: str) -> Path:
+    """A file of a prepared case: ``.nii.gz``, ``_brain.nii.gz`` or ``.json`` (its record)."""
+    return paths.prepared_dir(params.root) / "cases" / f"{case_id}{suffix}"
+
+
+def load_template_case(params: Params, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Template-space (image, brain) of a prepared case."""
+    image = read_array(case_path(params, case_id, ".nii.gz"))
+    brain = read_array(case_path(params, case_id, "_brain.nii.gz"), np.uint8) > 0
+    return image, brain
+
+
+def load_images(params: Params, cases: list[dict[str, Any]]) -> np.ndarray:
+    """Stack of template-space images ``(n, 1, *crop_shape)``."""
+    return np.stack([load_template_case(params, c["id"])[0] for c in cases])[:, None]
+
+
+def healthy_images(params: Params, manifest: dict[str, Any]
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Template-space (image, brain) of each healthy calibration scan, read one at a time."""
+    for case in manifest["calibration"]:
+        yield load_template_case(params, case["id"])

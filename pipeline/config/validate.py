@@ -1,0 +1,61 @@
+"""Validation of a complete parameter tree: each field's declared rule, then the rules that
+tie several keys together. Every refusal names the key(s) and what is allowed.
+
+Example:
+    >>> from pipeline.config.params import load_raw, params_from_dict
+    >>> raw = load_raw()
+    >>> raw["train"]["epochs"] = 0
+    >>> params_from_dict(raw)
+    Traceback (most recent call last):
+    ...
+    pipeline.config.params.ConfigError: train.epochs must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+from pipeline.config.constraints import violations
+from pipeline.config.kinds import KINDS, MODEL_KINDS
+from pipeline.config.schema import Params
+
+
+def _network(p: Params) -> list[str]:
+    m = p.model
+    out = []
+    if len(m.strides) != len(m.channels):
+        out.append(f"model.strides {m.strides} needs one stride per entry of model.channels "
+                   f"{m.channels}")
+    depth = 2 ** sum(s == 2 for s in m.strides)
+    if any(s % depth for s in p.template.crop_shape):
+        out.append(f"template.crop_shape {p.template.crop_shape} must be divisible by {depth} "
+                   f"(2 to the number of stride-2 entries of model.strides)")
+    return out
+
+
+def _scoring(p: Params) -> list[str]:
+    score = p.scoring.score
+    if any(n in MODEL_KINDS for n in score) and all(KINDS[n].normative for n in score):
+        return []
+    return [f"scoring.score combines calibrated (normative) score types, at least one of the "
+            f"model's {list(MODEL_KINDS)}; got {score}"]
+
+
+def _others(p: Params) -> list[str]:
+    out = []
+    if p.split.calibration_fraction + p.split.test_fraction >= 1:
+        out.append("split.calibration_fraction + split.test_fraction must be < 1 (scans must "
+                   "be left for training)")
+    low, high = p.report.heat_range
+    if not low < high:
+        out.append(f"report.heat_range must be [low, high] with low < high, got "
+                   f"{p.report.heat_range}")
+    if p.cohort.image_pattern.count("*") != 1:
+        out.append(f"cohort.image_pattern must contain exactly one '*' (the subject id), got "
+                   f"{p.cohort.image_pattern!r}")
+    return out
+
+
+def problems(p: Params) -> list[str]:
+    """Everything wrong with ``p``; empty when it is valid. Cross-key rules are checked only
+    once every single value is within its own rule."""
+    single = violations(p)
+    return single or [*_network(p), *_scoring(p), *_others(p)]

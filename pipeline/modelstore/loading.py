@@ -1,0 +1,183 @@
+"""Loading a model: a folder or an MLflow URI → a verified :class:`LoadedModel`.
+
+Every file is checked against its recorded SHA-256 (and, for a registered version, against
+the registry's own record) before it is used; nothing is unpickled. Older folder formats are
+migrated by :mod:`pipeline.modelstore.format`.
+
+Example:
+    >>> load_model("no/such/folder")
+    Traceback (most recent call last):
+    ...
+    pipeline.modelstore.types.ModelError: no/such/folder: neither a model folder nor an MLflow ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import paths
+from pipeline.config.params import params_from_dict
+from pipeline.config.paths import HEAD_ATLAS_FILE
+from pipeline.config.schema import Params
+from pipeline.io.errors import UsageError, one_line
+from pipeline.model.distributed import SINGLE_PROCESS, World
+from pipeline.model.network import build_vae
+from pipeline.modelstore import format as fmt
+from pipeline.modelstore.folder import (
+    CALIBRATION,
+    CALIBRATION_JSON,
+    CALIBRATION_SHA_TAG,
+    MODEL_JSON,
+    WEIGHTS,
+    WEIGHTS_SHA_TAG,
+    agrees,
+    safely,
+    verified,
+)
+from pipeline.modelstore.types import Calibration, LoadedModel, ModelError, Normative, Thresholds
+from pipeline.space.template import TEMPLATE_FILE, read_template
+
+log = logging.getLogger(__name__)
+CALIBRATION_KEYS = ("score", "thresholds", "precision")  # required in calibration.json
+
+
+def _read_meta(folder: Path, uri_text: str) -> tuple[dict[str, Any], Params]:
+    """``model.json`` in the current format and the parameters it holds (strictly checked)."""
+    try:
+        meta = fmt.migrate_meta(json.loads((folder / MODEL_JSON).read_text()))
+        return meta, params_from_dict(meta["params"], root=paths.project_root())
+    except ModelError as exc:
+        raise ModelError(f"{uri_text}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{uri_text}: not a vae-anomaly model folder ({exc})") from exc
+
+
+def load_model(uri: str | Path, device: str = "cpu", require_calibration: bool = True
+               ) -> LoadedModel:
+    """Load and verify a model folder or an MLflow model URI (``models:/``, ``runs:/``)."""
+    from safetensors.torch import load_file
+
+    folder, uri_text, registry = resolve(uri)
+    meta, stored = _read_meta(folder, uri_text)
+    if uri_text.startswith("models:/") and WEIGHTS_SHA_TAG not in registry:
+        log.warning("%s: the registry records no weights checksum for this version (older "
+                    "versions, or a URI without a version number or alias): checked against "
+                    "model.json only", uri_text)
+    agrees(registry, WEIGHTS_SHA_TAG, meta.get("weights_sha256"), uri_text, "weights")
+    weights = verified(folder / WEIGHTS, meta.get("weights_sha256"), uri_text, "weights")
+    safely(uri_text, "template", lambda: read_template(verified(
+        folder / TEMPLATE_FILE, meta.get("template_sha256"), uri_text, "template")))
+    vae = build_vae(stored.model, stored.template.crop_shape)
+    # safetensors holds raw tensors only: nothing in the file is ever executed
+    safely(uri_text, "weights", lambda: vae.load_state_dict(load_file(str(weights),
+                                                                       device="cpu")))
+    vae.to(device).eval()
+    loaded = LoadedModel(vae=vae, params=stored, meta=meta, folder=folder, uri=uri_text)
+    if meta.get("head_atlas_sha256"):
+        from pipeline.preprocess import headatlas
+
+        loaded.head_atlas = safely(uri_text, "head atlas", lambda: headatlas.read(verified(
+            folder / HEAD_ATLAS_FILE, meta["head_atlas_sha256"], uri_text, "head atlas")))
+    if (folder / CALIBRATION_JSON).is_file():
+        _attach_calibration(loaded, registry)
+    elif require_calibration:
+        loaded.calibrated()  # refuses, with the reason
+    return loaded
+
+
+def _attach_calibration(loaded: LoadedModel, registry: dict[str, str]) -> None:
+    """Read the calibration (verified) and score in the precision it was made with where the
+    device runs that natively."""
+    from pipeline.model.runtime import follow_calibration
+
+    calib = safely(loaded.uri, "calibration", lambda: _load_calibration(loaded))
+    agrees(registry, CALIBRATION_SHA_TAG, calib.info.get("statistics_sha256"), loaded.uri,
+            "calibration")
+    sp = loaded.params.scoring
+    precision = follow_calibration(sp.precision, calib.info["precision"],
+                                   next(loaded.vae.parameters()).device)
+    loaded.calibration = calib
+    loaded.params = replace(loaded.params, scoring=replace(sp, precision=precision))
+
+
+def _load_calibration(loaded: LoadedModel) -> Calibration:
+    from safetensors.numpy import load_file
+
+    folder = loaded.folder
+    info = json.loads((folder / CALIBRATION_JSON).read_text())
+    verified(folder / CALIBRATION, info.get("statistics_sha256"), loaded.uri, "calibration")
+    info = fmt.migrate_calibration(fmt.source_format(loaded.meta), info)
+    missing = [k for k in CALIBRATION_KEYS if k not in info]
+    if missing:
+        raise ModelError(f"{loaded.uri}: calibration.json lacks {missing}")
+    arrays = load_file(str(folder / CALIBRATION))
+    arrays = {info.get("arrays", {}).get(k, k): v for k, v in arrays.items()}
+    names = {k.rsplit(".", 1)[0] for k in arrays}
+    stats = {n: Normative(arrays[f"{n}.mean"], arrays[f"{n}.std"]) for n in sorted(names)}
+    thresholds = {k: Thresholds(**v) for k, v in info["thresholds"].items()}
+    return Calibration(score=list(info["score"]), stats=stats, thresholds=thresholds, info=info)
+
+
+def champion_uri(params: Params) -> str:
+    """The URI of the configured registered model's ``champion`` alias."""
+    from pipeline.modelstore.tracking import CHAMPION
+
+    return f"models:/{params.mlflow.registered_model}@{CHAMPION}"
+
+
+def resolve(uri: str | Path) -> tuple[Path, str, dict[str, str]]:
+    """Turn a folder path or MLflow URI into a local folder, the URI as given and the
+    registry tags of the model version it names (none for folders and ``runs:/``)."""
+    if Path(uri).is_dir():
+        return Path(uri), str(uri), {}
+    text = str(uri)
+    if not text.startswith(("models:/", "runs:/")):
+        raise ModelError(f"{text}: neither a model folder nor an MLflow model URI")
+    from pipeline.modelstore.registry import fetch
+
+    try:
+        got = fetch(text)
+    except Exception as exc:
+        raise ModelError(f"{text}: cannot load from MLflow ({one_line(exc)})") from exc
+    return got.folder, text, got.tags
+
+
+def load_for_command(uri: str, device_choice: str, require_calibration: bool = True,
+                     world: World = SINGLE_PROCESS) -> LoadedModel:
+    """The model a command asked for, on the device it asked for (under torchrun: this rank's
+    GPU, ``cuda:LOCAL_RANK``); anything wrong is a :class:`UsageError` (exit 2)."""
+    import torch
+
+    device = "cuda" if device_choice == "cuda" or (
+        device_choice == "auto" and torch.cuda.is_available()) else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but no CUDA device is available")
+    if device == "cuda":  # same scan, same GPU, same map (README "Determinism")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        if world.distributed:
+            if world.local_rank >= torch.cuda.device_count():
+                raise UsageError(f"local rank {world.local_rank} has no GPU of its own "
+                                 f"({torch.cuda.device_count()} visible)")
+            torch.cuda.set_device(world.local_rank)
+            device = f"cuda:{world.local_rank}"
+    try:
+        return load_model(uri, device=device, require_calibration=require_calibration)
+    except ModelError as exc:
+        raise UsageError(f"model: {exc}") from exc
+
+
+def command_model_uri(given: str | None) -> str:
+    """``--model`` as given, or (not given) the champion of the project's registered model."""
+    if given is not None:
+        return given
+    from pipeline.config.params import load_params
+
+    try:
+        return champion_uri(load_params())
+    except Exception as exc:
+        raise UsageError(f"model: no --model given and no project parameters ({exc})") from exc

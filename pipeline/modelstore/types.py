@@ -1,0 +1,108 @@
+"""What a model folder holds, as types: the calibration of its maps and the loaded model.
+
+A calibrated model carries, for every map it can write, the voxel-wise healthy statistics of
+each normative score type (:class:`Normative`) and one :class:`Thresholds` pair: the voxel
+``threshold`` (the map value above which a voxel is flagged) and the ``scan_threshold``
+(the scan score above which a scan is abnormal), both chosen on healthy calibration scans.
+
+Example:
+    >>> import numpy as np
+    >>> th = Thresholds(threshold=3.1, scan_threshold=4.0, healthy_scan_scores=[2.5, 3.2])
+    >>> calib = Calibration(score=["nll", "intensity_normative"], stats={},
+    ...                     thresholds={"nll+intensity_normative": th})
+    >>> calib.primary, calib.threshold, calib.scan_threshold
+    ('nll+intensity_normative', 3.1, 4.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config.schema import Params
+
+
+class ModelError(Exception):
+    """A model that cannot be found, verified or used; ``str()`` is one line."""
+
+
+@dataclass
+class Normative:
+    """Voxel-wise healthy mean and (floored) std of one raw score type, template space."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass
+class Thresholds:
+    """Thresholds of one calibrated map, chosen on healthy calibration scans."""
+
+    threshold: float             # voxel: map value above which a voxel is flagged
+    scan_threshold: float        # scan score above which a scan is abnormal
+    healthy_scan_scores: list[float] = field(default_factory=list)
+
+
+def map_name(score: list[str]) -> str:
+    """Name of the map combining the ``score`` types (``residual+elbo_grad``)."""
+    return "+".join(score)
+
+
+@dataclass
+class Calibration:
+    """Everything scoring needs beyond the weights: which score, its statistics, thresholds.
+
+    ``score`` lists the types whose calibrated maps are averaged into the primary map (the
+    one ``score`` writes); ``thresholds`` holds one entry per calibrated map, keyed by
+    :func:`map_name` (the primary combination and every compared type).
+    """
+
+    score: list[str]
+    stats: dict[str, Normative]
+    thresholds: dict[str, Thresholds]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> str:
+        return map_name(self.score)
+
+    @property
+    def threshold(self) -> float:
+        """The primary map's voxel threshold."""
+        return self.thresholds[self.primary].threshold
+
+    @property
+    def scan_threshold(self) -> float:
+        return self.thresholds[self.primary].scan_threshold
+
+    def healthy_scan_scores(self) -> list[float]:
+        """Scan scores of the healthy calibration scans (the reference shown in reports)."""
+        return list(self.thresholds[self.primary].healthy_scan_scores)
+
+
+@dataclass
+class LoadedModel:
+    """A verified model folder in memory: network, parameters, metadata, calibration."""
+
+    vae: Any
+    params: Params
+    meta: dict[str, Any]
+    folder: Path
+    uri: str
+    calibration: Calibration | None = None
+    head_atlas: Any = None
+
+    def trained_on(self) -> dict[str, Any]:
+        return dict(self.meta.get("trained_on", {}))
+
+    def calibrated(self) -> Calibration:
+        """The calibration (a model loaded for scoring always has one)."""
+        if self.calibration is None:
+            raise ModelError(f"{self.uri}: model is not calibrated (run `vae-anomaly calibrate`)")
+        return self.calibration
+
+    def healthy_scan_scores(self) -> list[float]:
+        return [] if self.calibration is None else self.calibration.healthy_scan_scores()

@@ -1,0 +1,165 @@
+"""The cohort page ``reports/index.html``: metrics, curves, comparison, every scan, a gallery.
+
+Example:
+    >>> rows = [CaseRow("sub-01", "test_healthy", 1.2, False, 0.0, 0, 0.0, "cases/sub-01.html")]
+    >>> page = render_index({"voxel_auprc": 0.5, "score": "nll"}, rows, {"modality": "T1w"},
+    ...                     {"roc": None, "pr": None}, [], {}, Markup(""))
+    >>> "href='cases/sub-01.html'" in page and "1 scans listed, 0 called abnormal" in page
+    True
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from markupsafe import Markup
+
+from pipeline.config.schema import ReportParams
+from pipeline.reporting import render, svg
+from pipeline.reporting.html import Cell, Table, Tile, cells
+from pipeline.reporting.html import render as render_page
+from pipeline.reporting.scan_report import CanonicalVolumes, heat_range
+from pipeline.space.grid import PLANE_AXIS
+
+METRICS = (  # (key in metrics.json, label, format)
+    ("voxel_auroc", "voxel AUROC", "{:.3f}"), ("voxel_auprc", "voxel AUPRC", "{:.3f}"),
+    ("best_dice", "best Dice (threshold swept)", "{:.3f}"),
+    ("dice_at_calibrated_threshold", "Dice at the calibrated threshold", "{:.3f}"),
+    ("healthy_voxel_fpr", "healthy voxels flagged", "{:.4%}"),
+    ("voxel_fpr_target", "voxel FPR target (calibration)", "{:.4%}"),
+    ("scan_auroc", "scan-level AUROC", "{:.3f}"),
+    ("lesion_detection_rate", "lesions found", "{:.1%}"),
+    ("n_lesions", "lesions in the test scans", "{}"),
+    ("n_test_healthy", "healthy test scans", "{}"), ("n_test_lesion", "lesioned test scans", "{}"),
+    ("threshold", "voxel threshold (z)", "{:.3f}"),
+    ("seconds_per_scan_all_maps", "seconds per scan (all score types)", "{:.1f}"))
+COMPARISON = (("voxel_auroc", "voxel AUROC", "{:.3f}"), ("voxel_auprc", "voxel AUPRC", "{:.3f}"),
+              ("best_dice", "best Dice", "{:.3f}"),
+              ("dice_at_calibrated_threshold", "Dice@calib", "{:.3f}"),
+              ("healthy_voxel_fpr", "healthy voxels flagged", "{:.3%}"),
+              ("scan_auroc", "scan AUROC", "{:.3f}"),
+              ("lesion_detection_rate", "lesions found", "{:.1%}"))
+GALLERY_PIXEL_SCALE = 2.0  # gallery tiles: pixels twice report.display_mm (thumbnails)
+EXTRA_COLUMNS = ("voxel_auroc", "voxel_auprc", "best_dice", "dice_at_calibrated_threshold",
+                 "lesion_detection_rate")
+BASELINES = {"intensity": "baseline: intensity thresholding",
+             "intensity_normative": "baseline: intensity atlas (no VAE)",
+             "autoencoder": "baseline: plain autoencoder (β = 0)"}
+
+
+@dataclass
+class CaseRow:
+    """One scan of the cohort table."""
+
+    name: str
+    split: str
+    scan_score: float
+    is_abnormal: bool
+    flagged_ml: float
+    n_findings: int
+    peak: float
+    link: str | None
+
+
+def read_curve(path: Path, x: str, y: str) -> tuple[list[float], list[float]] | None:
+    """Two columns of a DVC plot CSV, or ``None`` when the file is missing."""
+    if not path.is_file():
+        return None
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    return [float(r[x]) for r in rows], [float(r[y]) for r in rows]
+
+
+def gallery_tile(c: CanonicalVolumes, threshold: float, rp: ReportParams, caption: str,
+                 link: str | None) -> Tile:
+    """Axial maximum-intensity projection of the map and mask over the mid-brain slice."""
+    image, heat, mask = c.arrays["image"], c.arrays["heatmap"], c.arrays["mask"]
+    axis = PLANE_AXIS["axial"]
+    lo, hi = render.extent(heat if np.any(heat) else image, axis)
+    style = render.Style(render.window(image), heat_range(threshold, heat, rp),
+                         GALLERY_PIXEL_SCALE * rp.display_mm, rp.convention)
+    conv = rp.convention
+
+    def projection(vol: np.ndarray) -> np.ndarray:
+        return render.display_slice(vol.max(axis=axis, keepdims=True), "axial", 0, conv)
+
+    rgb = render.compose(render.display_slice(image, "axial", (lo + hi) // 2, conv), style,
+                         render.pixel_mm(c.spacing, "axial"), heat=projection(heat),
+                         mask=projection(mask))
+    return Tile(render.image_uri(rgb), render.labels("axial", conv), caption, caption, link)
+
+
+def _fmt(fmt: str, value: object) -> str:
+    return fmt.format(value)
+
+
+def _metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(label, _fmt(fmt, metrics[key])) for key, label, fmt in METRICS
+            if isinstance(metrics.get(key), int | float)]
+
+
+def _comparison(metrics: dict[str, Any]) -> Table | None:
+    types = metrics.get("score_types", {})
+    if not types:
+        return None
+    table = Table(["map", *(label for _, label, _ in COMPARISON)], sortable=True)
+    for name, row in types.items():
+        label = f"{name} (primary)" if name == metrics.get("score") else BASELINES.get(name, name)
+        table.rows.append([Cell(label, cls="name"), *cells(*(
+            _fmt(fmt, float(row.get(key, float("nan")))) for key, _, fmt in COMPARISON))])
+    return table
+
+
+def _extra(metrics: dict[str, Any], links: dict[str, str]) -> Table | None:
+    cases = metrics.get("extra_cases", {})
+    if not cases:
+        return None
+    primary = metrics.get("score", "")
+    table = Table(["case", "lesion mL", "voxel AUROC", "voxel AUPRC", "best Dice", "Dice@calib",
+                   "lesions found", "flagged mL"])
+    for name, m in cases.items():
+        p = m.get(primary, {})
+        table.rows.append([Cell(name, cls="name", link=links.get(name)),
+                           *cells(m.get("lesion_volume_ml"), *(
+                               f"{float(p.get(k, float('nan'))):.3f}" for k in EXTRA_COLUMNS),
+                                  p.get("flagged_volume_ml"))])
+    return table
+
+
+def _cases(rows: Sequence[CaseRow]) -> Table:
+    table = Table(["scan", "split", "scan score", "verdict", "flagged mL", "findings", "peak z"],
+                  sortable=True)
+    for r in rows:
+        verdict = Cell("abnormal", cls="abnormal", sort="1") if r.is_abnormal \
+            else Cell("normal", sort="0")
+        table.rows.append([Cell(r.name, cls="name", link=r.link), Cell(r.split),
+                           Cell(f"{r.scan_score:.3f}"), verdict, Cell(f"{r.flagged_ml:.2f}"),
+                           Cell(str(r.n_findings)), Cell(f"{r.peak:.2f}")])
+    return table
+
+
+def render_index(metrics: dict[str, Any], rows: Sequence[CaseRow], trained: dict[str, Any],
+                 curves: dict[str, tuple[list[float], list[float]] | None],
+                 gallery: Sequence[Tile], extra_links: dict[str, str], generative: Markup
+                 ) -> str:
+    """The cohort page as one self-contained HTML string (``generative``: the section of
+    :func:`pipeline.reporting.generative_section.generative_section`)."""
+    charts = []
+    roc, pr = curves.get("roc"), curves.get("pr")
+    if roc is not None:
+        charts.append(svg.line_chart([("primary map", *roc)], "false positive rate",
+                                     "true positive rate", diagonal=True))
+    if pr is not None:
+        charts.append(svg.line_chart([("primary map", *pr)], "recall", "precision"))
+    model = metrics.get("model", {})
+    return render_page(
+        "cohort.html.j2", title="vae-anomaly cohort report", metrics=metrics, model=model,
+        trained=trained, n_rows=len(rows), n_abnormal=sum(r.is_abnormal for r in rows),
+        metrics_rows=_metrics_rows(metrics), charts=charts, comparison=_comparison(metrics),
+        extra=_extra(metrics, extra_links), cases=_cases(rows), gallery=list(gallery),
+        generative=generative)
