@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config.schema import AugmentParams
+from pipeline.config.model_schema import AugmentParams
 from pipeline.model.augment import augment, random_affine
 
 OFF = AugmentParams(False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)

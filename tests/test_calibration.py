@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.config.params import load_params
-from pipeline.config.schema import CalibrateParams
+from pipeline.config.scoring_schema import CalibrateParams
 from pipeline.modelstore.types import Calibration, Normative, Thresholds
 from pipeline.scoring.calibration import _Sums, fit_calibration, voxel_statistics
 from pipeline.scoring.maps import calibrate_map, calibrated_maps, scan_score, threshold_mask

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.cli import main
 from pipeline.config.kinds import PATH_MODES
-from pipeline.config.schema import ImputeParams
+from pipeline.config.output_schema import ImputeParams
 from pipeline.generative import sampling as generative
 from pipeline.generative.imputation import fit_intensity_map, surroundings_fill
 from pipeline.generative.quality import IntensityStats, nearest_ssim, ssim, step_fractions

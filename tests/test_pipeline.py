@@ -56,7 +56,7 @@ def test_evaluate_compares_every_score_type_with_the_baselines(tiny_project: Pat
 
 def test_extra_lesion_case_is_prepared_and_scored(project_copy: Path) -> None:
     in_project = project_copy
-    from pipeline.config.schema import ExtraCase
+    from pipeline.config.scoring_schema import ExtraCase
     from pipeline.modelstore.loading import load_model
     from pipeline.stages.evaluate import _extra_case
 

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.config.kinds import KINDS, MODEL_KINDS
 from pipeline.config.params import load_params
-from pipeline.config.schema import RestorationParams
+from pipeline.config.scoring_schema import RestorationParams
 from pipeline.model.network import ConvVAE
 from pipeline.model.objective import Likelihood
 from pipeline.model.restoration import frozen, restore

@@ -17,7 +17,8 @@ from nibabel.affines import voxel_sizes
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from pipeline.config.schema import DemoParams, Params
+from pipeline.config.data_schema import DemoParams
+from pipeline.config.schema import Params
 from pipeline.io.atomic import atomic_write
 from pipeline.io.nifti import write_nifti
 

@@ -23,7 +23,7 @@ import numpy as np
 from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
-from pipeline.config.schema import LesionParams
+from pipeline.config.data_schema import LesionParams
 
 _LUMP_GRID = 4  # control points per axis of the smooth radius perturbation
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.code import package_digest
-from pipeline.config.schema import ReportParams
+from pipeline.config.output_schema import ReportParams
 from pipeline.io.atomic import check_writable_dir
 from pipeline.io.errors import ScanError, UsageError, one_line, shown
 from pipeline.io.nifti import stem

@@ -6,7 +6,7 @@ with the dotted key and what is allowed, so the rules live next to the parameter
 constrain and every refusal says which key to fix.
 
 Example:
-    >>> from pipeline.config.schema import CalibrateParams
+    >>> from pipeline.config.scoring_schema import CalibrateParams
     >>> violations(CalibrateParams(voxel_fpr=0.0, scan_fpr=0.05), "calibrate.")
     ['calibrate.voxel_fpr must be in (0, 1), got 0.0']
 """

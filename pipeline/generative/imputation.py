@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from pipeline.config.schema import ImputeParams
+from pipeline.config.output_schema import ImputeParams
 from pipeline.generative.sampling import impute
 from pipeline.io.errors import ScanError
 from pipeline.model.objective import Likelihood

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.config.kinds import PATH_MODES
-from pipeline.config.schema import ImputeParams, RestorationParams
+from pipeline.config.output_schema import ImputeParams
+from pipeline.config.scoring_schema import RestorationParams
 from pipeline.model.network import ConvVAE
 from pipeline.model.objective import Likelihood, iwae_log_likelihood
 from pipeline.model.restoration import restore

@@ -8,7 +8,7 @@ time on the host. Every random number comes from one seeded ``torch.Generator``,
 
 Example:
     >>> import torch
-    >>> from pipeline.config.schema import AugmentParams
+    >>> from pipeline.config.model_schema import AugmentParams
     >>> off = AugmentParams(False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     >>> x = torch.rand(2, 1, 8, 8, 8)
     >>> torch.equal(augment(x, off, torch.Generator().manual_seed(0)), x)
@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pipeline.config.schema import AugmentParams
+from pipeline.config.model_schema import AugmentParams
 
 
 def _uniform(n: int, half_width: float, gen: torch.Generator, *shape: int) -> torch.Tensor:

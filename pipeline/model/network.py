@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config.schema import ModelParams
+from pipeline.config.model_schema import ModelParams
 
 _GROUPS = 8  # group normalisation groups (when norm == "group")
 _NEG_SLOPE = 0.2

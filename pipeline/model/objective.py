@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.config.schema import ModelParams
+from pipeline.config.model_schema import ModelParams
 from pipeline.model.network import ConvVAE, VAEOutput
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

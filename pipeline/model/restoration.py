@@ -15,7 +15,7 @@ Example:
     >>> import torch
     >>> from pipeline.model.network import ConvVAE
     >>> from pipeline.model.objective import Likelihood
-    >>> from pipeline.config.schema import RestorationParams
+    >>> from pipeline.config.scoring_schema import RestorationParams
     >>> vae, x = ConvVAE([4, 8], latent_channels=2).eval(), torch.rand(1, 1, 16, 16, 16)
     >>> p = RestorationParams(steps=3, step_size=0.5, consistency=0.05)
     >>> ones = torch.ones_like(x)
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 
 import torch
 
-from pipeline.config.schema import RestorationParams
+from pipeline.config.scoring_schema import RestorationParams
 from pipeline.model.network import ConvVAE
 from pipeline.model.objective import Likelihood, elbo_terms
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.config.schema import BiasFieldParams
+from pipeline.config.data_schema import BiasFieldParams
 from pipeline.space import geometry
 
 _FLOOR_FRACTION = 1e-3  # intensities are floored at this share of the brain's 99th percentile

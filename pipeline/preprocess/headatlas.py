@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.config.schema import BrainMaskParams, Params
+from pipeline.config.data_schema import BrainMaskParams
+from pipeline.config.schema import Params
 from pipeline.preprocess import registration
 from pipeline.preprocess.morphology import foreground, largest_component
 from pipeline.space import geometry

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 
-from pipeline.config.schema import NormaliseParams, Params, RegistrationParams
+from pipeline.config.data_schema import NormaliseParams, RegistrationParams
+from pipeline.config.schema import Params
 from pipeline.io.errors import ScanError
 from pipeline.io.nifti import load_mask, load_scan
 from pipeline.preprocess import registration

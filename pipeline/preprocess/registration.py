@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.config.schema import RegistrationParams
+from pipeline.config.data_schema import RegistrationParams
 from pipeline.space import geometry
 from pipeline.space.template import Template
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from pipeline.config.schema import ReportParams
+from pipeline.config.output_schema import ReportParams
 from pipeline.reporting import render, svg
 from pipeline.reporting.html import Cell, Table, Tile, cells
 from pipeline.reporting.html import render as render_page
@@ -99,8 +99,11 @@ def _fmt(fmt: str, value: object) -> str:
 
 
 def _metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(label, _fmt(fmt, metrics[key])) for key, label, fmt in METRICS
-            if isinstance(metrics.get(key), int | float)]
+    """Label and value of each headline metric, with its 95 % bootstrap interval if any."""
+    ci = metrics.get("ci95", {})
+    return [(label, _fmt(fmt, metrics[key]) + (
+        f" (95 % CI {_fmt(fmt, ci[key][0])} to {_fmt(fmt, ci[key][1])})" if key in ci else ""))
+            for key, label, fmt in METRICS if isinstance(metrics.get(key), int | float)]
 
 
 def _comparison(metrics: dict[str, Any]) -> Table | None:

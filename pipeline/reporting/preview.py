@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from nibabel.affines import voxel_sizes
 
-from pipeline.config.schema import ReportParams
+from pipeline.config.output_schema import ReportParams
 from pipeline.io.atomic import atomic_write, write_text
 from pipeline.reporting import render
 from pipeline.reporting.html import render as render_page

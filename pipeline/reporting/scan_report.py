@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from nibabel.affines import voxel_sizes
 
-from pipeline.config.schema import ReportParams
+from pipeline.config.output_schema import ReportParams
 from pipeline.reporting import render, svg
 from pipeline.reporting.html import Table, Tile, cells
 from pipeline.reporting.html import render as render_page

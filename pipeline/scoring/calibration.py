@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.config.kinds import KINDS
-from pipeline.config.schema import CalibrateParams, ScoringParams
+from pipeline.config.scoring_schema import CalibrateParams, ScoringParams
 from pipeline.modelstore.types import Calibration, LoadedModel, Normative, Thresholds, map_name
 from pipeline.scoring.maps import calibrated_maps, scan_score, template_scores
 from pipeline.scoring.raw import RawScores

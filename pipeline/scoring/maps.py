@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.config.kinds import KINDS
-from pipeline.config.schema import ScoringParams
+from pipeline.config.scoring_schema import ScoringParams
 from pipeline.model.objective import Likelihood
 from pipeline.modelstore.types import Calibration, LoadedModel, map_name
 from pipeline.preprocess.record import PreparedScan, native_brain, to_native

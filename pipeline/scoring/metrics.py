@@ -150,6 +150,13 @@ class Pooled:
             "n_lesions": self.lesions,
         }
 
+    def intervals(self, samples: int, bins: int, seed: int) -> dict[str, list[float]]:
+        """95 % bootstrap intervals over scans (:mod:`pipeline.scoring.bootstrap`)."""
+        from pipeline.scoring.bootstrap import intervals
+
+        return intervals(self.scores, self.labels, self.preds, self.healthy_scan,
+                         self.lesion_scan, samples, bins, seed)
+
 
 def loglik_summary(healthy: dict[str, float], lesioned: dict[str, tuple[str, float]], k: int
                    ) -> dict[str, Any]:

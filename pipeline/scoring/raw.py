@@ -42,7 +42,7 @@ import torch
 from scipy import ndimage
 
 from pipeline.config.kinds import KINDS, MODEL_KINDS
-from pipeline.config.schema import ScoringParams
+from pipeline.config.scoring_schema import ScoringParams
 from pipeline.io.errors import ScanError
 from pipeline.model.network import ConvVAE, VAEOutput
 from pipeline.model.objective import Likelihood, elbo_terms, kl_divergence

@@ -26,7 +26,8 @@ import torch
 from pipeline.cohort.prepared import load_prepared
 from pipeline.cohort.store import healthy_images, load_manifest
 from pipeline.config import paths
-from pipeline.config.schema import ExtraCase, Params
+from pipeline.config.schema import Params
+from pipeline.config.scoring_schema import ExtraCase
 from pipeline.generative.sampling import log_likelihood
 from pipeline.io.atomic import atomic_write, write_json
 from pipeline.io.nifti import load_mask, load_scan, stem
@@ -189,8 +190,14 @@ class _TestSet:
         primary, ev = self.loaded.calibrated().primary, self.params.evaluate
         if primary not in self.pooled or not self.pooled[primary].scores:
             raise RuntimeError("no lesioned test scans to evaluate")
-        return {name: acc.summary(ev.n_thresholds, ev.curve_points if name == primary else 0)
-                for name, acc in self.pooled.items()}
+        table = {}
+        for name, acc in self.pooled.items():
+            row = acc.summary(ev.n_thresholds, ev.curve_points if name == primary else 0)
+            if ev.bootstrap_samples:
+                row["ci95"] = acc.intervals(ev.bootstrap_samples, ev.bootstrap_bins,
+                                            self.params.seed)
+            table[name] = row
+        return table
 
 
 def _write_reports(params: Params, result: dict[str, Any], table: dict[str, dict[str, Any]],
@@ -198,7 +205,10 @@ def _write_reports(params: Params, result: dict[str, Any], table: dict[str, dict
     reports = paths.reports_dir(params.root)
     write_json(reports / "metrics.json", result)
     _write_csv(reports / "score_comparison.csv", [
-        {"score": name, **{k: v for k, v in row.items() if k != "best_dice_threshold"}}
+        {"score": name, **{k: v for k, v in row.items() if k not in ("best_dice_threshold",
+                                                                     "ci95")},
+         **{f"{k}_ci95_{end}": v[i] for k, v in row.get("ci95", {}).items()
+            for i, end in enumerate(("low", "high"))}}
         for name, row in table.items()])
     _write_csv(reports / "plots" / "roc.csv", primary.roc)
     _write_csv(reports / "plots" / "pr.csv", primary.pr)

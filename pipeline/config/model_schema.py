@@ -1,0 +1,65 @@
+"""Parameters of the network and its training.
+
+Each class is one section of :class:`pipeline.config.schema.Params`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from pipeline.config.constraints import above, at_least, between, choice, each
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    channels: list[int]
+    strides: Annotated[list[int], each(choice(1, 2))]
+    residual_units: int
+    norm: Annotated[str, choice("instance", "batch", "group", "none")]
+    latent: Annotated[str, choice("spatial", "dense")]
+    latent_channels: Annotated[int, at_least(1)]
+    latent_dim: Annotated[int, at_least(1)]
+    likelihood: Annotated[str, choice("gaussian", "gaussian_learned", "laplace")]
+    recon_sigma: Annotated[float, above(0)]
+    min_sigma: Annotated[float, above(0)]
+    learn_mean_image: bool
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    flip: bool
+    rotation_deg: float
+    translation_vox: float
+    scale: float
+    intensity_scale: float
+    intensity_shift: float
+    gamma: float
+    bias_field: float
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: Annotated[int, at_least(1)]
+    batch_size: Annotated[int, at_least(1)]
+    learning_rate: float
+    weight_decay: float
+    lr_schedule: Annotated[str, choice("cosine", "constant")]
+    grad_clip_norm: float
+    beta: float
+    kl_schedule: Annotated[str, choice("linear", "cyclical", "constant")]
+    kl_warmup_epochs: int
+    kl_cycle_epochs: int
+    free_bits: Annotated[float, at_least(0)]
+    early_stopping_patience: int
+    early_stopping_min_delta: float
+    iwae_samples: Annotated[int, at_least(0)]
+    iwae_every: Annotated[int, at_least(1)]
+    device: Annotated[str, choice("auto", "cpu", "cuda")]
+    amp: bool
+    channels_last: bool
+    compile: bool
+    gpu_cache_fraction: Annotated[float, between(0, 1)]
+    checkpoint_every: Annotated[int, at_least(1)]
+    threads: int
+    augment: AugmentParams
