@@ -36,7 +36,7 @@ import torch
 from pipeline.config.kinds import PATH_MODES
 from pipeline.config.output_schema import ImputeParams
 from pipeline.config.scoring_schema import RestorationParams
-from pipeline.model.network import ConvVAE
+from pipeline.model.layers import VAE
 from pipeline.model.objective import Likelihood, iwae_log_likelihood
 from pipeline.model.restoration import restore
 
@@ -44,7 +44,7 @@ _PARALLEL = 1e-6  # below this sin(angle) spherical interpolation is linear
 LAPLACE_CLAMP = 1e-6  # uniform draws kept inside (0, 1) for the Laplace inverse CDF
 
 
-def latent_shape(vae: ConvVAE, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+def latent_shape(vae: VAE, image_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Shape of one latent (without the batch axis) for images of ``image_shape``."""
     if vae.latent == "dense":
         return (vae.latent_dim,)
@@ -58,7 +58,7 @@ def sample_latents(shape: tuple[int, ...], n: int, temperature: float, seed: int
     return torch.randn((n, *shape), generator=gen) * temperature
 
 
-def _decoded(vae: ConvVAE, z: torch.Tensor, batch: int
+def _decoded(vae: VAE, z: torch.Tensor, batch: int
              ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Decoder mean and (learned) std, float32 on the CPU, ``batch`` latents at a time."""
     device = next(vae.parameters()).device
@@ -68,13 +68,13 @@ def _decoded(vae: ConvVAE, z: torch.Tensor, batch: int
 
 
 @torch.no_grad()
-def decode_mean(vae: ConvVAE, z: torch.Tensor, batch: int = 4) -> torch.Tensor:
+def decode_mean(vae: VAE, z: torch.Tensor, batch: int = 4) -> torch.Tensor:
     """The decoder means E[x|z] ``(n, *image_shape)`` (float32, CPU) of latents ``z``."""
     return torch.cat([mean for mean, _ in _decoded(vae, z, batch)])
 
 
 @torch.no_grad()
-def decode_draw(vae: ConvVAE, z: torch.Tensor, likelihood: Likelihood, seed: int,
+def decode_draw(vae: VAE, z: torch.Tensor, likelihood: Likelihood, seed: int,
                 batch: int = 4) -> torch.Tensor:
     """Draws x ~ p(x|z) from the decoder likelihood (Gaussian or Laplace noise around the
     mean, seeded) for latents ``z``."""
@@ -90,7 +90,7 @@ def decode_draw(vae: ConvVAE, z: torch.Tensor, likelihood: Likelihood, seed: int
 
 
 @torch.no_grad()
-def encode_mean(vae: ConvVAE, image: torch.Tensor) -> torch.Tensor:
+def encode_mean(vae: VAE, image: torch.Tensor) -> torch.Tensor:
     """Posterior mean of one image ``(*image_shape)``: a latent ``(...)`` on the CPU."""
     device = next(vae.parameters()).device
     return vae.encode(image[None, None].float().to(device))[0][0].float().cpu()
@@ -123,7 +123,7 @@ def latent_path(a: torch.Tensor, b: torch.Tensor, steps: int, mode: str) -> torc
     return torch.stack([_slerp(a, b, t) for t in ts])
 
 
-def impute(vae: ConvVAE, likelihood: Likelihood, image: torch.Tensor, missing: torch.Tensor,
+def impute(vae: VAE, likelihood: Likelihood, image: torch.Tensor, missing: torch.Tensor,
            params: ImputeParams) -> torch.Tensor:
     """``image`` (1, 1, D, H, W) with the voxels where ``missing > 0`` refilled.
 
@@ -148,7 +148,7 @@ class LogLikelihood:
     voxels: int
 
 
-def log_likelihood(vae: ConvVAE, likelihood: Likelihood, image: torch.Tensor, k: int,
+def log_likelihood(vae: VAE, likelihood: Likelihood, image: torch.Tensor, k: int,
                    seed: int, batch: int = 1) -> LogLikelihood:
     """IWAE bound with ``k`` samples for one image ``(*image_shape)`` (seeded, reproducible)."""
     device = next(vae.parameters()).device

@@ -24,34 +24,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config.model_schema import ModelParams
+from pipeline.model.layers import GROUPS, LOGVAR_RANGE, NEG_SLOPE, VAE, VAEOutput, norm_layer
 
-_GROUPS = 8  # group normalisation groups (when norm == "group")
-_NEG_SLOPE = 0.2
-_LOGVAR_RANGE = (-12.0, 8.0)  # keeps exp(logvar) finite in half precision
-_ACT = ("leakyrelu", {"negative_slope": _NEG_SLOPE})
+_ACT = ("leakyrelu", {"negative_slope": NEG_SLOPE})
 
 
-def _norm(kind: str, ch: int) -> nn.Module:
-    if kind == "instance":
-        return nn.InstanceNorm3d(ch, affine=True)
-    if kind == "batch":
-        return nn.BatchNorm3d(ch)
-    if kind == "group":
-        return nn.GroupNorm(min(_GROUPS, ch), ch)
-    return nn.Identity()
-
-
-def _monai_norm(kind: str, ch: int) -> tuple[str, dict[str, object]] | None:
+def _monainorm_layer(kind: str, ch: int) -> tuple[str, dict[str, object]] | None:
     options: dict[str, tuple[str, dict[str, object]]] = {
         "instance": ("instance", {"affine": True}), "batch": ("batch", {}),
-        "group": ("group", {"num_groups": min(_GROUPS, ch)})}
+        "group": ("group", {"num_groups": min(GROUPS, ch)})}
     return options.get(kind)
 
 
@@ -64,26 +51,17 @@ def _stage(cin: int, cout: int, stride: int, norm: str, residual_units: int, up:
     else:
         first = nn.Conv3d(cin, cout, 3, padding=1)
     layers: list[nn.Module] = [
-        first, _norm(norm, cout), nn.LeakyReLU(_NEG_SLOPE),
-        nn.Conv3d(cout, cout, 3, padding=1), _norm(norm, cout), nn.LeakyReLU(_NEG_SLOPE)]
+        first, norm_layer(norm, cout), nn.LeakyReLU(NEG_SLOPE),
+        nn.Conv3d(cout, cout, 3, padding=1), norm_layer(norm, cout), nn.LeakyReLU(NEG_SLOPE)]
     if residual_units:  # importing MONAI costs ~2.4 s of a scoring process: only when used
         from monai.networks.blocks import ResidualUnit
 
         layers += [ResidualUnit(3, cout, cout, subunits=2, act=_ACT,
-                                norm=_monai_norm(norm, cout)) for _ in range(residual_units)]
+                                norm=_monainorm_layer(norm, cout)) for _ in range(residual_units)]
     return nn.Sequential(*layers)
 
 
-@dataclass
-class VAEOutput:
-    reconstruction: torch.Tensor       # decoder mean (location) on the input's grid
-    mu: torch.Tensor
-    logvar: torch.Tensor
-    z: torch.Tensor
-    sigma: torch.Tensor | None = None  # voxel-wise std (gaussian_learned only)
-
-
-class ConvVAE(nn.Module):
+class ConvVAE(VAE):
     """3D convolutional VAE; see the module docstring for the options."""
 
     def __init__(self, channels: list[int], latent_channels: int = 8, norm: str = "instance",
@@ -115,11 +93,11 @@ class ConvVAE(nn.Module):
             n_features = top * math.prod(self.feature_shape)
             self.to_posterior: nn.Module = nn.Linear(n_features, 2 * latent_dim)
             self.from_latent: nn.Module = nn.Sequential(nn.Linear(latent_dim, n_features),
-                                                        nn.LeakyReLU(_NEG_SLOPE))
+                                                        nn.LeakyReLU(NEG_SLOPE))
         else:
             self.to_posterior = nn.Conv3d(top, 2 * latent_channels, 1)
             self.from_latent = nn.Sequential(nn.Conv3d(latent_channels, top, 1),
-                                             nn.LeakyReLU(_NEG_SLOPE))
+                                             nn.LeakyReLU(NEG_SLOPE))
         outs = [*reversed(channels[:-1]), channels[0]]
         self.decoder = nn.Sequential(*[
             _stage(cin, cout, s, norm, residual_units, up=True)
@@ -136,7 +114,7 @@ class ConvVAE(nn.Module):
         if self.latent == "dense":
             h = h.flatten(1)
         mu, logvar = self.to_posterior(h).chunk(2, dim=1)
-        return mu, logvar.clamp(*_LOGVAR_RANGE)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
 
     def decode_params(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Decoder mean and (``gaussian_learned``) voxel-wise std for latents ``z``."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.config.model_schema import ModelParams
-from pipeline.model.network import ConvVAE, VAEOutput
+from pipeline.model.layers import VAE, VAEOutput
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -107,7 +107,7 @@ def _normal_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
 
 
 @torch.no_grad()
-def iwae_log_likelihood(vae: ConvVAE, x: torch.Tensor, likelihood: Likelihood, samples: int,
+def iwae_log_likelihood(vae: VAE, x: torch.Tensor, likelihood: Likelihood, samples: int,
                         generator: torch.Generator, batch: int = 1
                         ) -> torch.Tensor:
     """Importance-weighted bound on log p(x) (Burda et al. 2016), nats per volume.

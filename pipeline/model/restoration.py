@@ -31,12 +31,12 @@ from collections.abc import Iterator
 import torch
 
 from pipeline.config.scoring_schema import RestorationParams
-from pipeline.model.network import ConvVAE
+from pipeline.model.layers import VAE
 from pipeline.model.objective import Likelihood, elbo_terms
 
 
 @contextlib.contextmanager
-def frozen(vae: ConvVAE) -> Iterator[ConvVAE]:
+def frozen(vae: VAE) -> Iterator[VAE]:
     """``vae`` in eval mode without weight gradients (input gradients only), restored after."""
     was_training = vae.training
     flags = [p.requires_grad for p in vae.parameters()]
@@ -51,7 +51,7 @@ def frozen(vae: ConvVAE) -> Iterator[ConvVAE]:
         vae.train(was_training)
 
 
-def restore(vae: ConvVAE, likelihood: Likelihood, x: torch.Tensor, region: torch.Tensor,
+def restore(vae: VAE, likelihood: Likelihood, x: torch.Tensor, region: torch.Tensor,
             params: RestorationParams, consistency_weight: torch.Tensor) -> torch.Tensor:
     """Restored image of ``x`` (1, 1, D, H, W); only voxels where ``region > 0`` change.
 

@@ -23,7 +23,7 @@ from pipeline.config.schema import Params
 from pipeline.model import checkpoint as ckpt_io
 from pipeline.model import distributed as dist
 from pipeline.model.augment import augment
-from pipeline.model.network import ConvVAE
+from pipeline.model.layers import VAE
 from pipeline.model.objective import Likelihood, elbo_terms
 from pipeline.model.runtime import autocast, cache_on_device, pick_device
 from pipeline.model.validation import Validation, validate
@@ -81,14 +81,14 @@ def best_epoch(history: list[EpochStats], beta: float = 1.0) -> EpochStats:
     return min(history, key=lambda s: selection_value(s, beta))
 
 
-def _clone(vae: ConvVAE) -> dict[str, torch.Tensor]:
+def _clone(vae: VAE) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in vae.state_dict().items()}
 
 
 class _Trainer:
     """State of one run; :func:`fit` is its public face."""
 
-    def __init__(self, vae: ConvVAE, params: Params, world: dist.World) -> None:
+    def __init__(self, vae: VAE, params: Params, world: dist.World) -> None:
         tp = params.train
         self.vae, self.params, self.world = vae, params, world
         self.device = dist.device_for(world, pick_device(tp.device))
@@ -175,7 +175,7 @@ class _Trainer:
         return sums, skipped
 
 
-def _wrapped(vae: ConvVAE, t: _Trainer) -> torch.nn.Module:
+def _wrapped(vae: VAE, t: _Trainer) -> torch.nn.Module:
     """The module the steps run through: DistributedDataParallel under torchrun, compiled
     when ``train.compile``."""
     tp = t.params.train
@@ -236,7 +236,7 @@ def _keep_best(t: _Trainer, stats: EpochStats) -> bool:
     return stopped
 
 
-def fit(vae: ConvVAE, train: torch.Tensor, val: torch.Tensor, params: Params, *,
+def fit(vae: VAE, train: torch.Tensor, val: torch.Tensor, params: Params, *,
         checkpoint_dir: Path | None = None, start: ckpt_io.Checkpoint | None = None,
         fingerprint: str = "", extra: dict[str, Any] | None = None,
         on_epoch: Callable[[EpochStats], None] | None = None,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.model.distributed import SINGLE_PROCESS, World, all_sum
-from pipeline.model.network import ConvVAE, VAEOutput
+from pipeline.model.layers import VAE, VAEOutput
 from pipeline.model.objective import Likelihood, elbo_terms, iwae_log_likelihood
 
 NO_AUTOCAST = contextlib.nullcontext()  # validation in the model's own precision
@@ -47,7 +47,7 @@ def _noise(shape: torch.Size, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(vae: ConvVAE, data: torch.Tensor, likelihood: Likelihood, seed: int,
+def validate(vae: VAE, data: torch.Tensor, likelihood: Likelihood, seed: int,
              batch_size: int, iwae_samples: int = 0, world: World = SINGLE_PROCESS,
              autocast: contextlib.AbstractContextManager[None] = NO_AUTOCAST,
              sample: bool = True) -> Validation:

@@ -44,7 +44,7 @@ from scipy import ndimage
 from pipeline.config.kinds import KINDS, MODEL_KINDS
 from pipeline.config.scoring_schema import ScoringParams
 from pipeline.io.errors import ScanError
-from pipeline.model.network import ConvVAE, VAEOutput
+from pipeline.model.layers import VAE, VAEOutput
 from pipeline.model.objective import Likelihood, elbo_terms, kl_divergence
 from pipeline.model.restoration import frozen, restore
 from pipeline.model.runtime import autocast_to, dtype_name, score_dtype
@@ -80,7 +80,7 @@ def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(a, sigma) if sigma > 0 else a
 
 
-def _model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray, region: np.ndarray,
+def _model_maps(vae: VAE, likelihood: Likelihood, image: np.ndarray, region: np.ndarray,
                 kinds: set[str], sp: ScoringParams, seed: int) -> RawScores:
     device = next(vae.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
@@ -128,7 +128,7 @@ def _model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray, region:
     return out
 
 
-def _checked_model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray,
+def _checked_model_maps(vae: VAE, likelihood: Likelihood, image: np.ndarray,
                         region: np.ndarray, kinds: set[str], sp: ScoringParams, seed: int
                         ) -> RawScores:
     """The model maps in ``scoring.precision``; a non-finite half-precision result (overflow)
@@ -147,7 +147,7 @@ def _checked_model_maps(vae: ConvVAE, likelihood: Likelihood, image: np.ndarray,
     return out
 
 
-def raw_scores(vae: ConvVAE | None, likelihood: Likelihood | None, image: np.ndarray,
+def raw_scores(vae: VAE | None, likelihood: Likelihood | None, image: np.ndarray,
                brain: np.ndarray, kinds: set[str], sp: ScoringParams, seed: int = 0
                ) -> RawScores:
     """Raw maps of the requested score ``kinds`` for one template-space image.

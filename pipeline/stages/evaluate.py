@@ -192,7 +192,8 @@ class _TestSet:
             raise RuntimeError("no lesioned test scans to evaluate")
         table = {}
         for name, acc in self.pooled.items():
-            row = acc.summary(ev.n_thresholds, ev.curve_points if name == primary else 0)
+            row: dict[str, Any] = dict(acc.summary(ev.n_thresholds,
+                                                  ev.curve_points if name == primary else 0))
             if ev.bootstrap_samples:
                 row["ci95"] = acc.intervals(ev.bootstrap_samples, ev.bootstrap_bins,
                                             self.params.seed)
