@@ -64,7 +64,7 @@ def main() -> None:
         vae = build_vae(params.model, params.template.crop_shape)
         if gpu:
             torch.cuda.reset_peak_memory_stats()
-        history = fit(vae, train, val, params).history
+        history = fit(vae, train, val, torch.ones_like(val, dtype=torch.bool), params).history
         rates = [s.volumes_per_s for s in history[1:]] or [history[0].volumes_per_s]
         results[name] = {
             "volumes_per_s_median": round(statistics.median(rates), 2),

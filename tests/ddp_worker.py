@@ -22,8 +22,9 @@ from pipeline.model.training import fit
 def main(out: Path) -> None:
     raw = load_raw()
     raw["template"] = {"resolution_mm": 6.0, "crop_shape": [16, 16, 16]}
-    raw["model"].update({"channels": [4, 8], "strides": [2, 2], "latent_channels": 2})
-    raw["train"].update({"epochs": 2, "batch_size": 2, "device": "cpu", "iwae_samples": 2})
+    raw["model"].update({"channels": [4, 8], "blocks": [1, 1], "latent_channels": 2})
+    raw["train"].update({"epochs": 2, "batch_size": 2, "device": "cpu", "iwae_samples": 2,
+                         "patch_size": 0})
     raw["train"]["augment"].update({"rotation_deg": 3.0, "bias_field": 0.2})
     params = params_from_dict(raw)
     world = distributed.from_env()
@@ -34,7 +35,7 @@ def main(out: Path) -> None:
     g = torch.Generator().manual_seed(0)
     train, val = torch.rand(8, 1, 16, 16, 16, generator=g), torch.rand(3, 1, 16, 16, 16,
                                                                          generator=g)
-    result = fit(vae, train, val, params, world=world)
+    result = fit(vae, train, val, torch.ones_like(val, dtype=torch.bool), params, world=world)
     changed = any(not torch.equal(initial[k], v) for k, v in vae.state_dict().items())
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()},
               str(out / f"rank{world.rank}.safetensors"))

@@ -27,7 +27,7 @@ ATLAS_SUBJECTS = ["IXI033-HH-1259", "IXI034-HH-1260", "IXI039-HH-1261", "IXI048-
 def params():
     raw = load_raw()
     raw["template"] = {"resolution_mm": 2.0, "crop_shape": [80, 96, 80]}
-    raw["model"].update(channels=[16, 32, 64, 64], strides=[2, 2, 2, 2])
+    raw["model"].update(channels=[16, 32, 64], blocks=[1, 2, 2])
     return params_from_dict(raw)
 
 

@@ -18,12 +18,15 @@ from pipeline.model.training import best_epoch, fit, kl_weight
 from pipeline.model.validation import validate
 
 
-def _params(**train: object) -> Params:
+def _params(architecture: str = "patch", **train: object) -> Params:
     raw = load_raw()
     raw["template"] = {"resolution_mm": 6.0, "crop_shape": [16, 16, 16]}
-    raw["model"].update({"channels": [4, 8], "strides": [2, 2], "latent_channels": 2})
+    raw["model"].update({"architecture": architecture, "channels": [4, 8], "blocks": [1, 1],
+                         "strides": [2, 2], "latent_channels": 2})
     raw["train"].update({"epochs": 4, "batch_size": 2, "kl_warmup_epochs": 2,
-                         "iwae_samples": 2, "iwae_every": 2, "checkpoint_every": 1})
+                         "iwae_samples": 2, "iwae_every": 2, "checkpoint_every": 1,
+                         "patch_size": 8 if architecture == "patch" else 0,
+                         "lr_schedule": "onecycle"})
     raw["train"]["augment"].update({"rotation_deg": 3.0, "intensity_scale": 0.05})
     raw["train"].update(train)
     return params_from_dict(raw)
@@ -34,10 +37,13 @@ def _data(seed: int, n: int = 6) -> torch.Tensor:
     return torch.rand(n, 1, 16, 16, 16, generator=g)
 
 
+BRAIN = torch.ones(6, 1, 16, 16, 16, dtype=torch.bool)
+
+
 def _weights(params: Params, **kwargs: object) -> tuple[dict[str, torch.Tensor], object]:
     seed_everything(params.seed)
     vae = build_vae(params.model, params.template.crop_shape)
-    result = fit(vae, _data(0), _data(1), params, **kwargs)  # type: ignore[arg-type]
+    result = fit(vae, _data(0), _data(1), BRAIN, params, **kwargs)  # type: ignore[arg-type]
     return vae.state_dict(), result
 
 
@@ -51,9 +57,10 @@ def test_fit_keeps_the_best_validation_weights() -> None:
     params = _params()
     seed_everything(params.seed)
     vae = build_vae(params.model, params.template.crop_shape)
-    result = fit(vae, _data(0), _data(1), params)
+    result = fit(vae, _data(0), _data(1), BRAIN, params)
     assert len(result.history) == params.train.epochs
-    v = validate(vae, _data(1), Likelihood("gaussian", params.model.recon_sigma), params.seed, 2)
+    v = validate(vae, _data(1), BRAIN, Likelihood("gaussian", params.model.recon_sigma),
+                 params.seed, 2)
     assert v.negative_elbo == pytest.approx(best_epoch(result.history).val_negative_elbo,
                                             rel=1e-5)
     assert len(result.history[0].kl_channels) == 2
@@ -63,8 +70,9 @@ def test_fit_keeps_the_best_validation_weights() -> None:
                if s.val_iwae_nll is not None)
 
 
-def test_same_seed_same_weights() -> None:
-    params = _params()
+@pytest.mark.parametrize("architecture", ["patch", "classic"])
+def test_same_seed_same_weights(architecture: str) -> None:
+    params = _params(architecture)
     _assert_same(_weights(params)[0], _weights(params)[0])
 
 
@@ -103,7 +111,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 
 def test_non_finite_batches_are_skipped_not_learned(caplog: pytest.LogCaptureFixture,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.model.training as training
+    import pipeline.model.batches as batches
 
     calls = []
 
@@ -111,11 +119,11 @@ def test_non_finite_batches_are_skipped_not_learned(caplog: pytest.LogCaptureFix
         calls.append(1)
         return x * float("nan") if len(calls) == 2 else x
 
-    monkeypatch.setattr(training, "augment", corrupt_second_batch)
+    monkeypatch.setattr(batches, "augment", corrupt_second_batch)
     params = _params(epochs=1)
     seed_everything(params.seed)
     vae = build_vae(params.model, params.template.crop_shape)
-    result = fit(vae, _data(0), _data(1), params)
+    result = fit(vae, _data(0), _data(1), BRAIN, params)
     assert result.history[0].skipped_steps == 1
     assert "step skipped" in caplog.text
     assert all(torch.isfinite(v).all() for v in vae.state_dict().values())
@@ -124,10 +132,10 @@ def test_non_finite_batches_are_skipped_not_learned(caplog: pytest.LogCaptureFix
 
 def test_kl_schedules() -> None:
     lin = _params(kl_schedule="linear", kl_warmup_epochs=4, beta=0.5)
-    assert [kl_weight(e, lin) for e in (1, 2, 4, 9)] == [0.125, 0.25, 0.5, 0.5]
+    assert [kl_weight(e, lin.train) for e in (1, 2, 4, 9)] == [0.125, 0.25, 0.5, 0.5]
     cyc = _params(kl_schedule="cyclical", kl_warmup_epochs=2, kl_cycle_epochs=3)
-    assert [kl_weight(e, cyc) for e in range(1, 7)] == [0.5, 1.0, 1.0, 0.5, 1.0, 1.0]
-    assert kl_weight(1, _params(kl_schedule="constant")) == 1.0
+    assert [kl_weight(e, cyc.train) for e in range(1, 7)] == [0.5, 1.0, 1.0, 0.5, 1.0, 1.0]
+    assert kl_weight(1, _params(kl_schedule="constant").train) == 1.0
 
 
 def test_gradient_scaler_path_skips_non_finite_steps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,12 +151,14 @@ def test_gradient_scaler_path_skips_non_finite_steps(monkeypatch: pytest.MonkeyP
         calls.append(1)
         return x * float("inf") if len(calls) == 3 else x
 
-    monkeypatch.setattr(training, "augment", corrupt_third_batch)
+    import pipeline.model.batches as batches
+
+    monkeypatch.setattr(batches, "augment", corrupt_third_batch)
     params = _params(epochs=2, grad_clip_norm=1.0)
     seed_everything(params.seed)
     vae = build_vae(params.model, params.template.crop_shape)
     before = {k: v.clone() for k, v in vae.state_dict().items()}
-    result = fit(vae, _data(0), _data(1), params)
+    result = fit(vae, _data(0), _data(1), BRAIN, params)
     assert sum(s.skipped_steps for s in result.history) == 1
     after = vae.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values())
@@ -172,8 +182,10 @@ def test_autoencoder_variant_trains_without_kl_or_sampling(tmp_path: Path) -> No
     assert not (where.model_dir / "model.json").exists()
     # β = 0 never samples the posterior: the validation value is deterministic in the seed
     torch.manual_seed(0)
-    vae = build_vae((_params(beta=0.0)).model, (_params(beta=0.0)).template.crop_shape).eval()
+    ae = _params(beta=0.0)
+    vae = build_vae(ae.model, ae.template.crop_shape).eval()
     x = torch.rand(2, 1, 16, 16, 16)
-    a = validate(vae, x, Likelihood("gaussian", 0.1), seed=1, batch_size=2, sample=False)
-    b = validate(vae, x, Likelihood("gaussian", 0.1), seed=2, batch_size=2, sample=False)
+    brain = torch.ones_like(x, dtype=torch.bool)
+    a = validate(vae, x, brain, Likelihood("gaussian", 0.1), seed=1, batch_size=2, sample=False)
+    b = validate(vae, x, brain, Likelihood("gaussian", 0.1), seed=2, batch_size=2, sample=False)
     assert a.reconstruction == b.reconstruction

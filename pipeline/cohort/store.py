@@ -54,6 +54,11 @@ def load_images(params: Params, cases: list[dict[str, Any]]) -> np.ndarray:
     return np.stack([load_template_case(params, c["id"])[0] for c in cases])[:, None]
 
 
+def load_brains(params: Params, cases: list[dict[str, Any]]) -> np.ndarray:
+    """Stack of template-space brain masks ``(n, 1, *crop_shape)``."""
+    return np.stack([load_template_case(params, c["id"])[1] for c in cases])[:, None]
+
+
 def healthy_images(params: Params, manifest: dict[str, Any]
                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Template-space (image, brain) of each healthy calibration scan, read one at a time."""

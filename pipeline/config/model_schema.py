@@ -8,12 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from pipeline.config.constraints import above, at_least, between, choice, each
+from pipeline.config.constraints import above, at_least, between, choice, each, inside
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    channels: list[int]
+    architecture: Annotated[str, choice("patch", "classic")]
+    channels: Annotated[list[int], each(at_least(1), nonempty=True)]
+    blocks: Annotated[list[int], each(at_least(0))]
+    stem: Annotated[int, at_least(1)]
+    upsample: Annotated[str, choice("shuffle", "nearest", "trilinear", "transposed")]
+    mean_input: bool
     strides: Annotated[list[int], each(choice(1, 2))]
     residual_units: int
     norm: Annotated[str, choice("instance", "batch", "group", "none")]
@@ -39,12 +44,22 @@ class AugmentParams:
 
 
 @dataclass(frozen=True)
+class DenoiseParams:
+    std: Annotated[float, at_least(0)]
+    cell_vox: Annotated[int, at_least(1)]
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: Annotated[int, at_least(1)]
+    steps_per_epoch: Annotated[int, at_least(0)]
     batch_size: Annotated[int, at_least(1)]
-    learning_rate: float
+    patch_size: Annotated[int, at_least(0)]
+    patch_min_brain: Annotated[float, between(0, 1)]
+    learning_rate: Annotated[float, at_least(0)]
     weight_decay: float
-    lr_schedule: Annotated[str, choice("cosine", "constant")]
+    lr_schedule: Annotated[str, choice("onecycle", "cosine", "constant")]
+    warmup_fraction: Annotated[float, inside(0, 1)]
     grad_clip_norm: float
     beta: float
     kl_schedule: Annotated[str, choice("linear", "cyclical", "constant")]
@@ -63,3 +78,4 @@ class TrainParams:
     checkpoint_every: Annotated[int, at_least(1)]
     threads: int
     augment: AugmentParams
+    denoise: DenoiseParams

@@ -18,16 +18,33 @@ from pipeline.config.kinds import KINDS, MODEL_KINDS
 from pipeline.config.schema import Params
 
 
-def _network(p: Params) -> list[str]:
+def downsampling(p: Params) -> int:
+    """Input size / latent map size of the configured network."""
     m = p.model
+    if m.architecture == "classic":
+        return 2 ** sum(s == 2 for s in m.strides)
+    return m.stem * 2 ** (len(m.channels) - 1)
+
+
+def _network(p: Params) -> list[str]:
+    m, t = p.model, p.train
+    per_level = "model.strides" if m.architecture == "classic" else "model.blocks"
+    levels = m.strides if m.architecture == "classic" else m.blocks
     out = []
-    if len(m.strides) != len(m.channels):
-        out.append(f"model.strides {m.strides} needs one stride per entry of model.channels "
+    if len(levels) != len(m.channels):
+        out.append(f"{per_level} {levels} needs one entry per entry of model.channels "
                    f"{m.channels}")
-    depth = 2 ** sum(s == 2 for s in m.strides)
+    depth = downsampling(p)
     if any(s % depth for s in p.template.crop_shape):
         out.append(f"template.crop_shape {p.template.crop_shape} must be divisible by {depth} "
-                   f"(2 to the number of stride-2 entries of model.strides)")
+                   f"(the network's downsampling)")
+    if m.architecture == "classic" and t.patch_size:
+        out.append("train.patch_size must be 0 (whole volumes) for model.architecture classic")
+    if m.architecture == "patch" and m.latent != "spatial":
+        out.append("model.latent must be spatial for model.architecture patch")
+    if t.patch_size and (t.patch_size % depth or t.patch_size > min(p.template.crop_shape)):
+        out.append(f"train.patch_size {t.patch_size} must be a multiple of {depth} (the "
+                   f"network's downsampling) no larger than template.crop_shape")
     return out
 
 

@@ -139,19 +139,29 @@ class ConvVAE(VAE):
         if self.mean_image is not None:
             self.mean_image.copy_(images.float().mean(0, keepdim=True).to(self.mean_image))
 
-    def forward(self, x: torch.Tensor, sample: bool = False) -> VAEOutput:
-        """Encode, draw z ~ q(z|x) when ``sample`` (else take the posterior mean), decode."""
+    def forward(self, x: torch.Tensor, sample: bool = False,
+                origins: Sequence[tuple[int, int, int]] = ()) -> VAEOutput:
+        """Encode, draw z ~ q(z|x) when ``sample`` (else take the posterior mean), decode.
+        Whole crops only: ``origins`` (of patches) must stay empty."""
+        if origins:
+            raise ValueError("the classic network trains on whole crops (train.patch_size: 0)")
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         rec, sigma = self.decode_params(z)
         return VAEOutput(rec, mu, logvar, z, sigma)
 
 
-def build_vae(m: ModelParams, crop_shape: Sequence[int]) -> ConvVAE:
+def build_vae(m: ModelParams, crop_shape: Sequence[int]) -> VAE:
     """The network ``model:`` describes, for template crops of ``crop_shape``."""
-    return ConvVAE(list(m.channels), m.latent_channels, m.norm,
-                   image_shape=(int(crop_shape[0]), int(crop_shape[1]), int(crop_shape[2])),
+    shape = (int(crop_shape[0]), int(crop_shape[1]), int(crop_shape[2]))
+    learned = m.likelihood == "gaussian_learned"
+    if m.architecture == "patch":
+        from pipeline.model.patchnet import PatchVAE
+
+        return PatchVAE(m.channels, m.blocks, m.latent_channels, shape, stem=m.stem,
+                        norm=m.norm, upsample=m.upsample, mean_input=m.mean_input,
+                        learned_sigma=learned, init_sigma=m.recon_sigma, min_sigma=m.min_sigma)
+    return ConvVAE(list(m.channels), m.latent_channels, m.norm, image_shape=shape,
                    strides=list(m.strides), residual_units=m.residual_units, latent=m.latent,
                    latent_dim=m.latent_dim, mean_image=m.learn_mean_image,
-                   learned_sigma=m.likelihood == "gaussian_learned", init_sigma=m.recon_sigma,
-                   min_sigma=m.min_sigma)
+                   learned_sigma=learned, init_sigma=m.recon_sigma, min_sigma=m.min_sigma)

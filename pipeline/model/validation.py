@@ -9,11 +9,11 @@ Example:
     >>> from pipeline.model.network import ConvVAE
     >>> from pipeline.model.objective import Likelihood
     >>> vae, data = ConvVAE([4, 8], latent_channels=2), torch.rand(3, 1, 16, 16, 16)
-    >>> lik = Likelihood("gaussian", 0.1)
-    >>> v = validate(vae, data, lik, seed=1, batch_size=2, iwae_samples=8)
+    >>> lik, brain = Likelihood("gaussian", 0.1), torch.ones_like(data, dtype=torch.bool)
+    >>> v = validate(vae, data, brain, lik, seed=1, batch_size=2, iwae_samples=8)
     >>> v.negative_elbo == v.reconstruction + v.kl, len(v.kl_channels), v.iwae_nll is not None
     (True, 2, True)
-    >>> again = validate(vae, data, lik, seed=1, batch_size=3)   # same noise, any batching
+    >>> again = validate(vae, data, brain, lik, seed=1, batch_size=3)  # same noise, any batching
     >>> abs(again.negative_elbo - v.negative_elbo) < 1e-5 * abs(v.negative_elbo)
     True
 """
@@ -40,6 +40,13 @@ class Validation:
     kl_channels: list[float]    # nats per volume, per latent channel (dense: per unit)
     units_per_channel: int      # latent units in one channel (spatial positions; dense: 1)
     iwae_nll: float | None      # -log p(x) importance-weighted bound, nats per volume
+    reconstruction_mae: float   # mean |x - decoder mean of the posterior mean| in the brain
+
+
+def brain_mae(pred: torch.Tensor, x: torch.Tensor, brain: torch.Tensor) -> float:
+    """Mean absolute error over the brain voxels of a batch (pooled over scans)."""
+    b = brain.to(torch.float64)
+    return float(((pred.double() - x.double()).abs() * b).sum() / b.sum().clamp_min(1.0))
 
 
 def _noise(shape: torch.Size, seed: int) -> torch.Tensor:
@@ -47,19 +54,21 @@ def _noise(shape: torch.Size, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(vae: VAE, data: torch.Tensor, likelihood: Likelihood, seed: int,
-             batch_size: int, iwae_samples: int = 0, world: World = SINGLE_PROCESS,
+def validate(vae: VAE, data: torch.Tensor, brain: torch.Tensor, likelihood: Likelihood,
+             seed: int, batch_size: int, iwae_samples: int = 0, world: World = SINGLE_PROCESS,
              autocast: contextlib.AbstractContextManager[None] = NO_AUTOCAST,
              sample: bool = True) -> Validation:
-    """Mean validation terms over ``data``; under torchrun each rank takes every
-    ``world.size``-th volume and the sums are reduced, so all ranks get the same values.
-    ``sample=False`` decodes the posterior mean (a plain autoencoder, β = 0)."""
+    """Mean validation terms over ``data`` (with its brain masks ``brain``); under torchrun
+    each rank takes every ``world.size``-th volume and the sums are reduced, so all ranks
+    get the same values. ``sample=False`` decodes the posterior mean (a plain autoencoder,
+    β = 0) for the ELBO too; the reconstruction error is always the posterior mean's."""
     was_training = vae.training
     vae.eval()
     index = torch.arange(len(data))[world.rank::world.size]
     n_channels = vae.latent_dim if vae.latent == "dense" else vae.latent_channels
     device = next(vae.parameters()).device
-    sums = torch.zeros(4 + n_channels, dtype=torch.float64)  # count, rec, kl, iwae, channels
+    # count, rec, kl, iwae, |error| and brain voxels, channels
+    sums = torch.zeros(6 + n_channels, dtype=torch.float64)
     units = 1
     for start in range(0, len(index), batch_size):
         idx = index[start: start + batch_size]
@@ -70,6 +79,7 @@ def validate(vae: VAE, data: torch.Tensor, likelihood: Likelihood, seed: int,
             z = mu + eps * torch.exp(0.5 * logvar) if sample else mu
             rec, sigma = vae.decode_params(z)
             terms = elbo_terms(VAEOutput(rec, mu, logvar, z, sigma), x, likelihood, 1.0, 0.0)
+            mean_rec = rec if not sample else vae.decode_params(mu)[0]
             iwae = torch.zeros(len(idx), device=mu.device)
             if iwae_samples > 0:
                 gen = torch.Generator().manual_seed(seed + int(idx[0]) + len(data))
@@ -80,13 +90,17 @@ def validate(vae: VAE, data: torch.Tensor, likelihood: Likelihood, seed: int,
         sums[1] += float(terms.reconstruction) * n  # elbo_terms gives batch means
         sums[2] += float(terms.kl) * n
         sums[3] += float(-iwae.float().sum())
-        sums[4:] += (terms.kl_channels * n).double().cpu()
+        b = brain[idx.to(brain.device)].to(mean_rec.device, torch.float64)
+        sums[4] += float(((mean_rec.double() - x.double()).abs() * b).sum())
+        sums[5] += float(b.sum())
+        sums[6:] += (terms.kl_channels * n).double().cpu()
     sums = all_sum(sums.to(device if device.type == "cuda" else "cpu"), world).cpu()
     count = max(float(sums[0]), 1.0)
     vae.train(was_training)
     rec_m, kl_m = float(sums[1]) / count, float(sums[2]) / count
 
     return Validation(negative_elbo=rec_m + kl_m, reconstruction=rec_m, kl=kl_m,
-                      kl_channels=[float(v) / count for v in sums[4:]], units_per_channel=units,
-                      iwae_nll=float(sums[3]) / count if iwae_samples > 0 else None)
+                      kl_channels=[float(v) / count for v in sums[6:]], units_per_channel=units,
+                      iwae_nll=float(sums[3]) / count if iwae_samples > 0 else None,
+                      reconstruction_mae=float(sums[4]) / max(float(sums[5]), 1.0))
 

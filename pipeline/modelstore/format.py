@@ -30,8 +30,11 @@ LEGACY_FORMAT = "vae-anomaly/1"
 # how those models were built and trained, so older model folders stay loadable.
 LEGACY_DEFAULTS: dict[str, Any] = {
     "model": {"residual_units": 0, "latent": "spatial", "latent_dim": 1,
-              "likelihood": "gaussian", "min_sigma": 0.01},
+              "likelihood": "gaussian", "min_sigma": 0.01, "architecture": "classic",
+              "blocks": [], "stem": 1, "upsample": "transposed", "mean_input": False},
     "train": {"lr_schedule": "cosine", "grad_clip_norm": 0.0, "kl_schedule": "linear",
+              "steps_per_epoch": 0, "patch_size": 0, "patch_min_brain": 0.0,
+              "warmup_fraction": 0.1, "denoise": {"std": 0.0, "cell_vox": 8},
               "kl_cycle_epochs": 1, "free_bits": 0.0, "early_stopping_patience": 0,
               "early_stopping_min_delta": 0.0, "iwae_samples": 0, "iwae_every": 1,
               "channels_last": False, "compile": False, "gpu_cache_fraction": 0.0,

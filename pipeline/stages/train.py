@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from pipeline.cohort.store import load_images, load_manifest
+from pipeline.cohort.store import load_brains, load_images, load_manifest
 from pipeline.config import paths
 from pipeline.config.code import closure_digest
 from pipeline.config.params import flatten, to_dict
@@ -52,7 +52,7 @@ RUNTIME_KEYS = ("device", "threads", "checkpoint_every", "gpu_cache_fraction", "
                 "channels_last", "iwae_samples", "iwae_every")
 TRAINING_CODE = "pipeline.model.training"  # its import closure determines the weights
 PLOT_COLUMNS = ("epoch", "train_loss", "val_negative_elbo", "val_reconstruction",
-                "val_iwae_nll", "val_kl",
+                "val_iwae_nll", "val_kl", "val_mae", "val_mean_image_mae",
                 "learning_rate", "volumes_per_s")
 
 
@@ -97,6 +97,7 @@ def _epoch_metrics(s: EpochStats) -> dict[str, float]:
     metrics = {k: float(v) for k, v in asdict(s).items()
                if k not in ("epoch", "kl_channels") and v is not None}
     metrics.update({f"kl_channel_{i:03d}": v for i, v in enumerate(s.kl_channels)})
+    metrics["val_mae_ratio"] = s.val_mae_ratio
     return metrics
 
 
@@ -162,6 +163,8 @@ def _write_reports(params: Params, result: FitResult, suffix: str) -> None:
         "val_negative_elbo": best.val_negative_elbo, "val_kl": best.val_kl,
         "val_iwae_nll_last": iwae[-1] if iwae else None,
         "active_latent_channels": best.active_channels,
+        "val_mae": best.val_mae, "val_mean_image_mae": best.val_mean_image_mae,
+        "val_mae_ratio": best.val_mae_ratio,
         "train_seconds": round(sum(s.seconds for s in result.history), 1),
         "volumes_per_s_median": sorted(s.volumes_per_s for s in result.history)[
             len(result.history) // 2]})
@@ -191,6 +194,7 @@ def _run(params: Params, resume: bool, world: distributed.World, where: Variant)
     seed_everything(params.seed)
     train = torch.from_numpy(load_images(params, manifest["train"]))
     val = torch.from_numpy(load_images(params, manifest["calibration"]))
+    val_brain = torch.from_numpy(load_brains(params, manifest["calibration"]))
     vae = build_vae(params.model, params.template.crop_shape)
     info = trained_on(params, manifest)
     device = pick_device(params.train.device)
@@ -220,12 +224,13 @@ def _run(params: Params, resume: bool, world: distributed.World, where: Variant)
 
         def on_epoch(s: EpochStats) -> None:
             mlflow.log_metrics(_epoch_metrics(s), step=s.epoch)
-            log.info("epoch %3d  loss %.1f  rec %.1f  kl %.1f  val -ELBO %.1f%s  (%.1f vol/s)",
-                     s.epoch, s.train_loss, s.train_reconstruction, s.train_kl,
-                     s.val_negative_elbo, "" if s.val_iwae_nll is None
-                     else f"  IWAE {s.val_iwae_nll:.1f}", s.volumes_per_s)
+            log.info("epoch %3d  loss %.1f  rec %.1f  kl %.1f  val -ELBO %.1f%s  MAE %.4f "
+                     "(mean image %.4f, ratio %.3f)  (%.1f vol/s)", s.epoch, s.train_loss,
+                     s.train_reconstruction, s.train_kl, s.val_negative_elbo,
+                     "" if s.val_iwae_nll is None else f"  IWAE {s.val_iwae_nll:.1f}",
+                     s.val_mae, s.val_mean_image_mae, s.val_mae_ratio, s.volumes_per_s)
 
-        result = fit(vae, train, val, params, checkpoint_dir=ckdir, start=start,
+        result = fit(vae, train, val, val_brain, params, checkpoint_dir=ckdir, start=start,
                      fingerprint=fp, extra=extra, on_epoch=on_epoch if active else None,
                      world=world)
         if active:
