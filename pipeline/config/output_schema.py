@@ -29,6 +29,7 @@ class ReportParams:
     midline_mm: float
     gallery_max: Annotated[int, at_least(0)]
     max_cases: Annotated[int, at_least(0)]
+    reconstruction_scans: Annotated[int, at_least(0)]
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
                  "bootstrap_bins": 2048},
     "report": {"convention": "radiological", "finding_views": 3, "max_findings": 20,
                "viewer_max_slices": 48, "display_mm": 1.0, "heat_range": [0.5, 2.5],
-               "midline_mm": 4.0, "gallery_max": 48},
+               "midline_mm": 4.0, "gallery_max": 48, "reconstruction_scans": 3},
     "generative": {"temperature": 1.0, "interpolation_steps": 8, "max_step_ratio": 2.0,
                    "impute": {"steps": 10, "step_size": 1.0, "ring_vox": 3,
                               "min_ring_voxels": 20, "template_cover": 0.01}, "iwae_samples": 10,

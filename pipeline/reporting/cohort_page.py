@@ -150,7 +150,8 @@ def render_index(metrics: dict[str, Any], rows: Sequence[CaseRow], trained: dict
                  curves: dict[str, tuple[list[float], list[float]] | None],
                  gallery: Sequence[Tile], extra_links: dict[str, str], generative: Markup
                  ) -> str:
-    """The cohort page as one self-contained HTML string (``generative``: the section of
+    """The cohort page as one self-contained HTML string (``generative``: its closing
+    sections, e.g. :func:`pipeline.reporting.reconstruction.reconstruction_section` and
     :func:`pipeline.reporting.generative_section.generative_section`)."""
     charts = []
     roc, pr = curves.get("roc"), curves.get("pr")

@@ -13,20 +13,25 @@ import logging
 from typing import Any
 
 import numpy as np
+import torch
 from markupsafe import Markup
 
-from pipeline.cohort.store import load_manifest
+from pipeline.cohort.store import load_manifest, load_template_case
 from pipeline.config import paths
 from pipeline.config.schema import Params
+from pipeline.generative.sampling import decode_mean, encode_mean
 from pipeline.io.atomic import write_text
 from pipeline.io.nifti import load_mask, load_scan, read_array, stem
 from pipeline.modelstore.loading import load_model
+from pipeline.modelstore.types import LoadedModel
 from pipeline.reporting.cohort_page import CaseRow, gallery_tile, read_curve, render_index
 from pipeline.reporting.generative_section import generative_section
 from pipeline.reporting.html import Tile
+from pipeline.reporting.reconstruction import MODELS, reconstruction_row, reconstruction_section
 from pipeline.reporting.scan_report import CanonicalVolumes, ReportVolumes, render_scan_report
 from pipeline.scoring.outputs import ScanOutputs, extra_stem, scan_outputs
 from pipeline.scoring.result import ScanSummary
+from pipeline.space.template import TEMPLATE_FILE, read_template
 
 log = logging.getLogger(__name__)
 PREVIEWS = ("samples", "interpolation")  # the generative stage's PNGs on the cohort page
@@ -69,6 +74,25 @@ def _generative(params: Params, metrics: dict[str, Any]) -> Markup:
     return generative_section(gen, metrics, images)
 
 
+def _reconstructions(params: Params, loaded: LoadedModel) -> Markup:
+    """The cohort page's reconstruction section: the training figures of the VAE and the
+    autoencoder, and a gallery of calibration scans with the model's reconstructions."""
+    manifest = load_manifest(params)
+    mean = np.mean([load_template_case(params, c["id"])[0] for c in manifest["train"]], axis=0)
+    affine = read_template(loaded.folder / TEMPLATE_FILE).affine
+    rows = []
+    for case in manifest["calibration"][: params.report.reconstruction_scans]:
+        image, brain = load_template_case(params, case["id"])
+        x = torch.from_numpy(image)
+        rec = decode_mean(loaded.vae, encode_mean(loaded.vae, x)[None])[0].numpy()
+        rows.append(reconstruction_row(case["id"], image, rec, mean, brain, affine,
+                                       params.report))
+    reports = paths.reports_dir(params.root)
+    training = {suffix: json.loads(f.read_text()) for _, suffix in MODELS
+                if (f := reports / f"train{suffix}_metrics.json").is_file()}
+    return reconstruction_section(rows, training)
+
+
 def run(params: Params) -> None:
     loaded = load_model(paths.model_dir(params.root))
     healthy = loaded.healthy_scan_scores()
@@ -100,5 +124,5 @@ def run(params: Params) -> None:
               "pr": read_curve(reports / "plots" / "pr.csv", "recall", "precision")}
     write_text(reports / "index.html",
                render_index(metrics, rows, loaded.trained_on(), curves, gallery, extra_links,
-                            _generative(params, metrics)))
+                            _reconstructions(params, loaded) + _generative(params, metrics)))
     log.info("wrote %d case reports and reports/index.html", len(rows))

@@ -1,0 +1,84 @@
+"""The cohort page's check that the model reconstructs each brain, not the population mean.
+
+A model whose latent carries nothing reconstructs every subject as the training scans' mean
+image: its error is the mean image's. The section shows, for the VAE and the autoencoder
+baseline, the held-out reconstruction error inside the brain next to the mean image's (from
+``train``'s figures), and a gallery of calibration scans: input, posterior-mean
+reconstruction, mean image and |input − reconstruction|, one axial slice through the middle
+of the brain each (``templates/reconstruction_section.html.j2``).
+
+Example:
+    >>> import numpy as np
+    >>> from pipeline.config.params import load_params
+    >>> x = np.zeros((20, 24, 20), np.float32); x[4:16, 4:20, 4:16] = 0.8
+    >>> row = reconstruction_row("sub-01", x, x * 0.9, x * 0.7, x > 0, np.eye(4),
+    ...                          load_params().report)
+    >>> len(row.tiles), round(row.mae, 3), round(row.mean_image_mae, 3)
+    (4, 0.08, 0.24)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from markupsafe import Markup
+from nibabel.affines import voxel_sizes
+
+from pipeline.config.output_schema import ReportParams
+from pipeline.reporting import render
+from pipeline.reporting.html import Cell, Table, Tile, cells, fragment
+from pipeline.space.grid import PLANE_AXIS
+
+COLUMNS = ("input", "reconstruction", "mean image", "|input − reconstruction|")
+DIFFERENCE_WINDOW = (0.0, 0.3)  # normalised intensity units (the brain's range is about 0..1)
+MODELS = (("VAE", ""), ("autoencoder baseline (β = 0)", "_autoencoder"))  # (label, suffix)
+
+
+@dataclass
+class ReconstructionRow:
+    case: str
+    mae: float               # mean |input − reconstruction| in the brain
+    mean_image_mae: float    # mean |input − mean image| in the brain
+    tiles: list[Tile]
+
+
+def reconstruction_row(case: str, image: np.ndarray, reconstruction: np.ndarray,
+                       mean_image: np.ndarray, brain: np.ndarray, affine: np.ndarray,
+                       rp: ReportParams) -> ReconstructionRow:
+    """One gallery row of a template-space (RAS) scan."""
+    lo, hi = render.extent(brain, PLANE_AXIS["axial"])
+    k, conv = (lo + hi) // 2, rp.convention
+    mm = render.pixel_mm(voxel_sizes(affine), "axial")
+    grey = render.Style(render.window(image), (0.0, 1.0), rp.display_mm, conv)
+    diff = render.Style(DIFFERENCE_WINDOW, (0.0, 1.0), rp.display_mm, conv)
+    error = np.abs(image - reconstruction) * brain
+    tiles = [Tile(render.image_uri(render.grey(render.display_slice(v, "axial", k, conv),
+                                               style, mm)),
+                  render.labels("axial", conv), f"{case}: {label}", label)
+             for v, style, label in zip((image, reconstruction, mean_image, error),
+                                        (grey, grey, grey, diff), COLUMNS, strict=True)]
+    inside = brain.astype(bool)
+    return ReconstructionRow(case, float(error[inside].mean()),
+                             float(np.abs(image - mean_image)[inside].mean()), tiles)
+
+
+def _errors_table(training: dict[str, dict[str, Any]]) -> Table:
+    table = Table(["model", "reconstruction MAE", "mean image MAE", "ratio", "best epoch"])
+    for label, suffix in MODELS:
+        m = training.get(suffix, {})
+        if "val_mae" not in m:
+            continue
+        table.rows.append([Cell(label, cls="name"), *cells(
+            f"{m['val_mae']:.4f}", f"{m['val_mean_image_mae']:.4f}",
+            f"{m['val_mae_ratio']:.3f}", m.get("best_epoch", ""))])
+    return table
+
+
+def reconstruction_section(rows: list[ReconstructionRow],
+                           training: dict[str, dict[str, Any]]) -> Markup:
+    """The section's markup; ``training`` maps a model's report suffix ("" for the VAE) to
+    its ``train`` figures (``reports/train*_metrics.json``)."""
+    return fragment("reconstruction_section.html.j2", errors=_errors_table(training),
+                    rows=rows, columns=COLUMNS)
