@@ -16,8 +16,8 @@ synchronised; the median of ``--steps`` after ``--warmup``. Reported per configu
 Variants: ``fp32``, ``bf16`` (autocast), ``bf16+compile+channels_last`` (``torch.compile`` and
 ``channels_last_3d``); any ``+``-joined subset of bf16/fp16/compile/channels_last works. Batch
 sizes: a comma list, or ``max`` (1, 2, 4, … until the GPU runs out of memory; 1, 2 on a CPU).
-MONAI's model gets the same channels and strides, one residual unit per stage (two
-convolutions, like each of our stages), and a dense latent of ``latent_dim``.
+MONAI's model gets the same channels and downsampling (our patch embedding's stride, then 2
+per level), one residual unit per stage, and a dense latent of ``latent_dim``.
 
 Usage:
     python benchmarks/train_step.py [--preset ixi] [--variants fp32,bf16,bf16+compile+channels_last]
@@ -64,9 +64,12 @@ def _monai(params: Params) -> tuple[torch.nn.Module, Callable[[torch.nn.Module, 
     from monai.networks.nets import VarAutoEncoder
 
     m = params.model
+    # the same channels and the same downsampling: the patch network's stem is its first
+    # stride, each further level halves
+    strides = m.strides if m.architecture == "classic" else [m.stem] + [2] * (len(m.channels) - 1)
     net = VarAutoEncoder(spatial_dims=3, in_shape=(1, *params.template.crop_shape),
                          out_channels=1, latent_size=m.latent_dim, channels=m.channels,
-                         strides=m.strides, num_res_units=1, norm="instance")
+                         strides=strides, num_res_units=1, norm="instance")
 
     def loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         rec, mu, logvar, _ = model(x)

@@ -62,12 +62,12 @@ def _origin(shape: torch.Size, size: int, brain: torch.Tensor, min_brain: float,
 
 def coarse_noise(x: torch.Tensor, dp: DenoiseParams, gen: torch.Generator) -> torch.Tensor:
     """Gaussian noise of std ``dp.std`` drawn on cells of ``dp.cell_vox`` voxels and upsampled
-    (trilinear) to ``x``'s grid; zero outside the brain (where ``x`` is 0)."""
+    (trilinear) to ``x``'s grid."""
     cells = [max(2, -(-int(d) // dp.cell_vox)) for d in x.shape[2:]]
     noise = torch.randn(x.shape[0], x.shape[1], *cells, generator=gen) * dp.std
     noise = F.interpolate(noise.to(x.device), size=x.shape[2:], mode="trilinear",
                           align_corners=False)
-    return noise.to(x.dtype) * (x != 0)
+    return noise.to(x.dtype)
 
 
 def batches(data: torch.Tensor, brain: torch.Tensor, tp: TrainParams, steps: int,

@@ -27,7 +27,7 @@ from markupsafe import Markup
 from nibabel.affines import voxel_sizes
 
 from pipeline.config.output_schema import ReportParams
-from pipeline.reporting import render
+from pipeline.reporting import render, svg
 from pipeline.reporting.html import Cell, Table, Tile, cells, fragment
 from pipeline.space.grid import PLANE_AXIS
 
@@ -76,9 +76,26 @@ def _errors_table(training: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def reconstruction_section(rows: list[ReconstructionRow],
-                           training: dict[str, dict[str, Any]]) -> Markup:
+def _per_epoch(curves: dict[str, tuple[list[float], list[float], list[float]]]) -> Markup:
+    """Reconstruction MAE against the mean image's, per epoch, for each trained model."""
+    lines = [(f"{label}: {what}", epochs, values) for label, suffix in MODELS
+             if suffix in curves
+             for what, epochs, values in (("reconstruction", *curves[suffix][:2]),
+                                          ("mean image", curves[suffix][0],
+                                           curves[suffix][2]))]
+    if not lines:
+        return Markup("")
+    top = max(max(v) for _, _, v in lines)
+    last = max(max(e) for _, e, _ in lines)
+    return svg.line_chart(lines, "epoch", "MAE in the brain", size=360,
+                          x_range=(0.0, float(last)), y_range=(0.0, float(top) * 1.05))
+
+
+def reconstruction_section(rows: list[ReconstructionRow], training: dict[str, dict[str, Any]],
+                           curves: dict[str, tuple[list[float], list[float], list[float]]]
+                           ) -> Markup:
     """The section's markup; ``training`` maps a model's report suffix ("" for the VAE) to
-    its ``train`` figures (``reports/train*_metrics.json``)."""
+    its ``train`` figures (``reports/train*_metrics.json``), ``curves`` to its epochs, MAE
+    and mean image MAE (``reports/plots/train*.csv``)."""
     return fragment("reconstruction_section.html.j2", errors=_errors_table(training),
-                    rows=rows, columns=COLUMNS)
+                    rows=rows, columns=COLUMNS, chart=_per_epoch(curves))

@@ -60,19 +60,27 @@ def strip_plot(score: float, healthy: Sequence[float], threshold: float,
         t1=mid + 14, s=x(score), axis=axis, font=FONT, n=len(values))
 
 
-def _grid(px: Callable[[float], str], py: Callable[[float], str], w: int, m: int) -> Markup:
+Range = tuple[float, float]
+UNIT: Range = (0.0, 1.0)
+
+
+def _grid(px: Callable[[float], str], py: Callable[[float], str], w: int, m: int,
+          xr: Range, yr: Range) -> Markup:
     return Markup("").join(Markup(
         "<line x1='{x}' x2='{x}' y1='{y0}' y2='{y1}' stroke='#eee'/>"
         "<line x1='{x0}' x2='{x1}' y1='{y}' y2='{y}' stroke='#eee'/>"
-        "<text x='{x}' y='{yb}' text-anchor='middle' {font}>{t:g}</text>"
-        "<text x='{xl}' y='{y}' text-anchor='end' {font}>{t:g}</text>").format(
+        "<text x='{x}' y='{yb}' text-anchor='middle' {font}>{tx:.3g}</text>"
+        "<text x='{xl}' y='{y}' text-anchor='end' {font}>{ty:.3g}</text>").format(
         x=px(t), y=py(t), y0=py(0), y1=py(1), x0=px(0), x1=px(1), yb=_f(10 + w + 14),
-        xl=_f(m - 4), t=t, font=FONT) for t in GRID_TICKS)
+        xl=_f(m - 4), tx=xr[0] + t * (xr[1] - xr[0]), ty=yr[0] + t * (yr[1] - yr[0]),
+        font=FONT) for t in GRID_TICKS)
 
 
 def line_chart(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], xlabel: str,
-               ylabel: str, diagonal: bool = False, size: int = 300) -> Markup:
-    """Curves on the unit square (ROC, PR), each ``(label, xs, ys)``, with a legend."""
+               ylabel: str, diagonal: bool = False, size: int = 300,
+               x_range: Range = UNIT, y_range: Range = UNIT) -> Markup:
+    """Curves (each ``(label, xs, ys)``) with a legend, on axes spanning ``x_range`` and
+    ``y_range`` (the unit square of ROC and PR curves by default)."""
     m, w = 40, size - 50
 
     def px(v: float) -> str:
@@ -81,10 +89,14 @@ def line_chart(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], x
     def py(v: float) -> str:
         return _f(10 + (1 - v) * w)
 
+    def unit(v: float, r: Range) -> float:
+        return (float(v) - r[0]) / max(r[1] - r[0], 1e-12)
+
     lines = Markup("").join(Markup(
         "<polyline points='{pts}' fill='none' stroke='{c}' stroke-width='1.8'/>"
         "<text x='{x}' y='{y}' fill='{c}' {font}>{label}</text>").format(
-        pts=" ".join(f"{px(float(a))},{py(float(b))}" for a, b in zip(xs, ys, strict=True)),
+        pts=" ".join(f"{px(unit(a, x_range))},{py(unit(b, y_range))}"
+                     for a, b in zip(xs, ys, strict=True)),
         c=CURVE_COLOURS[n % len(CURVE_COLOURS)], x=px(0.45), y=_f(24 + 14 * n), font=FONT,
         label=label) for n, (label, xs, ys) in enumerate(curves))
     diag = Markup("<line x1='{}' y1='{}' x2='{}' y2='{}' stroke='#bbb' stroke-dasharray='4 3'/>"
@@ -95,8 +107,8 @@ def line_chart(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], x
         "fill='none' stroke='#444'/>{diag}{lines}<text x='{xm}' y='{yb}' text-anchor='middle' "
         "{font}>{xl}</text><text transform='translate(11,{ym}) rotate(-90)' "
         "text-anchor='middle' {font}>{yl}</text></svg>").format(
-        s=size, yl=ylabel, xl=xlabel, grid=_grid(px, py, w, m), x0=px(0), y1=py(1), w=w,
-        diag=diag, lines=lines, xm=px(0.5), yb=size - 4, font=FONT, ym=py(0.5))
+        s=size, yl=ylabel, xl=xlabel, grid=_grid(px, py, w, m, x_range, y_range), x0=px(0),
+        y1=py(1), w=w, diag=diag, lines=lines, xm=px(0.5), yb=size - 4, font=FONT, ym=py(0.5))
 
 
 def colour_bar(lo: float, hi: float, threshold: float, unit: str, width: int = 300) -> Markup:

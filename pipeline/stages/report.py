@@ -8,8 +8,10 @@ Reads the maps ``evaluate`` wrote to ``data/evaluation/`` and ``reports/metrics.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,7 +92,17 @@ def _reconstructions(params: Params, loaded: LoadedModel) -> Markup:
     reports = paths.reports_dir(params.root)
     training = {suffix: json.loads(f.read_text()) for _, suffix in MODELS
                 if (f := reports / f"train{suffix}_metrics.json").is_file()}
-    return reconstruction_section(rows, training)
+    curves = {suffix: _training_curve(reports / "plots" / f"train{suffix}.csv")
+              for suffix in training if "val_mae" in training[suffix]}
+    return reconstruction_section(rows, training, curves)
+
+
+def _training_curve(path: Path) -> tuple[list[float], list[float], list[float]]:
+    """Epochs, reconstruction MAE and mean image MAE of a training's plot file."""
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    return ([float(r["epoch"]) for r in rows], [float(r["val_mae"]) for r in rows],
+            [float(r["val_mean_image_mae"]) for r in rows])
 
 
 def run(params: Params) -> None:
