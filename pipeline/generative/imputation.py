@@ -5,7 +5,7 @@
    registration and intensity normalisation see a plausible image.
 2. The scan is prepared exactly as for scoring (:func:`pipeline.preprocess.prepare.prepare_scan`).
 3. In template space, :func:`pipeline.generative.sampling.impute` refills the region under the
-   healthy VAE (the restoration of scoring with no data term inside the region).
+   healthy VAE (iterated posterior-mean reconstruction, the rest of the scan held fixed).
 4. The result goes back to the native grid, in the scan's own intensity units: a linear map
    ``native ≈ a · normalised + b`` fitted on the brain voxels around the hole absorbs the
    normalisation and the local bias field. Only missing voxels inside the brain take the
@@ -33,7 +33,6 @@ from scipy import ndimage
 from pipeline.config.output_schema import ImputeParams
 from pipeline.generative.sampling import impute
 from pipeline.io.errors import ScanError
-from pipeline.model.objective import Likelihood
 from pipeline.modelstore.types import LoadedModel
 from pipeline.preprocess.prepare import prepare_scan, require_registration
 from pipeline.preprocess.record import PreparedScan, native_brain, to_native, to_template
@@ -110,11 +109,10 @@ def impute_scan(loaded: LoadedModel, img: nib.Nifti1Image, missing: np.ndarray,
     t0 = time.perf_counter()
     record = prepared.record
     template_missing = to_template(missing.astype(np.float32), record) > ip.template_cover
-    m = loaded.params.model
     device = next(loaded.vae.parameters()).device
     x = torch.from_numpy(prepared.image)[None, None].to(device)
     region = torch.from_numpy(template_missing.astype(np.float32))[None, None].to(device)
-    filled_t = impute(loaded.vae, Likelihood.of(m), x, region, ip)[0, 0].cpu().numpy()
+    filled_t = impute(loaded.vae, x, region, ip)[0, 0].cpu().numpy()
     timings["model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     brain = native_brain(prepared)

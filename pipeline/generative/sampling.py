@@ -7,9 +7,8 @@ own grid.
 - :func:`sample_latents`, :func:`decode_mean` / :func:`decode_draw`: z ~ N(0, T² I), and the
   decoder's mean E[x|z] or a draw x ~ p(x|z) from the decoder likelihood.
 - :func:`latent_path`: linear or spherical interpolation between two latents.
-- :func:`impute`: the missing region refilled by the MAP restoration of
-  :func:`pipeline.model.restoration.restore` with no data-consistency term there, and every other
-  voxel held fixed: the same implementation as the pseudo-healthy restoration of scoring.
+- :func:`impute`: the missing region refilled by iterating the model's posterior-mean
+  reconstruction there (Rezende et al. 2014, §5), every other voxel held fixed.
 - :func:`log_likelihood`: the importance-weighted bound on log p(x), in nats per volume and
   bits per voxel.
 
@@ -35,10 +34,9 @@ import torch
 
 from pipeline.config.kinds import PATH_MODES
 from pipeline.config.output_schema import ImputeParams
-from pipeline.config.scoring_schema import RestorationParams
 from pipeline.model.layers import VAE
 from pipeline.model.objective import Likelihood, iwae_log_likelihood
-from pipeline.model.restoration import restore
+from pipeline.model.restoration import frozen
 
 _PARALLEL = 1e-6  # below this sin(angle) spherical interpolation is linear
 LAPLACE_CLAMP = 1e-6  # uniform draws kept inside (0, 1) for the Laplace inverse CDF
@@ -123,19 +121,25 @@ def latent_path(a: torch.Tensor, b: torch.Tensor, steps: int, mode: str) -> torc
     return torch.stack([_slerp(a, b, t) for t in ts])
 
 
-def impute(vae: VAE, likelihood: Likelihood, image: torch.Tensor, missing: torch.Tensor,
+def impute(vae: VAE, image: torch.Tensor, missing: torch.Tensor,
            params: ImputeParams) -> torch.Tensor:
     """``image`` (1, 1, D, H, W) with the voxels where ``missing > 0`` refilled.
 
-    Iterative conditional restoration: gradient steps on −ELBO move only the missing voxels
-    (from whatever they hold at the start) towards values the healthy model finds likely
-    given the rest of the scan, which stays fixed; there is no data-consistency term inside
-    the missing region (its content is unknown).
+    Iterated reconstruction (missing-data imputation of Rezende, Mohamed & Wierstra 2014,
+    §5, with the posterior mean): each of ``params.steps`` steps moves the missing voxels
+    ``params.step_size`` of the way to the reconstruction of the current image; the rest of
+    the scan stays fixed and conditions the encoder. On lesioned IXI calibration scans one
+    full step gave a 15 % lower error than the training mean image, while gradient steps on
+    −ELBO (through the encoder and the KL term) drifted away from healthy tissue (README
+    "Generative model").
     """
-    region = (missing > 0).to(image.dtype)
-    rp = RestorationParams(steps=params.steps, step_size=params.step_size, consistency=0.0)
-    return restore(vae, likelihood, image, region, rp,
-                   consistency_weight=torch.zeros_like(region))
+    region = missing > 0
+    x = image.clone()
+    with frozen(vae), torch.no_grad():
+        for _ in range(params.steps):
+            reconstruction = vae(x, sample=False).reconstruction.to(x.dtype)
+            x = torch.where(region, x + params.step_size * (reconstruction - x), image)
+    return x
 
 
 @dataclass(frozen=True)
