@@ -24,7 +24,7 @@ def main(out: Path) -> None:
     raw["template"] = {"resolution_mm": 6.0, "crop_shape": [16, 16, 16]}
     raw["model"].update({"channels": [4, 8], "blocks": [1, 1], "latent_channels": 2})
     raw["train"].update({"epochs": 2, "batch_size": 2, "device": "cpu", "iwae_samples": 2,
-                         "patch_size": 0})
+                         "patch_size": 0, "steps_per_epoch": 0})
     raw["train"]["augment"].update({"rotation_deg": 3.0, "bias_field": 0.2})
     params = params_from_dict(raw)
     world = distributed.from_env()

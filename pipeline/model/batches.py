@@ -11,7 +11,7 @@ less than ``train.patch_min_brain`` of them lies inside the brain.
 Example:
     >>> import dataclasses, torch
     >>> from pipeline.config.params import load_params
-    >>> tp = dataclasses.replace(load_params().train, patch_size=16)
+    >>> tp = dataclasses.replace(load_params().train, patch_size=16, batch_size=2)
     >>> data, gen = torch.rand(3, 1, 32, 32, 32), torch.Generator().manual_seed(0)
     >>> b = next(batches(data, torch.ones(32, 32, 32, dtype=torch.bool), tp, 5, gen))
     >>> tuple(b.target.shape), len(b.origins), torch.equal(b.inputs, b.target)

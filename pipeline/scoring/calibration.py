@@ -10,14 +10,16 @@ healthy brain voxels, the scan threshold the ``1 - scan_fpr`` quantile of health
 scores. One threshold pair is fitted per map: the primary combination and each compared type.
 
 Example:
+    >>> import dataclasses
     >>> from pipeline.config.params import load_params
     >>> from pipeline.scoring.raw import RawScores
     >>> p, rng = load_params(), np.random.default_rng(0)
+    >>> sp = dataclasses.replace(p.scoring, score=["nll", "intensity_normative"], compare=[])
     >>> region = np.ones((8, 8, 8), bool)
     >>> scans = [RawScores(maps={"nll": rng.random((8, 8, 8)).astype(np.float32),
     ...                          "intensity_normative": rng.random((8, 8, 8)).astype(np.float32)},
     ...                    region=region) for _ in range(5)]
-    >>> calib = fit_calibration(scans, p.scoring, p.calibrate)
+    >>> calib = fit_calibration(scans, sp, p.calibrate)
     >>> calib.primary, calib.threshold > 0, len(calib.healthy_scan_scores())
     ('nll+intensity_normative', True, 5)
 """
