@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from pipeline.space.grid import PLANE_AXIS
 
 COLUMNS = ("input", "reconstruction", "mean image", "|input − reconstruction|")
 DIFFERENCE_WINDOW = (0.0, 0.3)  # normalised intensity units (the brain's range is about 0..1)
+EPOCH_TICK_STEP = 4  # the epoch axis ends at a multiple of this: whole epochs at quarter ticks
 MODELS = (("VAE", ""), ("autoencoder baseline (β = 0)", "_autoencoder"))  # (label, suffix)
 
 
@@ -86,7 +88,8 @@ def _per_epoch(curves: dict[str, tuple[list[float], list[float], list[float]]]) 
     if not lines:
         return Markup("")
     top = max(max(v) for _, _, v in lines)
-    last = max(max(e) for _, e, _ in lines)
+    # whole epochs at the grid's quarter ticks
+    last = EPOCH_TICK_STEP * math.ceil(max(max(e) for _, e, _ in lines) / EPOCH_TICK_STEP)
     return svg.line_chart(lines, "epoch", "MAE in the brain", size=360,
                           x_range=(0.0, float(last)), y_range=(0.0, float(top) * 1.05))
 

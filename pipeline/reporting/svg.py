@@ -23,6 +23,8 @@ from pipeline.reporting.render import heat_colour
 FONT = Markup("font-family='system-ui,sans-serif' font-size='11'")
 CURVE_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f")
 GRID_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+CHART_MARGIN = 60  # px left of a chart's axes: the y label and tick labels such as 0.0721
+LEGEND_ROW = 14    # px per legend line below a chart
 
 
 def _f(v: float) -> str:
@@ -79,9 +81,9 @@ def _grid(px: Callable[[float], str], py: Callable[[float], str], w: int, m: int
 def line_chart(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], xlabel: str,
                ylabel: str, diagonal: bool = False, size: int = 300,
                x_range: Range = UNIT, y_range: Range = UNIT) -> Markup:
-    """Curves (each ``(label, xs, ys)``) with a legend, on axes spanning ``x_range`` and
-    ``y_range`` (the unit square of ROC and PR curves by default)."""
-    m, w = 40, size - 50
+    """Curves (each ``(label, xs, ys)``) with a legend below the axes, which span ``x_range``
+    and ``y_range`` (the unit square of ROC and PR curves by default)."""
+    m, w = CHART_MARGIN, size - CHART_MARGIN - 10
 
     def px(v: float) -> str:
         return _f(m + v * w)
@@ -94,21 +96,22 @@ def line_chart(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], x
 
     lines = Markup("").join(Markup(
         "<polyline points='{pts}' fill='none' stroke='{c}' stroke-width='1.8'/>"
-        "<text x='{x}' y='{y}' fill='{c}' {font}>{label}</text>").format(
+        "<text x='{x}' y='{y}' fill='{c}' {font}>— {label}</text>").format(
         pts=" ".join(f"{px(unit(a, x_range))},{py(unit(b, y_range))}"
                      for a, b in zip(xs, ys, strict=True)),
-        c=CURVE_COLOURS[n % len(CURVE_COLOURS)], x=px(0.45), y=_f(24 + 14 * n), font=FONT,
-        label=label) for n, (label, xs, ys) in enumerate(curves))
+        c=CURVE_COLOURS[n % len(CURVE_COLOURS)], x=px(0), y=_f(size + 12 + LEGEND_ROW * n),
+        font=FONT, label=label) for n, (label, xs, ys) in enumerate(curves))
     diag = Markup("<line x1='{}' y1='{}' x2='{}' y2='{}' stroke='#bbb' stroke-dasharray='4 3'/>"
                   ).format(px(0), py(0), px(1), py(1)) if diagonal else Markup("")
     return Markup(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{s}' height='{s}' role='img' "
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{s}' height='{h}' role='img' "
         "aria-label='{yl} against {xl}'>{grid}<rect x='{x0}' y='{y1}' width='{w}' height='{w}' "
         "fill='none' stroke='#444'/>{diag}{lines}<text x='{xm}' y='{yb}' text-anchor='middle' "
         "{font}>{xl}</text><text transform='translate(11,{ym}) rotate(-90)' "
         "text-anchor='middle' {font}>{yl}</text></svg>").format(
-        s=size, yl=ylabel, xl=xlabel, grid=_grid(px, py, w, m, x_range, y_range), x0=px(0),
-        y1=py(1), w=w, diag=diag, lines=lines, xm=px(0.5), yb=size - 4, font=FONT, ym=py(0.5))
+        s=size, h=size + LEGEND_ROW * len(curves), yl=ylabel, xl=xlabel,
+        grid=_grid(px, py, w, m, x_range, y_range), x0=px(0), y1=py(1), w=w, diag=diag,
+        lines=lines, xm=px(0.5), yb=size - 4, font=FONT, ym=py(0.5))
 
 
 def colour_bar(lo: float, hi: float, threshold: float, unit: str, width: int = 300) -> Markup:
