@@ -31,7 +31,7 @@ from pipeline.config.kinds import KINDS
 from pipeline.config.params import load_params
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import Calibration
-from pipeline.scoring.calibration import _Sums
+from pipeline.scoring.calibration import NormativeSums
 from pipeline.scoring.maps import calibrate_map, postprocess, template_scores
 from pipeline.scoring.metrics import best_dice, curves
 from pipeline.space.template import TEMPLATE_FILE, read_template
@@ -64,13 +64,10 @@ def _z_maps(healthy: list[Any], lesioned: list[Any], sp: Any) -> dict[str, list[
     out: dict[str, list[np.ndarray]] = {}
     regions = [h.region for h in healthy]
     for t in lesioned[0].maps:
-        sums = _Sums([h.maps[t] for h in healthy], regions) if KINDS[t].normative else None
+        sums = (NormativeSums([h.maps[t] for h in healthy], regions) if KINDS[t].normative
+                else None)
         for h, sick in zip(healthy, lesioned, strict=True):
-            stats = {}
-            if sums is not None:
-                sums.add(h.maps[t], h.region, -1.0)
-                stats[t] = sums.statistics(sp)
-                sums.add(h.maps[t], h.region, 1.0)
+            stats = {t: sums.left_out(h.maps[t], h.region, sp)} if sums is not None else {}
             calib = Calibration(score=[t], stats=stats, thresholds={})
             out.setdefault(t, []).append(calibrate_map(sick.maps[t], sick.region, t, calib))
     return out

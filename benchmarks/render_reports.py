@@ -20,6 +20,7 @@ from pathlib import Path
 
 from common import publish
 
+from pipeline.cohort.store import load_manifest
 from pipeline.config import paths
 from pipeline.config.params import load_params
 from pipeline.io.atomic import write_text
@@ -37,7 +38,7 @@ def main() -> int:
     t_start = time.perf_counter()
     params = load_params()
     healthy = load_model(paths.model_dir(params.root)).healthy_scan_scores()
-    cases = _cases(params)
+    cases = _cases(params, load_manifest(params))
     if not cases:
         raise SystemExit("no evaluated cases: run `vae-anomaly evaluate` first")
     ev = paths.evaluation_dir(params.root)

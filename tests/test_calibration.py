@@ -10,7 +10,7 @@ from scipy import ndimage
 from pipeline.config.params import load_params
 from pipeline.config.scoring_schema import CalibrateParams
 from pipeline.modelstore.types import Calibration, Normative, Thresholds
-from pipeline.scoring.calibration import _Sums, fit_calibration, voxel_statistics
+from pipeline.scoring.calibration import NormativeSums, fit_calibration, voxel_statistics
 from pipeline.scoring.maps import calibrate_map, calibrated_maps, scan_score, threshold_mask
 from pipeline.scoring.raw import RawScores
 
@@ -80,7 +80,7 @@ def test_leave_one_out_sums_match_the_statistics_of_the_others() -> None:
     zz, yy, xx = np.mgrid[:16, :16, :16]
     inside = ((zz - 7.5) ** 2 + (yy - 7.5) ** 2 + (xx - 7.5) ** 2) < 6.5**2
     regions = [inside] * 5
-    sums = _Sums(raws, regions)
+    sums = NormativeSums(raws, regions)
     sums.add(raws[0], regions[0], -1.0)
     raw_sp = dataclasses.replace(SP, std_smoothing_sigma_vox=0.0)
     for sp in (SP, raw_sp):

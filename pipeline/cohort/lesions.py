@@ -53,12 +53,13 @@ def insert_lesions(data: np.ndarray, affine: np.ndarray, brain: np.ndarray,
     truth = np.zeros(data.shape, dtype=bool)
     n = int(rng.integers(params.per_scan[0], params.per_scan[1] + 1))
     described: list[dict[str, float]] = []
+    tissue_floor = np.median(data[brain])  # lesions sit in tissue, not CSF
     for _ in range(n):
         diameter = float(rng.uniform(params.diameter_mm[0], params.diameter_mm[1]))
         radii = diameter / 2.0 * rng.uniform(0.75, 1.25, size=3)
         margin = np.ceil((radii.max() + 2 * params.border_mm) / spacing).astype(int)
         interior = ndimage.binary_erosion(brain, iterations=max(1, int(margin.min() // 2)))
-        tissue = interior & (data > np.median(data[brain]))  # lesions sit in tissue, not CSF
+        tissue = interior & (data > tissue_floor)
         candidates = np.argwhere(tissue if tissue.any() else brain)
         centre = candidates[rng.integers(len(candidates))]
         lo = np.maximum(centre - margin, 0)

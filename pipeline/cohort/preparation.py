@@ -11,6 +11,7 @@ renamed, so a killed run never leaves a half-written entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -34,6 +35,12 @@ from pipeline.preprocess.record import PreparedScan, native_brain
 _ENTRIES = "entries.json"
 
 
+@functools.cache
+def _code_digest() -> str:
+    """The digest of this module's import closure: the code is fixed while a process runs."""
+    return closure_digest(__name__)
+
+
 def cache_key(case: dict[str, Any], params: dict[str, Any]) -> str:
     """Key of a subject's prepared results (see the module docstring)."""
     relevant = {k: params[k] for k in ("seed", "template")}
@@ -46,7 +53,7 @@ def cache_key(case: dict[str, Any], params: dict[str, Any]) -> str:
     except OSError:
         files = ["unreadable", case["image"], case["mask"]]  # the worker reports the error
     text = json.dumps([case["id"], case["split"], files, relevant,
-                       closure_digest(__name__)],
+                       _code_digest()],
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -42,21 +42,27 @@ def case_path(params: Params, case_id: str, suffix: str) -> Path:
     return paths.prepared_dir(params.root) / "cases" / f"{case_id}{suffix}"
 
 
+def _image(params: Params, case_id: str) -> np.ndarray:
+    return read_array(case_path(params, case_id, ".nii.gz"))
+
+
+def _brain(params: Params, case_id: str) -> np.ndarray:
+    return read_array(case_path(params, case_id, "_brain.nii.gz"), np.uint8) > 0
+
+
 def load_template_case(params: Params, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Template-space (image, brain) of a prepared case."""
-    image = read_array(case_path(params, case_id, ".nii.gz"))
-    brain = read_array(case_path(params, case_id, "_brain.nii.gz"), np.uint8) > 0
-    return image, brain
+    return _image(params, case_id), _brain(params, case_id)
 
 
 def load_images(params: Params, cases: list[dict[str, Any]]) -> np.ndarray:
-    """Stack of template-space images ``(n, 1, *crop_shape)``."""
-    return np.stack([load_template_case(params, c["id"])[0] for c in cases])[:, None]
+    """Stack of template-space images ``(n, 1, *crop_shape)`` (the brains are not read)."""
+    return np.stack([_image(params, c["id"]) for c in cases])[:, None]
 
 
 def load_brains(params: Params, cases: list[dict[str, Any]]) -> np.ndarray:
-    """Stack of template-space brain masks ``(n, 1, *crop_shape)``."""
-    return np.stack([load_template_case(params, c["id"])[1] for c in cases])[:, None]
+    """Stack of template-space brain masks ``(n, 1, *crop_shape)`` (the images are not read)."""
+    return np.stack([_brain(params, c["id"]) for c in cases])[:, None]
 
 
 def healthy_images(params: Params, manifest: dict[str, Any]

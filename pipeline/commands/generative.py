@@ -15,10 +15,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import torch
 
 from pipeline.generative import sampling
 from pipeline.generative.quality import IntensityStats, mean_abs_diff, path_quality
-from pipeline.io.atomic import check_writable_dir, write_json
+from pipeline.io.atomic import all_or_nothing, check_writable_dir, write_json
 from pipeline.io.errors import ScanError, UsageError, one_line, shown
 from pipeline.io.nifti import load_mask, load_scan, stem, write_nifti
 from pipeline.model.objective import Likelihood
@@ -62,18 +60,6 @@ def _volume_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
     return {"brain_mean": round(s.mean, 5), "brain_std": round(s.std, 5)}
 
 
-@contextlib.contextmanager
-def _all_or_nothing(outputs: list[Path]) -> Iterator[None]:
-    """Remove every path of ``outputs`` if the block fails: never a partial set of files."""
-    try:
-        yield
-    except BaseException:
-        for p in outputs:
-            with contextlib.suppress(OSError):
-                p.unlink()
-        raise
-
-
 def _scan_failed(scan: Path, exc: Exception, debug: bool) -> None:
     """One ``error: <scan>: <reason>`` line (with ``--debug``, unexpected errors propagate)."""
     if debug and not isinstance(exc, ScanError):
@@ -98,7 +84,7 @@ def sample(args: argparse.Namespace) -> int:
                               require_calibration=False)
     outputs = [args.out / f"sample_{i:03d}.nii.gz" for i in range(args.n)]
     outputs += [args.out / f"samples{s}" for s in (".png", ".json", ".html")]
-    with _all_or_nothing(outputs):
+    with all_or_nothing(outputs):
         _sample(args, loaded)
     print(f"wrote {args.n} sample(s) to {args.out}")
     return 0
@@ -153,7 +139,7 @@ def interpolate(args: argparse.Namespace) -> int:
     outputs = [args.out / f"input_{c}.nii.gz" for c in "ab"]
     outputs += [args.out / f"{m}_{i:02d}.nii.gz" for m in modes for i in range(steps)]
     outputs += [args.out / f"interpolation{s}" for s in (".json", ".png", ".html")]
-    with _all_or_nothing(outputs):
+    with all_or_nothing(outputs):
         _interpolate(args, loaded, prepared, steps, modes)
     print(f"wrote {len(modes)} path(s) of {steps} steps to {args.out}")
     return 0
@@ -202,7 +188,7 @@ def impute(args: argparse.Namespace) -> int:
     outputs = [args.out / f"{name}_imputed{s}" for s in (".nii.gz", "_template.nii.gz",
                                                           ".json", ".png", ".html")]
     try:
-        with _all_or_nothing(outputs):
+        with all_or_nothing(outputs):
             _impute(args, loaded, name, outputs)
     except Exception as exc:
         _scan_failed(args.scan, exc, args.debug)

@@ -7,7 +7,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import sys
@@ -21,7 +20,7 @@ import numpy as np
 
 from pipeline.config.code import package_digest
 from pipeline.config.output_schema import ReportParams
-from pipeline.io.atomic import check_writable_dir
+from pipeline.io.atomic import all_or_nothing, check_writable_dir
 from pipeline.io.errors import ScanError, UsageError, one_line, shown
 from pipeline.io.nifti import stem
 from pipeline.model import distributed
@@ -75,13 +74,8 @@ def finish(loaded: LoadedModel, job: Job, got: Prepared, out: Path, look: Report
                                   look)
         summary.timings_s["report"] = time.perf_counter() - t0
     files = scan_outputs(out, job.name)
-    try:
+    with all_or_nothing(files.every()):
         write_outputs(files, result, got.img, summary, html=page, images=False)
-    except BaseException:
-        for p in files.every():
-            with contextlib.suppress(OSError):
-                p.unlink()
-        raise
 
 
 def score_command(args: argparse.Namespace) -> int:

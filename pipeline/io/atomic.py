@@ -85,6 +85,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def all_or_nothing(outputs: list[Path]) -> Iterator[None]:
+    """Remove every path of ``outputs`` if the block fails: never a partial set of files."""
+    try:
+        yield
+    except BaseException:
+        for p in outputs:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        raise
+
+
 def remove_stale_temps(target: str | Path) -> int:
     """Delete what a killed :func:`atomic_path` left beside ``target`` (its hidden temp file);
     return how many were removed."""

@@ -54,6 +54,8 @@ def _origin(shape: torch.Size, size: int, brain: torch.Tensor, min_brain: float,
             gen: torch.Generator) -> Origin:
     for _ in range(PATCH_TRIES):
         o = tuple(int(torch.randint(0, int(d) - size + 1, (1,), generator=gen)) for d in shape)
+        if min_brain <= 0:
+            break  # any patch will do
         window = brain[o[0]:o[0] + size, o[1]:o[1] + size, o[2]:o[2] + size]
         if float(window.float().mean()) >= min_brain:
             break

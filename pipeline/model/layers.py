@@ -63,6 +63,9 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decode_params(z)[0]
 
+    @torch.no_grad()
     def init_mean_image(self, images: torch.Tensor) -> None:
-        """Start the mean image at the voxel-wise mean of ``images`` (N, C, D, H, W)."""
-        raise NotImplementedError
+        """Start the mean image at the voxel-wise mean of ``images`` (N, C, D, H, W); a
+        network without one ignores it."""
+        if self.mean_image is not None:
+            self.mean_image.copy_(images.float().mean(0, keepdim=True).to(self.mean_image))

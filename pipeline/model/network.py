@@ -35,7 +35,7 @@ from pipeline.model.layers import GROUPS, LOGVAR_RANGE, NEG_SLOPE, VAE, VAEOutpu
 _ACT = ("leakyrelu", {"negative_slope": NEG_SLOPE})
 
 
-def _monainorm_layer(kind: str, ch: int) -> tuple[str, dict[str, object]] | None:
+def _monai_norm(kind: str, ch: int) -> tuple[str, dict[str, object]] | None:
     options: dict[str, tuple[str, dict[str, object]]] = {
         "instance": ("instance", {"affine": True}), "batch": ("batch", {}),
         "group": ("group", {"num_groups": min(GROUPS, ch)})}
@@ -57,7 +57,7 @@ def _stage(cin: int, cout: int, stride: int, norm: str, residual_units: int, up:
         from monai.networks.blocks import ResidualUnit
 
         layers += [ResidualUnit(3, cout, cout, subunits=2, act=_ACT,
-                                norm=_monainorm_layer(norm, cout)) for _ in range(residual_units)]
+                                norm=_monai_norm(norm, cout)) for _ in range(residual_units)]
     return nn.Sequential(*layers)
 
 
@@ -129,15 +129,6 @@ class ConvVAE(VAE):
         if self.mean_image is not None:
             out = out + self.mean_image
         return out, sigma
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decode_params(z)[0]
-
-    @torch.no_grad()
-    def init_mean_image(self, images: torch.Tensor) -> None:
-        """Start the mean image at the voxel-wise mean of ``images`` (N, C, D, H, W)."""
-        if self.mean_image is not None:
-            self.mean_image.copy_(images.float().mean(0, keepdim=True).to(self.mean_image))
 
     def forward(self, x: torch.Tensor, sample: bool = False,
                 origins: Sequence[tuple[int, int, int]] = ()) -> VAEOutput:

@@ -160,14 +160,6 @@ class PatchVAE(VAE):
             sigma = F.softplus(raw.float() + self.sigma_offset) + self.min_sigma
         return out + self.prior_mean(len(z), out.shape[2:], origins), sigma
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decode_params(z)[0]
-
-    @torch.no_grad()
-    def init_mean_image(self, images: torch.Tensor) -> None:
-        """Set the mean image to the voxel-wise mean of ``images`` (N, 1, D, H, W)."""
-        self.mean_image.copy_(images.float().mean(0, keepdim=True).to(self.mean_image))
-
     def forward(self, x: torch.Tensor, sample: bool = False,
                 origins: Sequence[tuple[int, int, int]] = WHOLE_CROP) -> VAEOutput:
         """Encode, draw z ~ q(z|x) when ``sample`` (else take the posterior mean), decode."""

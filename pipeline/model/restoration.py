@@ -60,9 +60,8 @@ def restore(vae: VAE, likelihood: Likelihood, x: torch.Tensor, region: torch.Ten
     model prefers.
     """
     with frozen(vae):
-        weight = consistency_weight
         scale = likelihood.scale ** 2
-        threshold = params.step_size * params.consistency * weight
+        threshold = params.step_size * params.consistency * consistency_weight
         xr = x.detach().clone()
         for _ in range(params.steps):
             xr.requires_grad_(True)

@@ -42,12 +42,7 @@ def autocast(device: torch.device, enabled: bool) -> tuple[torch.autocast, torch
     """The training autocast context and its compute dtype: bf16 on GPUs that support it,
     fp16 (which needs a gradient scaler) on older GPUs, bf16 on CPUs with native bf16
     instructions (2.5x faster per step there), float32 on other CPUs."""
-    if not enabled:
-        return autocast_to(device, torch.float32), torch.float32
-    if device.type != "cuda":
-        dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-        return autocast_to(device, dtype), dtype
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = score_dtype("auto", device) if enabled else torch.float32
     return autocast_to(device, dtype), dtype
 
 

@@ -173,7 +173,7 @@ def _wrapped(vae: VAE, t: _Trainer) -> torch.nn.Module:
 @dataclass
 class _Data:
     train: torch.Tensor
-    train_brain: torch.Tensor     # (D, H, W): where any training scan has brain
+    train_brain: torch.Tensor     # (D, H, W), on the host: where any training scan has brain
     val: torch.Tensor
     val_brain: torch.Tensor       # (N, 1, D, H, W) brain masks of the validation scans
     mean_image_mae: float
@@ -233,7 +233,7 @@ def _data(vae: VAE, train: torch.Tensor, val: torch.Tensor, val_brain: torch.Ten
         flip = t.params.train.augment.flip
         vae.init_mean_image(torch.cat([mean, mean.flip(2)]) if flip else mean)
     mae = brain_mae(mean.expand_as(val), val, val_brain)
-    train_brain = (mean[0, 0] > 0).to(t.device)
+    train_brain = mean[0, 0] > 0  # read per patch draw: on the host, no device syncs
     train, val = cache_on_device(train, val, t.device, t.params.train.gpu_cache_fraction)
     return _Data(train, train_brain, val, val_brain.to(val.device), mae)
 

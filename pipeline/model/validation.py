@@ -43,10 +43,17 @@ class Validation:
     reconstruction_mae: float   # mean |x - decoder mean of the posterior mean| in the brain
 
 
+def brain_error_sums(pred: torch.Tensor, x: torch.Tensor, brain: torch.Tensor
+                     ) -> tuple[float, float]:
+    """Sum of |pred - x| over the brain voxels of a batch, and their count (float64)."""
+    b = brain.to(pred.device, torch.float64)
+    return float(((pred.double() - x.double()).abs() * b).sum()), float(b.sum())
+
+
 def brain_mae(pred: torch.Tensor, x: torch.Tensor, brain: torch.Tensor) -> float:
     """Mean absolute error over the brain voxels of a batch (pooled over scans)."""
-    b = brain.to(torch.float64)
-    return float(((pred.double() - x.double()).abs() * b).sum() / b.sum().clamp_min(1.0))
+    error, voxels = brain_error_sums(pred, x, brain)
+    return error / max(voxels, 1.0)
 
 
 def _noise(shape: torch.Size, seed: int) -> torch.Tensor:
@@ -90,9 +97,9 @@ def validate(vae: VAE, data: torch.Tensor, brain: torch.Tensor, likelihood: Like
         sums[1] += float(terms.reconstruction) * n  # elbo_terms gives batch means
         sums[2] += float(terms.kl) * n
         sums[3] += float(-iwae.float().sum())
-        b = brain[idx.to(brain.device)].to(mean_rec.device, torch.float64)
-        sums[4] += float(((mean_rec.double() - x.double()).abs() * b).sum())
-        sums[5] += float(b.sum())
+        error, voxels = brain_error_sums(mean_rec, x, brain[idx.to(brain.device)])
+        sums[4] += error
+        sums[5] += voxels
         sums[6:] += (terms.kl_channels * n).double().cpu()
     sums = all_sum(sums.to(device if device.type == "cuda" else "cpu"), world).cpu()
     count = max(float(sums[0]), 1.0)

@@ -15,7 +15,6 @@ Loading (and verifying) a folder: :mod:`pipeline.modelstore.loading`.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -42,7 +41,6 @@ CALIBRATION_SHA_TAG = "calibration_sha256"  # checked against the downloaded fil
 
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any],

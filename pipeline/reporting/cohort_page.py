@@ -66,13 +66,19 @@ class CaseRow:
     link: str | None
 
 
+def read_columns(path: Path, *names: str) -> list[list[float]]:
+    """The named columns of a DVC plot CSV."""
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    return [[float(r[n]) for r in rows] for n in names]
+
+
 def read_curve(path: Path, x: str, y: str) -> tuple[list[float], list[float]] | None:
     """Two columns of a DVC plot CSV, or ``None`` when the file is missing."""
     if not path.is_file():
         return None
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    return [float(r[x]) for r in rows], [float(r[y]) for r in rows]
+    xs, ys = read_columns(path, x, y)
+    return xs, ys
 
 
 def gallery_tile(c: CanonicalVolumes, threshold: float, rp: ReportParams, caption: str,

@@ -78,13 +78,11 @@ def _errors_table(training: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def _per_epoch(curves: dict[str, tuple[list[float], list[float], list[float]]]) -> Markup:
+def _per_epoch(curves: dict[str, list[list[float]]]) -> Markup:
     """Reconstruction MAE against the mean image's, per epoch, for each trained model."""
-    lines = [(f"{label}: {what}", epochs, values) for label, suffix in MODELS
-             if suffix in curves
-             for what, epochs, values in (("reconstruction", *curves[suffix][:2]),
-                                          ("mean image", curves[suffix][0],
-                                           curves[suffix][2]))]
+    lines = [(f"{label}: {what}", curves[suffix][0], curves[suffix][column])
+             for label, suffix in MODELS if suffix in curves
+             for what, column in (("reconstruction", 1), ("mean image", 2))]
     if not lines:
         return Markup("")
     top = max(max(v) for _, _, v in lines)
@@ -95,7 +93,7 @@ def _per_epoch(curves: dict[str, tuple[list[float], list[float], list[float]]]) 
 
 
 def reconstruction_section(rows: list[ReconstructionRow], training: dict[str, dict[str, Any]],
-                           curves: dict[str, tuple[list[float], list[float], list[float]]]
+                           curves: dict[str, list[list[float]]]
                            ) -> Markup:
     """The section's markup; ``training`` maps a model's report suffix ("" for the VAE) to
     its ``train`` figures (``reports/train*_metrics.json``), ``curves`` to its epochs, MAE

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from pipeline.space.grid import PLANE_AXIS
-
 OUTLINE_RGB = np.array([0, 230, 255], np.uint8)     # the calibrated mask
 TRUTH_RGB = np.array([60, 255, 60], np.uint8)       # known lesions, when given
 OVERLAY_ALPHA = 0.75
@@ -81,10 +79,6 @@ def pixel_mm(spacing: np.ndarray, plane: str) -> tuple[float, float]:
     cols = {"axial": 0, "coronal": 0, "sagittal": 1}[plane]
     rows = {"axial": 1, "coronal": 2, "sagittal": 2}[plane]
     return float(spacing[cols]), float(spacing[rows])
-
-
-def slice_count(shape: tuple[int, ...], plane: str) -> int:
-    return int(shape[PLANE_AXIS[plane]])
 
 
 def _zoom(img: np.ndarray, factors: tuple[float, float], order: int) -> np.ndarray:

@@ -40,7 +40,7 @@ from pipeline.scoring.raw import RawScores
 MIN_SCANS = 3
 
 
-class _Sums:
+class NormativeSums:
     """Per-voxel sums over scans, so leave-one-out statistics cost one subtraction."""
 
     def __init__(self, raws: list[np.ndarray], regions: list[np.ndarray]) -> None:
@@ -56,6 +56,14 @@ class _Sums:
         self.w += sign * w
         self.s1 += sign * r
         self.s2 += sign * r * raw
+
+    def left_out(self, raw: np.ndarray, region: np.ndarray, sp: ScoringParams) -> Normative:
+        """The statistics of every scan but the one of ``raw`` / ``region``."""
+        self.add(raw, region, -1.0)
+        try:
+            return self.statistics(sp)
+        finally:
+            self.add(raw, region, 1.0)
 
     def statistics(self, sp: ScoringParams) -> Normative:
         w = np.maximum(self.w, 0.0)
@@ -75,7 +83,7 @@ class _Sums:
 def voxel_statistics(raws: list[np.ndarray], regions: list[np.ndarray], sp: ScoringParams
                      ) -> Normative:
     """Smoothed voxel-wise mean and floored std of raw maps over healthy scans."""
-    return _Sums(raws, regions).statistics(sp)
+    return NormativeSums(raws, regions).statistics(sp)
 
 
 def fit_calibration(scans: list[RawScores], sp: ScoringParams, cp: CalibrateParams
@@ -87,18 +95,14 @@ def fit_calibration(scans: list[RawScores], sp: ScoringParams, cp: CalibratePara
     compared = [n for n in sp.compare if n in scans[0].maps]
     types = sorted({*sp.score, *compared} & set(scans[0].maps))
     regions = [s.region for s in scans]
-    sums = {t: _Sums([s.maps[t] for s in scans], regions)
+    sums = {t: NormativeSums([s.maps[t] for s in scans], regions)
             for t in types if KINDS[t].normative}
     stats = {t: s.statistics(sp) for t, s in sums.items()}
     maps = [*dict.fromkeys([map_name(sp.score), *compared])]
     voxels: dict[str, list[np.ndarray]] = {m: [] for m in maps}
     scan_scores: dict[str, list[float]] = {m: [] for m in maps}
     for scan in scans:
-        loo = {}
-        for t, s in sums.items():
-            s.add(scan.maps[t], scan.region, -1.0)
-            loo[t] = s.statistics(sp)
-            s.add(scan.maps[t], scan.region, 1.0)
+        loo = {t: s.left_out(scan.maps[t], scan.region, sp) for t, s in sums.items()}
         calib = Calibration(score=list(sp.score), stats=loo, thresholds={})
         for m, z in calibrated_maps(scan, calib, sp, compared).items():
             voxels[m].append(z[scan.region])

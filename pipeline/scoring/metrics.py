@@ -59,6 +59,8 @@ def curves(scores: np.ndarray, labels: np.ndarray, points: int
         return {"auroc": float("nan"), "auprc": float("nan")}, [], []
     auroc = float(roc_auc_score(labels, scores))
     auprc = float(average_precision_score(labels, scores))
+    if points <= 0:  # the areas only: no curves to keep
+        return {"auroc": auroc, "auprc": auprc}, [], []
     fpr, tpr, _ = roc_curve(labels, scores)
     precision, recall, _ = precision_recall_curve(labels, scores)
     roc = [{"fpr": float(a), "tpr": float(b)} for a, b in _thin(fpr, tpr, points)]

@@ -8,17 +8,15 @@ Reads the maps ``evaluate`` wrote to ``data/evaluation/`` and ``reports/metrics.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from markupsafe import Markup
 
-from pipeline.cohort.store import load_manifest, load_template_case
+from pipeline.cohort.store import load_images, load_manifest, load_template_case
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.generative.sampling import decode_mean, encode_mean
@@ -26,7 +24,13 @@ from pipeline.io.atomic import write_text
 from pipeline.io.nifti import load_mask, load_scan, read_array, stem
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import LoadedModel
-from pipeline.reporting.cohort_page import CaseRow, gallery_tile, read_curve, render_index
+from pipeline.reporting.cohort_page import (
+    CaseRow,
+    gallery_tile,
+    read_columns,
+    read_curve,
+    render_index,
+)
 from pipeline.reporting.generative_section import generative_section
 from pipeline.reporting.html import Tile
 from pipeline.reporting.reconstruction import MODELS, reconstruction_row, reconstruction_section
@@ -48,9 +52,8 @@ def _volumes(image: str, files: ScanOutputs, truth: str | None) -> ReportVolumes
                          optional["restoration"], load_mask(truth, img) if truth else None)
 
 
-def _cases(params: Params) -> list[dict[str, Any]]:
+def _cases(params: Params, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """(name, split, image, truth, evaluation stem) of every scan evaluate scored."""
-    manifest = load_manifest(params)
     out = [{"name": c["id"], "split": part, "image": c["image"], "truth": c["truth"],
             "stem": stem(c["image"])}
            for part in ("test_healthy", "test_lesion") for c in manifest[part]]
@@ -76,11 +79,10 @@ def _generative(params: Params, metrics: dict[str, Any]) -> Markup:
     return generative_section(gen, metrics, images)
 
 
-def _reconstructions(params: Params, loaded: LoadedModel) -> Markup:
+def _reconstructions(params: Params, manifest: dict[str, Any], loaded: LoadedModel) -> Markup:
     """The cohort page's reconstruction section: the training figures of the VAE and the
     autoencoder, and a gallery of calibration scans with the model's reconstructions."""
-    manifest = load_manifest(params)
-    mean = np.mean([load_template_case(params, c["id"])[0] for c in manifest["train"]], axis=0)
+    mean = load_images(params, manifest["train"])[:, 0].mean(0)
     affine = read_template(loaded.folder / TEMPLATE_FILE).affine
     rows = []
     for case in manifest["calibration"][: params.report.reconstruction_scans]:
@@ -92,17 +94,10 @@ def _reconstructions(params: Params, loaded: LoadedModel) -> Markup:
     reports = paths.reports_dir(params.root)
     training = {suffix: json.loads(f.read_text()) for _, suffix in MODELS
                 if (f := reports / f"train{suffix}_metrics.json").is_file()}
-    curves = {suffix: _training_curve(reports / "plots" / f"train{suffix}.csv")
+    curves = {suffix: read_columns(reports / "plots" / f"train{suffix}.csv", "epoch", "val_mae",
+                                   "val_mean_image_mae")
               for suffix in training if "val_mae" in training[suffix]}
     return reconstruction_section(rows, training, curves)
-
-
-def _training_curve(path: Path) -> tuple[list[float], list[float], list[float]]:
-    """Epochs, reconstruction MAE and mean image MAE of a training's plot file."""
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    return ([float(r["epoch"]) for r in rows], [float(r["val_mae"]) for r in rows],
-            [float(r["val_mean_image_mae"]) for r in rows])
 
 
 def run(params: Params) -> None:
@@ -115,7 +110,8 @@ def run(params: Params) -> None:
     rows: list[CaseRow] = []
     gallery: list[Tile] = []
     extra_links: dict[str, str] = {}
-    for case in _cases(params):
+    manifest = load_manifest(params)
+    for case in _cases(params, manifest):
         files = scan_outputs(paths.evaluation_dir(params.root), case["stem"])
         summary = ScanSummary.from_json(json.loads(files.json.read_text()))
         canonical = CanonicalVolumes(_volumes(case["image"], files, case["truth"]))
@@ -134,7 +130,8 @@ def run(params: Params) -> None:
     metrics = json.loads((reports / "metrics.json").read_text())
     curves = {"roc": read_curve(reports / "plots" / "roc.csv", "fpr", "tpr"),
               "pr": read_curve(reports / "plots" / "pr.csv", "recall", "precision")}
+    sections = _reconstructions(params, manifest, loaded) + _generative(params, metrics)
     write_text(reports / "index.html",
                render_index(metrics, rows, loaded.trained_on(), curves, gallery, extra_links,
-                            _reconstructions(params, loaded) + _generative(params, metrics)))
+                            sections))
     log.info("wrote %d case reports and reports/index.html", len(rows))

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 # train.* keys that change how fast, not what, a run computes: a checkpoint stays resumable
 RUNTIME_KEYS = ("device", "threads", "checkpoint_every", "gpu_cache_fraction", "compile",
                 "channels_last", "iwae_samples", "iwae_every")
-TRAINING_CODE = "pipeline.model.training"  # its import closure determines the weights
+# their import closure determines the weights: the training loop and the networks it trains
+TRAINING_CODE = ("pipeline.model.training", "pipeline.model.network")
 PLOT_COLUMNS = ("epoch", "train_loss", "val_negative_elbo", "val_reconstruction",
                 "val_iwae_nll", "val_kl", "val_mae", "val_mean_image_mae",
                 "learning_rate", "volumes_per_s")
@@ -82,7 +83,7 @@ def fingerprint(params: Params, train: torch.Tensor, val: torch.Tensor) -> str:
                                   sort_keys=True).encode())
     for t in (train, val):
         h.update(t.numpy().tobytes())
-    h.update(closure_digest(TRAINING_CODE).encode())
+    h.update(closure_digest(*TRAINING_CODE).encode())
     return h.hexdigest()
 
 
