@@ -27,6 +27,7 @@ from pipeline.config.params import load_params
 from pipeline.model.network import build_vae
 from pipeline.model.runtime import seed_everything
 from pipeline.model.training import fit
+from pipeline.stages.train import variant
 
 
 def main() -> None:
@@ -37,10 +38,9 @@ def main() -> None:
     ap.add_argument("--patch-size", type=int, default=0, help="0 = whole crops")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    params = load_params()
+    params, _ = variant(load_params(), autoencoder=True)  # beta 0, no free bits, no KL ramp
     tp = dataclasses.replace(
-        params.train, beta=0.0, free_bits=0.0, kl_schedule="constant", epochs=args.epochs,
-        steps_per_epoch=args.steps, patch_size=args.patch_size,
+        params.train, epochs=args.epochs, steps_per_epoch=args.steps, patch_size=args.patch_size,
         augment=dataclasses.replace(params.train.augment, flip=False),
         denoise=dataclasses.replace(params.train.denoise, std=0.0), iwae_samples=0,
         early_stopping_patience=0)
