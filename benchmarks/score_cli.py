@@ -45,7 +45,7 @@ for sub in ("a", "b"):
     Path(out, sub).mkdir()
 loaded = load_for_cli(model, device)
 t2 = time.perf_counter()
-got = prepare_file(loaded.params, loaded.head_atlas, scan, None)
+got = prepare_file(loaded.params, loaded.head_atlas, loaded.scale, scan, None)
 steps = {"imports": t1 - t0, "model_load": t2 - t1, **got.timings}
 t3 = time.perf_counter()
 info = json.loads(finish(loaded, scan, got, Path(out, "a"), report=False)["json"].read_text())

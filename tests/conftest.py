@@ -28,6 +28,7 @@ TINY_OVERRIDES: dict[str, Any] = {
     "train": {"epochs": 2, "batch_size": 2, "checkpoint_every": 1},
     "scoring": {"std_smoothing_sigma_vox": 1.0, "restoration": {"steps": 3}},
     "report": {"max_cases": 2},
+    "evaluate": {"sites": {"scans": 1}},
     "generative": {"interpolation_steps": 4, "impute": {"steps": 3}, "iwae_samples": 2,
                    "checks": {"samples": 4, "impute_scans": 1, "iwae_k": [1, 4],
                               "iwae_scans": 1}},

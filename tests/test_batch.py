@@ -25,6 +25,10 @@ def _scans(project: Path, n: int) -> list[Path]:
     return [Path(c["image"]) for c in cases[:n]]
 
 
+def _statuses(manifest: dict) -> dict[str, int]:
+    return {k: manifest["counts"][k] for k in ("scored", "up_to_date", "failed")}
+
+
 def _stem(path: Path) -> str:
     return path.name.removesuffix(".gz").removesuffix(".nii")
 
@@ -67,7 +71,7 @@ def test_two_torchrun_ranks_share_a_batch_and_write_one_manifest(in_project: Pat
     status = {e["input"]: e for e in manifest["inputs"]}
     assert status[str(broken)]["status"] == "failed" and status[str(broken)]["error"]
     assert "same output name" in status[str(twin / scans[0].name)]["error"]
-    assert manifest["counts"] == {"scored": 4, "up_to_date": 0, "failed": 2}
+    assert _statuses(manifest) == {"scored": 4, "up_to_date": 0, "failed": 2}
     for scan in scans:  # one rank scored it, into its own files
         entry = status[str(scan)]
         assert entry["status"] == "scored"
@@ -85,7 +89,9 @@ def test_two_torchrun_ranks_share_a_batch_and_write_one_manifest(in_project: Pat
     again = _score([*map(str, scans), "--out", str(out), *model], in_project, ranks=2)
     assert again.returncode == 0, again.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"scored": 0, "up_to_date": 4, "failed": 0}
+    assert _statuses(manifest) == {"scored": 0, "up_to_date": 4, "failed": 0}
+    assert sum(manifest["counts"][v] for v in ("normal", "abnormal",
+                                                "out_of_distribution")) == 4  # kept verdicts
 
 
 def test_preparation_workers_give_the_inline_results(in_project: Path, tmp_path: Path,
@@ -118,7 +124,8 @@ def test_a_killed_worker_fails_only_the_scan_it_held(in_project: Path) -> None:
     scans = _scans(in_project, 5)
     jobs = [Job(s, None, _stem(s), None) for s in scans]
     results = []
-    for job, got in prepared_in_order(jobs, loaded.params, loaded.head_atlas, tpl, workers=1):
+    for job, got in prepared_in_order(jobs, loaded.params, loaded.head_atlas, loaded.scale, tpl,
+                                      workers=1):
         if not results:  # the worker is busy with the next scans: kill it
             for child in multiprocessing.active_children():
                 assert child.pid is not None

@@ -8,7 +8,6 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.config.params import load_params
-from pipeline.config.scoring_schema import CalibrateParams
 from pipeline.modelstore.types import Calibration, Normative, Thresholds
 from pipeline.scoring.calibration import NormativeSums, fit_calibration, voxel_statistics
 from pipeline.scoring.maps import calibrate_map, calibrated_maps, scan_score, threshold_mask
@@ -22,7 +21,8 @@ SP = dataclasses.replace(load_params().scoring, score=["residual"], compare=["re
 
 def _fit(maps: list[np.ndarray], region: np.ndarray, voxel_fpr: float) -> Calibration:
     scans = [RawScores(maps={"residual": m}, region=region) for m in maps]
-    return fit_calibration(scans, SP, CalibrateParams(voxel_fpr=voxel_fpr, scan_fpr=0.1))
+    return fit_calibration(scans, SP, dataclasses.replace(
+        load_params().calibrate, voxel_fpr=voxel_fpr, scan_fpr=0.1))
 
 
 def _healthy(rng: np.random.Generator, shape=(24, 24, 24)) -> np.ndarray:

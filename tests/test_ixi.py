@@ -9,6 +9,7 @@ from conftest import IXI
 from pipeline.config.params import load_raw, params_from_dict
 from pipeline.io.nifti import load_mask, load_scan
 from pipeline.preprocess import headatlas, registration
+from pipeline.preprocess.harmonise import NONE
 from pipeline.preprocess.prepare import prepare_scan
 from pipeline.preprocess.record import to_native
 from pipeline.space import geometry
@@ -39,7 +40,7 @@ def _load(sid: str):
 @pytest.mark.parametrize("sid", SUBJECTS + HARD)
 def test_ixi_registration_and_round_trip(params, sid: str) -> None:
     img, mask = _load(sid)
-    prepared = prepare_scan(img, mask, params, None)
+    prepared = prepare_scan(img, mask, params, None, NONE)
     assert prepared.record.registration_dice >= 0.92
     assert prepared.record.registration_ok
     assert prepared.record.bias_field  # N4 ran
@@ -55,7 +56,7 @@ def atlas(params):
     parts = []
     for sid in ATLAS_SUBJECTS:
         img, mask = _load(sid)
-        rec = prepare_scan(img, mask, params, None)
+        rec = prepare_scan(img, mask, params, None, NONE)
         parts.append(headatlas.contribution(
             rec.canonical_image, rec.canonical_brain, np.asarray(rec.record.canonical_affine),
             geometry.affine_transform_from_json(rec.record.transform), g))
@@ -70,7 +71,7 @@ def test_ixi_without_mask_gets_the_brain_from_the_head_atlas(params, atlas, sid:
     img, truth = _load(sid)
     headatlas.save(atlas, tmp_path / "atlas.safetensors")
     stored = headatlas.read(tmp_path / "atlas.safetensors")
-    prepared = prepare_scan(img, None, params, stored)
+    prepared = prepare_scan(img, None, params, stored, NONE)
     assert prepared.record.mask_source == "atlas"
     canon_truth = to_canonical(truth.astype(np.uint8), img.affine)[0] > 0
     assert registration.dice(prepared.canonical_brain, canon_truth) >= 0.90

@@ -64,8 +64,10 @@ def test_extra_lesion_case_is_prepared_and_scored(project_copy: Path) -> None:
     image = sorted((in_project / "data" / "prepared" / "lesioned").glob("*_T1.nii.gz"))[0]
     truth = image.with_name(image.name.replace("_T1", "_lesion"))
     case = ExtraCase(name="real", image=str(image), lesion_mask=str(truth), brain_mask="")
-    out = _extra_case(loaded, None, case, in_project, ["residual", "intensity"], 20)
+    out = _extra_case(loaded, None, case, in_project, ["residual", "intensity"], 20, 4.0)
     assert out is not None and out["lesion_volume_ml"] > 0
+    assert out["verdict"] in ("normal", "abnormal", "out of distribution")
+    assert 0 <= out["flagged_rim_ml"] <= out["flagged_outside_lesions_ml"]
     primary = loaded.calibration.primary if loaded.calibration else ""
     assert {primary, "residual", "intensity"} <= set(out)
     assert 0.0 <= out[primary]["voxel_auroc"] <= 1.0
@@ -88,7 +90,7 @@ def test_extra_lesion_case_is_prepared_and_scored(project_copy: Path) -> None:
     assert "href='cases/extra-real.html'" in (in_project / "reports" / "index.html").read_text()
     missing = ExtraCase(name="gone", image="nowhere.nii.gz", lesion_mask="x.nii.gz",
                         brain_mask="")
-    assert _extra_case(loaded, None, missing, in_project, [], 20) is None
+    assert _extra_case(loaded, None, missing, in_project, [], 20, 4.0) is None
 
 
 def test_champion_is_registered_with_calibration(in_project: Path) -> None:

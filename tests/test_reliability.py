@@ -260,7 +260,7 @@ def test_half_precision_overflow_is_rescored_in_float32(in_project: Path) -> Non
 
     loaded = load_model(command_model_uri(None))
     scan = load_scan(_scans(in_project, 1)[0])
-    prepared = prepare_scan(scan, None, loaded.params, loaded.head_atlas)
+    prepared = prepare_scan(scan, None, loaded.params, loaded.head_atlas, loaded.scale)
     fp32 = score_prepared(loaded, prepared)
     assert fp32.warnings == []
 
@@ -294,7 +294,7 @@ def test_gpu_maps_are_repeatable_and_close_to_the_cpu_maps(in_project: Path) -> 
     cpu = load_model(command_model_uri(None))
     gpu = load_for_command(command_model_uri(None), "cuda")
     scan = load_scan(_scans(in_project, 1)[0])
-    prepared = prepare_scan(scan, None, cpu.params, cpu.head_atlas)
+    prepared = prepare_scan(scan, None, cpu.params, cpu.head_atlas, cpu.scale)
     a, b = score_prepared(gpu, prepared), score_prepared(gpu, prepared)
     assert np.array_equal(a.heatmap, b.heatmap)
     ref = score_prepared(cpu, prepared)

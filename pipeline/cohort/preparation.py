@@ -29,6 +29,7 @@ from pipeline.config.schema import Params
 from pipeline.io.atomic import copy_file, sha256, write_json
 from pipeline.io.errors import one_line
 from pipeline.io.nifti import load_mask, load_scan, write_nifti
+from pipeline.preprocess.harmonise import NONE
 from pipeline.preprocess.prepare import prepare_scan
 from pipeline.preprocess.record import PreparedScan, native_brain
 
@@ -72,7 +73,7 @@ def _prepare_one(case: dict[str, Any], params: Params, work: Path, thumbs: dict[
 
     img = load_scan(case["image"])
     mask = load_mask(case["mask"], img) if case["mask"] else None
-    prepared = prepare_scan(img, mask, params, None)
+    prepared = prepare_scan(img, mask, params, None, NONE)  # harmonised by the stage
     rec, cid = prepared.record, case["id"]
     affine = np.asarray(rec.template_affine)
     write_nifti(work / f"{cid}.nii.gz", prepared.image, affine)

@@ -131,7 +131,8 @@ def interpolate(args: argparse.Namespace) -> int:
     prepared = []
     for scan, mask in zip(args.scans, masks, strict=True):
         try:
-            prepared.append(prepare_file(loaded.params, loaded.head_atlas, scan, mask).prepared)
+            prepared.append(prepare_file(loaded.params, loaded.head_atlas, loaded.scale, scan,
+                                         mask).prepared)
         except Exception as exc:
             _scan_failed(scan, exc, args.debug)
             return 1
@@ -245,7 +246,8 @@ def loglik(args: argparse.Namespace) -> int:
     print("scan\tlog_likelihood_nats\tbits_per_voxel\tk")
     for scan, mask in zip(args.scans, masks, strict=True):
         try:
-            prepared = prepare_file(loaded.params, loaded.head_atlas, scan, mask).prepared
+            prepared = prepare_file(loaded.params, loaded.head_atlas, loaded.scale, scan,
+                                         mask).prepared
             ll = sampling.log_likelihood(loaded.vae, Likelihood.of(loaded.params.model),
                                            torch.from_numpy(prepared.image), k, args.seed,
                                            g.iwae_batch)

@@ -42,14 +42,14 @@ from pipeline.scoring.batch import (
 )
 from pipeline.scoring.outputs import ScanOutputs, check_output_paths, scan_outputs, write_outputs
 from pipeline.scoring.provenance import model_fingerprint, scan_provenance, up_to_date
-from pipeline.scoring.result import summarise
+from pipeline.scoring.result import OUT_OF_DISTRIBUTION, summarise
 from pipeline.space.template import load_template
 
 
 def finish(loaded: LoadedModel, job: Job, got: Prepared, out: Path, look: ReportParams,
-           report: bool) -> None:
+           report: bool) -> str:
     """Model pass, native maps, summary, report and outputs of one prepared scan; if
-    writing fails, none of the scan's files is left."""
+    writing fails, none of the scan's files is left. Returns the verdict."""
     from pipeline.scoring.maps import score_prepared
 
     timings = dict(got.timings)
@@ -76,6 +76,7 @@ def finish(loaded: LoadedModel, job: Job, got: Prepared, out: Path, look: Report
     files = scan_outputs(out, job.name)
     with all_or_nothing(files.every()):
         write_outputs(files, result, got.img, summary, html=page, images=False)
+    return summary.verdict
 
 
 def score_command(args: argparse.Namespace) -> int:
@@ -126,7 +127,7 @@ class _Run:
                 prov = _provenance(scan, mask, self.fingerprint, self.options)
                 if prov is not None and not self.args.force and up_to_date(files.json, prov):
                     print(f"up to date: {shown(scan)} (outputs kept; --force re-scores)")
-                    entries[i] = self._entry(scan, "up_to_date", files)
+                    entries[i] = self._entry(scan, "up_to_date", files, _kept_verdict(files))
                     continue
                 jobs.append(Job(scan, mask, name, prov, index=i))
             except ScanError as exc:
@@ -141,15 +142,19 @@ class _Run:
         tpl = load_template(loaded.params.template.resolution_mm,
                             loaded.params.template.crop_shape)
         entries = {}
-        for job, got in prepared_in_order(jobs, loaded.params, loaded.head_atlas, tpl, workers):
+        for job, got in prepared_in_order(jobs, loaded.params, loaded.head_atlas,
+                                                  loaded.scale, tpl, workers):
             try:
                 if isinstance(got, Failed):
                     if args.debug and got.trace:
                         print(got.trace, file=sys.stderr, end="")
                     raise ScanError(got.reason)
-                finish(loaded, job, got, args.out, self.look, self.report)
+                verdict = finish(loaded, job, got, args.out, self.look, self.report)
+                if verdict == OUT_OF_DISTRIBUTION:
+                    print(f"warning: {shown(job.scan)}: out of distribution: the model cannot "
+                          f"judge this scan (see its JSON 'domain')", file=sys.stderr)
                 entries[job.index] = self._entry(job.scan, "scored",
-                                                 scan_outputs(args.out, job.name))
+                                                 scan_outputs(args.out, job.name), verdict)
             except Exception as exc:
                 if args.debug and not isinstance(exc, ScanError):
                     traceback.print_exc()
@@ -170,10 +175,20 @@ class _Run:
                   file=sys.stderr)
         return 1 if manifest["counts"]["failed"] or manifest["error"] else 0
 
-    def _entry(self, scan: Path, status: str, files: ScanOutputs) -> Entry:
+    def _entry(self, scan: Path, status: str, files: ScanOutputs, verdict: str | None
+               ) -> Entry:
         """A scored or up-to-date input with the outputs of this run (not an older report)."""
         return Entry(str(scan), status, self.world.rank,
-                     outputs={k: str(p) for k, p in files.listed(self.report).items()})
+                     outputs={k: str(p) for k, p in files.listed(self.report).items()},
+                     verdict=verdict)
+
+
+def _kept_verdict(files: ScanOutputs) -> str | None:
+    """The verdict recorded by the kept outputs of an up-to-date scan."""
+    try:
+        return str(json.loads(files.json.read_text()).get("verdict")) or None
+    except (OSError, ValueError):
+        return None
 
 
 def output_names(scans: list[Path]) -> list[str | ScanError]:

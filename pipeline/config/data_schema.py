@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from pipeline.config.constraints import above, at_least, each
+from pipeline.config.constraints import above, at_least, choice, each, inside
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,12 @@ class NormaliseParams:
 
 
 @dataclass(frozen=True)
+class HarmoniseParams:
+    method: Annotated[str, choice("nyul", "none")]
+    quantiles: Annotated[list[float], each(inside(0.0, 1.0), nonempty=True)]
+
+
+@dataclass(frozen=True)
 class PrepareParams:
     workers: int
     cache: bool
@@ -111,3 +117,5 @@ class PrepareParams:
     registration: RegistrationParams
     brain_mask: BrainMaskParams
     normalise: NormaliseParams
+    harmonise: HarmoniseParams
+    match_resolution: bool

@@ -44,6 +44,17 @@ class AugmentParams:
 
 
 @dataclass(frozen=True)
+class SiteParams:
+    probability: Annotated[float, between(0.0, 1.0)]
+    low_resolution: Annotated[list[float], each(between(0.0, 1.0, low_open=True), length=2)]
+    blur_sigma_vox: Annotated[list[float], each(at_least(0), length=2)]
+    noise_std: Annotated[float, at_least(0)]
+    gamma: Annotated[list[float], each(above(0), length=2)]
+    bias_field: Annotated[float, at_least(0)]
+    rim_erosion_vox: Annotated[int, at_least(0)]
+
+
+@dataclass(frozen=True)
 class DenoiseParams:
     std: Annotated[float, at_least(0)]
     cell_vox: Annotated[int, at_least(1)]
@@ -78,4 +89,5 @@ class TrainParams:
     checkpoint_every: Annotated[int, at_least(1)]
     threads: int
     augment: AugmentParams
+    site: SiteParams
     denoise: DenoiseParams

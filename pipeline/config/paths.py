@@ -56,6 +56,7 @@ def prepared_dir(root: Path | None = None) -> Path:
 
 
 HEAD_ATLAS_FILE = "head_atlas.safetensors"  # in data/prepared/ and in every model folder
+HARMONISATION_FILE = "harmonisation.json"   # in data/prepared/; its content in model.json
 
 
 def prepare_cache_dir(root: Path | None = None) -> Path:

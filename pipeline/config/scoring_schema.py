@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from pipeline.config.constraints import at_least, choice, each, inside
+from pipeline.config.constraints import above, at_least, choice, each, inside
 from pipeline.config.kinds import KINDS
 
 
@@ -39,9 +39,16 @@ class ScoringParams:
 
 
 @dataclass(frozen=True)
+class DomainParams:
+    tolerance: Annotated[float, above(0)]
+    min_spread_fraction: Annotated[float, at_least(0)]
+
+
+@dataclass(frozen=True)
 class CalibrateParams:
     voxel_fpr: Annotated[float, inside(0, 1)]
     scan_fpr: Annotated[float, inside(0, 1)]
+    domain: DomainParams
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,27 @@ class ExtraCase:
     name: str
     image: str
     lesion_mask: str
+    brain_mask: str
+
+
+SITE_VARIANTS = ("resampled", "thick_slices", "derived_mask", "loose_mask", "gamma", "n4")
+
+
+@dataclass(frozen=True)
+class SitesParams:
+    scans: Annotated[int, at_least(0)]
+    variants: Annotated[list[str], each(choice(*SITE_VARIANTS))]
+    resampled_mm: Annotated[float, above(0)]
+    thick_slice_mm: Annotated[float, above(0)]
+    loose_mask_mm: Annotated[float, above(0)]
+    gamma: Annotated[float, above(0)]
+    n4_levels: Annotated[int, at_least(1)]
+
+
+@dataclass(frozen=True)
+class DomainCase:
+    name: str
+    image: str
     brain_mask: str
 
 
@@ -60,3 +88,6 @@ class EvaluateParams:
     extra_cases: list[ExtraCase]
     bootstrap_samples: Annotated[int, at_least(0)]
     bootstrap_bins: Annotated[int, at_least(2)]
+    rim_mm: Annotated[float, above(0)]
+    sites: SitesParams
+    domain_cases: list[DomainCase]

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+
 from pipeline.config.constraints import violations
 from pipeline.config.kinds import KINDS, MODEL_KINDS
 from pipeline.config.schema import Params
@@ -65,6 +67,10 @@ def _others(p: Params) -> list[str]:
     if not low < high:
         out.append(f"report.heat_range must be [low, high] with low < high, got "
                    f"{p.report.heat_range}")
+    q = p.prepare.harmonise.quantiles
+    if len(q) < 2 or any(b <= a for a, b in itertools.pairwise(q)):
+        out.append(f"prepare.harmonise.quantiles must be at least two increasing values in "
+                   f"(0, 1), got {q}")
     if p.cohort.image_pattern.count("*") != 1:
         out.append(f"cohort.image_pattern must contain exactly one '*' (the subject id), got "
                    f"{p.cohort.image_pattern!r}")

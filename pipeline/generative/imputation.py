@@ -103,7 +103,7 @@ def impute_scan(loaded: LoadedModel, img: nib.Nifti1Image, missing: np.ndarray,
     provisional = surroundings_fill(data, missing)
     timings["surroundings_fill"] = time.perf_counter() - t0
     prepared = prepare_scan(nib.Nifti1Image(provisional, img.affine, header=img.header),
-                            brain_mask, loaded.params, loaded.head_atlas)
+                            brain_mask, loaded.params, loaded.head_atlas, loaded.scale)
     timings.update(prepared.record.timings_s)
     require_registration(prepared.record, loaded.params.prepare.registration)
     t0 = time.perf_counter()

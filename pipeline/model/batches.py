@@ -6,7 +6,8 @@ draws the same batches however often it is interrupted. A scan is augmented as a
 (:func:`pipeline.model.augment.augment`) and then, with ``train.patch_size``, one random cubic
 patch of it is kept, with the patch's place in the crop (``origins``) so the network can line
 it up with its mean image. Patches are drawn again (up to :data:`PATCH_TRIES` times) while
-less than ``train.patch_min_brain`` of them lies inside the brain.
+less than ``train.patch_min_brain`` of them lies inside the brain. Each patch (or crop) then
+gets another site's look (``train.site``, :mod:`pipeline.model.sites`).
 
 Example:
     >>> import dataclasses, torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from pipeline.config.model_schema import DenoiseParams, TrainParams
 from pipeline.model.augment import augment
 from pipeline.model.distributed import SINGLE_PROCESS, World
+from pipeline.model.sites import SiteSimulator
 
 PATCH_TRIES = 10
 Origin = tuple[int, int, int]
@@ -79,6 +81,7 @@ def batches(data: torch.Tensor, brain: torch.Tensor, tp: TrainParams, steps: int
     (D, H, W) marks the brain of the template crop (for ``patch_min_brain``)."""
     order = scan_order(len(data), gen, world)
     size = tp.patch_size
+    site = SiteSimulator(tp.site)
     for _ in range(steps):
         idx = torch.tensor([next(order) for _ in range(tp.batch_size)])
         x = augment(data[idx.to(data.device)].to(device, non_blocking=True), tp.augment, gen)
@@ -88,5 +91,6 @@ def batches(data: torch.Tensor, brain: torch.Tensor, tp: TrainParams, steps: int
                             for _ in range(len(x)))
             x = torch.stack([x[i, :, a:a + size, b:b + size, c:c + size]
                              for i, (a, b, c) in enumerate(origins)])
+        x = site(x, gen)
         inputs = x + coarse_noise(x, tp.denoise, gen) if tp.denoise.std > 0 else x
         yield Batch(target=x, inputs=inputs, origins=origins)

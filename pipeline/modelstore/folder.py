@@ -74,6 +74,7 @@ def save_calibration(folder: Path, calib: Calibration) -> None:
     write_json(folder / CALIBRATION_JSON, {
         **calib.info, "score": calib.score, "primary": calib.primary,
         "thresholds": {k: asdict(v) for k, v in calib.thresholds.items()},
+        "domain": calib.domain,
         "statistics_sha256": sha256(folder / CALIBRATION)})
 
 

@@ -59,12 +59,25 @@ LEGACY_DEFAULTS: dict[str, Any] = {
                        "intensity_tolerance": 0.1, "novelty_max_ssim": 0.98,
                        "impute_min_gain": 0.3}},
 }
+# Keys added after the first folders of format 2 were written: their values reproduce how
+# those models were prepared and trained (no harmonisation, no site simulation).
+ADDED_TO_V2: dict[str, Any] = {
+    "prepare": {"harmonise": {"method": "none", "quantiles": [0.01, 0.99]},
+                "match_resolution": False},
+    "train": {"site": {"probability": 0.0, "low_resolution": [1.0, 1.0],
+                       "blur_sigma_vox": [0.0, 0.0], "noise_std": 0.0, "gamma": [1.0, 1.0],
+                       "bias_field": 0.0, "rim_erosion_vox": 0}},
+    "calibrate": {"domain": {"tolerance": 5.0, "min_spread_fraction": 0.02}},
+    "evaluate": {"rim_mm": 4.0, "domain_cases": [], "sites": {
+        "scans": 0, "variants": [], "resampled_mm": 1.0, "thick_slice_mm": 3.0,
+        "loose_mask_mm": 2.0, "gamma": 1.0, "n4_levels": 1}},
+}
 _LEGACY_RENAMED = {"augment_flip": "flip", "augment_intensity": "intensity_scale"}
 
 
 def _v1_params(data: dict[str, Any]) -> dict[str, Any]:
     """Parameters stored by a format-1 model folder, completed to the current schema."""
-    data = deep_merge(LEGACY_DEFAULTS, data)
+    data = deep_merge(deep_merge(ADDED_TO_V2, LEGACY_DEFAULTS), data)
     train = dict(data["train"])
     for old, new in _LEGACY_RENAMED.items():
         if old in train:
@@ -89,7 +102,7 @@ def folder_format(meta: dict[str, Any]) -> str:
 def migrate_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """``model.json`` in the current format (the input when it already is)."""
     if folder_format(meta) == FORMAT:
-        return meta
+        return {**meta, "params": deep_merge(ADDED_TO_V2, dict(meta.get("params", {})))}
     return {**meta, "format": FORMAT, "migrated_from": LEGACY_FORMAT,
             "params": _v1_params(dict(meta.get("params", {})))}
 

@@ -39,6 +39,7 @@ from pipeline.modelstore.folder import (
     verified,
 )
 from pipeline.modelstore.types import Calibration, LoadedModel, ModelError, Normative, Thresholds
+from pipeline.preprocess.harmonise import StandardScale
 from pipeline.space.template import TEMPLATE_FILE, read_template
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def load_model(uri: str | Path, device: str = "cpu", require_calibration: bool =
 
         loaded.head_atlas = safely(uri_text, "head atlas", lambda: headatlas.read(verified(
             folder / HEAD_ATLAS_FILE, meta["head_atlas_sha256"], uri_text, "head atlas")))
+    if meta.get("harmonisation"):
+        loaded.scale = safely(uri_text, "harmonisation", lambda: StandardScale.from_json(
+            meta["harmonisation"]))
     if (folder / CALIBRATION_JSON).is_file():
         _attach_calibration(loaded, registry)
     elif require_calibration:
@@ -119,7 +123,8 @@ def _load_calibration(loaded: LoadedModel) -> Calibration:
     names = {k.rsplit(".", 1)[0] for k in arrays}
     stats = {n: Normative(arrays[f"{n}.mean"], arrays[f"{n}.std"]) for n in sorted(names)}
     thresholds = {k: Thresholds(**v) for k, v in info["thresholds"].items()}
-    return Calibration(score=list(info["score"]), stats=stats, thresholds=thresholds, info=info)
+    return Calibration(score=list(info["score"]), stats=stats, thresholds=thresholds, info=info,
+                       domain=dict(info.get("domain", {})))
 
 
 def champion_uri(params: Params) -> str:

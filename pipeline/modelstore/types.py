@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.schema import Params
+from pipeline.preprocess.harmonise import NONE, StandardScale
 
 
 class ModelError(Exception):
@@ -64,6 +65,7 @@ class Calibration:
     stats: dict[str, Normative]
     thresholds: dict[str, Thresholds]
     info: dict[str, Any] = field(default_factory=dict)
+    domain: dict[str, list[float | None]] = field(default_factory=dict)  # healthy ranges
 
     @property
     def primary(self) -> str:
@@ -94,6 +96,18 @@ class LoadedModel:
     uri: str
     calibration: Calibration | None = None
     head_atlas: Any = None
+    scale: StandardScale = NONE  # the standard intensity scale ``prepare`` learned
+
+    def reference_image(self) -> np.ndarray:
+        """The image a scan is compared with by the domain check: the network's mean
+        training image (the template's T1 for networks without one)."""
+        mean = getattr(self.vae, "mean_image", None)
+        if mean is not None:
+            return np.asarray(mean[0, 0].detach().float().cpu().numpy())
+        from pipeline.space.template import load_template
+
+        tp = self.params.template
+        return load_template(tp.resolution_mm, tp.crop_shape).image
 
     def trained_on(self) -> dict[str, Any]:
         return dict(self.meta.get("trained_on", {}))

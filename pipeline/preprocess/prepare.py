@@ -2,11 +2,14 @@
 
 Steps: canonical (RAS) orientation (an exact axis permutation/flip) → brain mask (given,
 already stripped, or extracted with the head atlas) → N4 bias field correction inside the
-brain → two-stage affine registration to the template (brain outlines, then anatomy) →
-resampling onto the template crop → intensity normalisation inside the brain: the brain's
-``lower_percentile``/``upper_percentile`` intensities map to 0/1 (robust to the scanner's
-scale and to a few hot voxels), clipped to ``clip``, background 0. Everything needed to
-invert the mapping lands in a JSON-serialisable :class:`ScanRecord`.
+brain → a scan finer than the template smoothed to its resolution
+(:mod:`pipeline.preprocess.resolution`) → two-stage affine registration to the template
+(brain outlines, then anatomy) → resampling onto the template crop → intensity normalisation
+inside the brain: the brain's ``lower_percentile``/``upper_percentile`` intensities map to
+0/1 (robust to the scanner's scale and to a few hot voxels), clipped to ``clip``, background
+0 → harmonisation onto the standard scale learned from the training scans
+(:mod:`pipeline.preprocess.harmonise`).
+Everything needed to invert the mapping lands in a JSON-serialisable :class:`ScanRecord`.
 
 Example:
     >>> import numpy as np
@@ -21,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +38,9 @@ from pipeline.io.nifti import load_mask, load_scan
 from pipeline.preprocess import registration
 from pipeline.preprocess.bias import correct_bias
 from pipeline.preprocess.brainmask import derive_brain_mask
+from pipeline.preprocess.harmonise import StandardScale, harmonise
 from pipeline.preprocess.record import PreparedScan, ScanRecord
+from pipeline.preprocess.resolution import match_resolution
 from pipeline.space import geometry
 from pipeline.space.grid import to_canonical
 from pipeline.space.template import Template, load_template
@@ -100,11 +105,14 @@ def _register(corrected: np.ndarray, canon_mask: np.ndarray, canon_affine: np.nd
 
 
 def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
-                 atlas: HeadAtlas | None) -> PreparedScan:
+                 atlas: HeadAtlas | None, scale: StandardScale) -> PreparedScan:
     """Prepare one validated scan (see :func:`pipeline.io.nifti.load_scan`).
 
     ``mask`` is the scan's brain mask on its own grid, or ``None`` to derive one (with the
-    head ``atlas`` for a scan with skull, when the model has one; ``None``: no atlas).
+    head ``atlas`` for a scan with skull, when the model has one; ``None``: no atlas);
+    ``scale`` is the model's standard intensity scale (``prepare`` learns it after preparing
+    the training scans with :data:`pipeline.preprocess.harmonise.NONE`, then applies it with
+    :func:`harmonised`).
 
     SimpleITK runs single-threaded: its multi-threaded registration metric sums in a varying
     order, so the transform (and the map) changed in the last bits from run to run; on IXI
@@ -124,6 +132,10 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
     t0 = time.perf_counter()
     corrected, bias_stats = correct_bias(canon, canon_mask, canon_affine,
                                          params.prepare.bias_field)
+    sigma = [0.0, 0.0, 0.0]
+    if params.prepare.match_resolution:
+        corrected, sigma = match_resolution(corrected, canon_affine,
+                                            params.template.resolution_mm)
     timings["bias_field"] = time.perf_counter() - t0
     r = _register(corrected, canon_mask, canon_affine, tpl, params, timings)
     reg = params.prepare.registration
@@ -137,9 +149,18 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
         registration_dice=round(r.dice, 4), registration_containment=round(r.inside, 4),
         registration_ok=r.dice >= reg.min_dice and r.inside >= reg.min_containment,
         intensity_low=r.low, intensity_high=r.high, bias_field=bias_stats,
+        resolution_sigma_mm=[round(s, 4) for s in sigma],
         timings_s={k: round(v, 3) for k, v in timings.items()})
-    return PreparedScan(image=r.image, brain=r.brain, record=record,
-                        canonical_image=canon, canonical_brain=canon_mask)
+    return harmonised(PreparedScan(image=r.image, brain=r.brain, record=record,
+                                   canonical_image=canon, canonical_brain=canon_mask),
+                      scale, params)
+
+
+def harmonised(prepared: PreparedScan, scale: StandardScale, params: Params) -> PreparedScan:
+    """The prepared scan on the standard intensity ``scale``, its landmarks recorded."""
+    image, own = harmonise(prepared.image, prepared.brain, scale, params.prepare.normalise.clip)
+    record = replace(prepared.record, harmonisation_landmarks=own)
+    return replace(prepared, image=image, record=record)
 
 
 def require_registration(record: ScanRecord, rp: RegistrationParams) -> None:
@@ -160,8 +181,8 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
 
-def prepare_file(params: Params, atlas: HeadAtlas | None, scan: Path, mask_path: Path | None
-                 ) -> Prepared:
+def prepare_file(params: Params, atlas: HeadAtlas | None, scale: StandardScale, scan: Path,
+                 mask_path: Path | None) -> Prepared:
     """Load, validate and prepare one native scan; raise :class:`ScanError` for anything
     wrong with it (registration quality control included)."""
     warnings: list[str] = []
@@ -169,7 +190,7 @@ def prepare_file(params: Params, atlas: HeadAtlas | None, scan: Path, mask_path:
     img = load_scan(scan, warnings)
     mask = load_mask(mask_path, img) if mask_path is not None else None
     timings = {"load": time.perf_counter() - t0}
-    prepared = prepare_scan(img, mask, params, atlas)
+    prepared = prepare_scan(img, mask, params, atlas, scale)
     timings.update(prepared.record.timings_s)
     require_registration(prepared.record, params.prepare.registration)
     return Prepared(img, prepared, timings, warnings)

@@ -39,6 +39,8 @@ class ScanRecord:
     intensity_low: float
     intensity_high: float
     bias_field: dict[str, float] = field(default_factory=dict)
+    harmonisation_landmarks: list[float] = field(default_factory=list)  # the scan's own
+    resolution_sigma_mm: list[float] = field(default_factory=list)  # resolution matching
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class CaseRow:
     n_findings: int
     peak: float
     link: str | None
+    out_of_distribution: bool = False
 
 
 def read_columns(path: Path, *names: str) -> list[list[float]]:
@@ -130,13 +131,40 @@ def _extra(metrics: dict[str, Any], links: dict[str, str]) -> Table | None:
         return None
     primary = metrics.get("score", "")
     table = Table(["case", "lesion mL", "voxel AUROC", "voxel AUPRC", "best Dice", "Dice@calib",
-                   "lesions found", "flagged mL"])
+                   "lesions found", "flagged mL", "outside lesions mL", "verdict"])
     for name, m in cases.items():
         p = m.get(primary, {})
         table.rows.append([Cell(name, cls="name", link=links.get(name)),
                            *cells(m.get("lesion_volume_ml"), *(
                                f"{float(p.get(k, float('nan'))):.3f}" for k in EXTRA_COLUMNS),
-                                  p.get("flagged_volume_ml"))])
+                                  p.get("flagged_volume_ml"),
+                                  m.get("flagged_outside_lesions_ml", ""),
+                                  m.get("verdict", ""))])
+    return table
+
+
+SITE_COLUMNS = (("healthy_flagged_ml_mean", "{:.2f}"), ("healthy_flagged_ml_max", "{:.2f}"),
+                ("healthy_flagged_rim_ml_mean", "{:.2f}"), ("healthy_abnormal", "{}"),
+                ("healthy_out_of_distribution", "{}"), ("voxel_auprc", "{:.3f}"),
+                ("best_dice", "{:.3f}"))
+
+
+def _sites(metrics: dict[str, Any]) -> Table | None:
+    """Simulated other sites (``evaluate.sites``) and other-modality cases, one row each."""
+    sites, domain_cases = metrics.get("sites", {}), metrics.get("domain_cases", {})
+    if not sites and not domain_cases:
+        return None
+    table = Table(["version", "healthy scans", "flagged mL (mean)", "flagged mL (max)",
+                   "rim mL (mean)", "called abnormal", "out of distribution",
+                   "lesioned AUPRC", "lesioned best Dice"])
+    for name, row in sites.items():
+        values = [fmt.format(row[k]) if k in row else "" for k, fmt in SITE_COLUMNS]
+        table.rows.append([Cell(name, cls="name"), *cells(row.get("n_healthy"), *values)])
+    for name, row in domain_cases.items():
+        ood = int(row.get("verdict") == "out of distribution")
+        table.rows.append([Cell(f"{name} (another modality)", cls="name"), *cells(
+            1, row.get("flagged_ml", ""), "", row.get("flagged_rim_ml", ""),
+            int(row.get("verdict") == "abnormal"), ood, "", "")])
     return table
 
 
@@ -144,7 +172,8 @@ def _cases(rows: Sequence[CaseRow]) -> Table:
     table = Table(["scan", "split", "scan score", "verdict", "flagged mL", "findings", "peak z"],
                   sortable=True)
     for r in rows:
-        verdict = Cell("abnormal", cls="abnormal", sort="1") if r.is_abnormal \
+        verdict = Cell("out of distribution", cls="ood", sort="2") if r.out_of_distribution \
+            else Cell("abnormal", cls="abnormal", sort="1") if r.is_abnormal \
             else Cell("normal", sort="0")
         table.rows.append([Cell(r.name, cls="name", link=r.link), Cell(r.split),
                            Cell(f"{r.scan_score:.3f}"), verdict, Cell(f"{r.flagged_ml:.2f}"),
@@ -171,5 +200,5 @@ def render_index(metrics: dict[str, Any], rows: Sequence[CaseRow], trained: dict
         "cohort.html.j2", title="vae-anomaly cohort report", metrics=metrics, model=model,
         trained=trained, n_rows=len(rows), n_abnormal=sum(r.is_abnormal for r in rows),
         metrics_rows=_metrics_rows(metrics), charts=charts, comparison=_comparison(metrics),
-        extra=_extra(metrics, extra_links), cases=_cases(rows), gallery=list(gallery),
-        generative=generative)
+        extra=_extra(metrics, extra_links), sites=_sites(metrics), cases=_cases(rows),
+        gallery=list(gallery), generative=generative)

@@ -36,10 +36,12 @@ from pipeline.preprocess.prepare import Prepared, prepare_file
 if TYPE_CHECKING:  # not at run time: preparation workers import this module, and need no torch
     from pipeline.config.schema import Params
     from pipeline.model.distributed import World
+    from pipeline.preprocess.harmonise import StandardScale
     from pipeline.preprocess.headatlas import HeadAtlas
     from pipeline.space.template import Template
 
 MANIFEST = "manifest.json"
+VERDICTS = ("normal", "abnormal", "out of distribution")  # counted in the manifest
 # How long a rank that has finished waits for the slowest one before the manifest is given
 # up: a resumed run can leave one rank's share done and another's untouched.
 GATHER_TIMEOUT = timedelta(hours=48)
@@ -65,6 +67,7 @@ class Entry:
     rank: int
     outputs: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    verdict: str | None = None        # normal | abnormal | out of distribution (scored)
 
 
 def share(n_inputs: int, world: World) -> list[int]:
@@ -86,14 +89,14 @@ PREFETCH = 2  # scans queued per worker: one in hand, one waiting, so no worker 
 _ORPHAN_CHECK_S = 0.5  # how often a worker checks that the scoring process still lives
 
 
-def _init_worker(params: Params, atlas: HeadAtlas | None, template: Template,
-                 parent: int) -> None:
+def _init_worker(params: Params, atlas: HeadAtlas | None, scale: StandardScale,
+                 template: Template, parent: int) -> None:
     import threading
 
     from pipeline.space.template import register
 
     register(template)  # the model's own template, not one rebuilt from nilearn's files
-    _WORKER.update(params=params, atlas=atlas)
+    _WORKER.update(params=params, atlas=atlas, scale=scale)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
@@ -116,24 +119,24 @@ class Failed:
     trace: str = ""
 
 
-def _prepare_safely(params: Params, atlas: HeadAtlas | None, scan: Path,
-                    mask: Path | None) -> Prepared | Failed:
+def _prepare_safely(params: Params, atlas: HeadAtlas | None, scale: StandardScale,
+                    scan: Path, mask: Path | None) -> Prepared | Failed:
     """:func:`prepare_file`, with a failure returned as a :class:`Failed`."""
     import traceback
 
     try:
-        return prepare_file(params, atlas, scan, mask)
+        return prepare_file(params, atlas, scale, scan, mask)
     except Exception as exc:
         return Failed(one_line(exc), "" if isinstance(exc, ScanError) else
                       traceback.format_exc())
 
 
 def _prepare_in_worker(scan: Path, mask: Path | None) -> Prepared | Failed:
-    return _prepare_safely(_WORKER["params"], _WORKER["atlas"], scan, mask)
+    return _prepare_safely(_WORKER["params"], _WORKER["atlas"], _WORKER["scale"], scan, mask)
 
 
 def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | None,
-                      template: Template, workers: int
+                      scale: StandardScale, template: Template, workers: int
                       ) -> Iterator[tuple[Job, Prepared | Failed]]:
     """Each job with its prepared scan (or why it failed), in order. With workers, up to
     ``PREFETCH × workers`` scans are prepared ahead in other processes. If the pool breaks
@@ -141,14 +144,14 @@ def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | No
     have killed it, fails; the others go to a fresh pool."""
     if workers <= 0:
         for job in jobs:
-            yield job, _prepare_safely(params, atlas, job.scan, job.mask)
+            yield job, _prepare_safely(params, atlas, scale, job.scan, job.mask)
         return
     todo = iter(jobs)
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker,
-                                   initargs=(params, atlas, template, os.getpid()))
+                                   initargs=(params, atlas, scale, template, os.getpid()))
 
     pool = new_pool()
 
@@ -202,6 +205,8 @@ def write_manifest(out: Path, entries: list[Entry], world: World, model: dict[st
                    for e in row if e is not None]
         counts = {s: sum(e.status == s for e in ordered) for s in ("scored", "up_to_date",
                                                                    "failed")}
+        counts.update({v.replace(" ", "_"): sum(e.verdict == v for e in ordered)
+                       for v in VERDICTS})
         keys = sorted({key for key, _ in gathered})
         manifest = {"model": model, "world_size": world.size, "counts": counts,
                     "error": None if len(keys) == 1 else

@@ -34,6 +34,7 @@ from scipy import ndimage
 from pipeline.config.kinds import KINDS
 from pipeline.config.scoring_schema import CalibrateParams, ScoringParams
 from pipeline.modelstore.types import Calibration, LoadedModel, Normative, Thresholds, map_name
+from pipeline.scoring import domain
 from pipeline.scoring.maps import calibrated_maps, scan_score, template_scores
 from pipeline.scoring.raw import RawScores
 
@@ -113,10 +114,17 @@ def fit_calibration(scans: list[RawScores], sp: ScoringParams, cp: CalibratePara
                                                                  1.0 - cp.scan_fpr)),
                                 healthy_scan_scores=[round(v, 4) for v in scan_scores[m]])
                   for m in maps}
+    healthy_domain = [s.domain for s in scans]
+    ranges = domain.fit_ranges(healthy_domain, cp.domain) \
+        if all(set(domain.STATISTICS) <= set(d) for d in healthy_domain) else {}
     info = {"voxel_fpr": cp.voxel_fpr, "scan_fpr": cp.scan_fpr, "n_scans": len(scans),
+            "domain_tolerance": cp.domain.tolerance,
+            "domain_healthy": [{k: round(v, domain.DECIMALS) for k, v in d.items()}
+                               for d in healthy_domain],
             "score_types": {t: KINDS[t].description for t in types},
             "units": "voxel-wise z-score against the healthy calibration scans"}
-    return Calibration(score=list(sp.score), stats=stats, thresholds=thresholds, info=info)
+    return Calibration(score=list(sp.score), stats=stats, thresholds=thresholds, info=info,
+                       domain=ranges)
 
 
 def healthy_raw_scores(loaded: LoadedModel, images: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -127,5 +135,5 @@ def healthy_raw_scores(loaded: LoadedModel, images: Iterable[tuple[np.ndarray, n
     for image, brain in images:
         raw = template_scores(loaded, image, brain, kinds)
         out.append(RawScores(maps=raw.maps, region=raw.region,
-                             negative_elbo=raw.negative_elbo))
+                             negative_elbo=raw.negative_elbo, domain=raw.domain))
     return out

@@ -24,6 +24,7 @@ from pipeline.config.scoring_schema import ScoringParams
 from pipeline.model.objective import Likelihood
 from pipeline.modelstore.types import Calibration, LoadedModel, map_name
 from pipeline.preprocess.record import PreparedScan, native_brain, to_native
+from pipeline.scoring import domain
 from pipeline.scoring.raw import RawScores, raw_scores
 from pipeline.scoring.result import ScanResult
 from pipeline.space.grid import voxel_volume_mm3
@@ -96,10 +97,14 @@ def native_min_component(sp: ScoringParams, template_voxel_mm3: float,
 
 def template_scores(loaded: LoadedModel, image: np.ndarray, brain: np.ndarray,
                     kinds: set[str]) -> RawScores:
-    """Raw maps of ``kinds`` for a template-space image under the loaded model."""
+    """Raw maps of ``kinds`` for a template-space image under the loaded model, with the
+    scan's domain statistics (:mod:`pipeline.scoring.domain`)."""
     m = loaded.params.model
-    return raw_scores(loaded.vae, Likelihood.of(m), image, brain,
-                      kinds, loaded.params.scoring, seed=loaded.params.seed)
+    raw = raw_scores(loaded.vae, Likelihood.of(m), image, brain,
+                     kinds, loaded.params.scoring, seed=loaded.params.seed)
+    raw.domain = domain.statistics(image, raw.region, loaded.reference_image(),
+                                   raw.reconstruction)
+    return raw
 
 
 def to_result(loaded: LoadedModel, prepared: PreparedScan, raw: RawScores, name: str,
@@ -124,7 +129,8 @@ def to_result(loaded: LoadedModel, prepared: PreparedScan, raw: RawScores, name:
                       scan_threshold=th.scan_threshold, score=name,
                       restoration=native(raw.restored) if primary else None,
                       uncertainty=native(raw.uncertainty) if primary else None,
-                      negative_elbo_nats=raw.negative_elbo, warnings=list(raw.warnings))
+                      negative_elbo_nats=raw.negative_elbo, warnings=list(raw.warnings),
+                      domain=domain.judge(raw.domain, calib.domain))
 
 
 def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:

@@ -61,6 +61,7 @@ class RawScores:
     restored: np.ndarray | None = None         # pseudo-healthy restoration
     negative_elbo: float | None = None         # nats per volume (MC estimate)
     warnings: list[str] = field(default_factory=list)
+    domain: dict[str, float] = field(default_factory=dict)  # scoring.domain statistics
 
     def finite(self) -> bool:
         """Whether every map, image and the ELBO are finite (no half-precision overflow)."""

@@ -32,9 +32,11 @@ import numpy as np
 from pipeline.config.kinds import KINDS
 from pipeline.modelstore.types import LoadedModel
 from pipeline.preprocess.record import ScanRecord
+from pipeline.scoring.domain import DomainVerdict
 from pipeline.scoring.findings import Finding, find_located
 from pipeline.space.grid import voxel_volume_mm3
 
+OUT_OF_DISTRIBUTION = "out of distribution"
 SCORE_DECIMALS = 5   # scan score and thresholds in the JSON
 TIMING_DECIMALS = 3
 
@@ -54,10 +56,18 @@ class ScanResult:
     uncertainty: np.ndarray | None = None
     negative_elbo_nats: float | None = None
     warnings: list[str] = field(default_factory=list)
+    domain: DomainVerdict | None = None
 
     @property
     def is_abnormal(self) -> bool:
         return self.scan_score > self.scan_threshold
+
+    @property
+    def verdict(self) -> str:
+        """normal | abnormal | out of distribution (the map cannot be trusted)."""
+        if self.domain is not None and not self.domain.in_distribution:
+            return OUT_OF_DISTRIBUTION
+        return "abnormal" if self.is_abnormal else "normal"
 
 
 @dataclass
@@ -82,12 +92,19 @@ class ScanSummary:
     warnings: list[str]
     created: str
     negative_elbo_nats: float | None = None
+    verdict: str = ""            # normal | abnormal | out of distribution
+    domain: dict[str, Any] = field(default_factory=dict)  # the domain check (domain.py)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return self.verdict == OUT_OF_DISTRIBUTION
 
     def to_json(self) -> dict[str, Any]:
         """The JSON record, in the contract's key order, numbers rounded."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         extra, elbo = data.pop("extra"), data.pop("negative_elbo_nats")
+        verdict, checked = data.pop("verdict"), data.pop("domain")
         for key in ("scan_score", "scan_threshold", "threshold"):
             data[key] = round(float(data[key]), SCORE_DECIMALS)
         data["flagged_volume_ml"] = round(float(data["flagged_volume_ml"]), TIMING_DECIMALS)
@@ -96,6 +113,8 @@ class ScanSummary:
         out: dict[str, Any] = {}
         for key, value in data.items():
             out[key] = value
+            if key == "is_abnormal":
+                out.update(verdict=verdict, domain=checked)
             if key == "findings" and elbo is not None:
                 out["negative_elbo_nats"] = elbo
         return {**out, **extra}
@@ -106,6 +125,12 @@ class ScanSummary:
         known = {k: v for k, v in data.items() if k in names}
         known["findings"] = [Finding.from_json(f) for f in data.get("findings", [])]
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+
+
+def _domain_warning(result: ScanResult) -> list[str]:
+    if result.domain is None or result.domain.in_distribution:
+        return []
+    return ["out of distribution: " + result.domain.describe()]
 
 
 def _describe(name: str) -> str:
@@ -131,6 +156,7 @@ def summarise(source: str | Path, result: ScanResult, loaded: LoadedModel, recor
         trained_on=loaded.trained_on(),
         registration={"dice_with_template_brain": record.registration_dice,
                       "ok": record.registration_ok, "brain_mask": record.mask_source},
-        timings_s=dict(timings), warnings=list(warnings),
+        timings_s=dict(timings), warnings=list(warnings) + _domain_warning(result),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        negative_elbo_nats=result.negative_elbo_nats)
+        negative_elbo_nats=result.negative_elbo_nats, verdict=result.verdict,
+        domain={} if result.domain is None else result.domain.to_json())

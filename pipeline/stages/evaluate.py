@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.cohort.domain_shift import evaluate_domain_cases, evaluate_sites, outcome
 from pipeline.cohort.prepared import load_prepared
 from pipeline.cohort.store import healthy_images, load_manifest
 from pipeline.config import paths
@@ -107,8 +108,17 @@ def _case_metrics(results: dict[str, ScanResult], truth: np.ndarray, brain: np.n
     return out
 
 
+def _shift_outcome(primary: ScanResult, brain: np.ndarray, img: Any, truth: np.ndarray,
+                   rim_mm: float) -> dict[str, Any]:
+    """The primary map's flagged volume outside the lesions and in the rim, and verdict."""
+    row = outcome(primary, brain, img, truth, rim_mm)
+    return {k: row[k] for k in ("flagged_outside_lesions_ml", "flagged_rim_ml", "verdict",
+                                "domain")}
+
+
 def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: ExtraCase, root: Path,
-                compare: list[str], n_thresholds: int) -> dict[str, Any] | None:
+                compare: list[str], n_thresholds: int, rim_mm: float
+                ) -> dict[str, Any] | None:
     """Metrics of every map on one real lesioned scan (``evaluate.extra_cases``); None when
     its files are not there.
 
@@ -121,7 +131,7 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: ExtraCase, ro
     img = load_scan(image)
     brain_mask = load_mask(paths.resolve(case.brain_mask, root), img) if case.brain_mask \
         else None
-    prepared = prepare_scan(img, brain_mask, loaded.params, loaded.head_atlas)
+    prepared = prepare_scan(img, brain_mask, loaded.params, loaded.head_atlas, loaded.scale)
     truth = load_mask(truth_path, img)
     t0 = time.perf_counter()
     primary, results = _all_maps(loaded, ae, prepared, compare)
@@ -133,6 +143,8 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: ExtraCase, ro
     voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
     return {"image": str(image), "registration_ok": prepared.record.registration_ok,
             "lesion_volume_ml": round(float(truth.sum()) * voxel_ml, 2),
+            **_shift_outcome(primary, native_brain(prepared), img, truth,
+                             rim_mm),
             **_case_metrics(results, truth, native_brain(prepared) | truth, voxel_ml,
                             n_thresholds)}
 
@@ -156,6 +168,7 @@ class _TestSet:
         self.pooled: dict[str, metrics.Pooled] = {}
         self.seconds: list[float] = []
         self.healthy_ll: dict[str, float] = {}
+        self.out_of_distribution = {"test_healthy": 0, "test_lesion": 0}
         self.lesioned_ll: dict[str, tuple[str, float]] = {}
 
     def add(self, case: dict[str, Any], part: str) -> None:
@@ -169,6 +182,7 @@ class _TestSet:
         ll = _loglik(self.loaded, self.params, prepared)
         summary.extra.update({"case": case["id"], "split": part, "truth": case["truth"],
                               "log_likelihood": ll})
+        self.out_of_distribution[part] += summary.out_of_distribution
         if part == "test_healthy":
             self.healthy_ll[case.get("subject", case["id"])] = float(ll["nats"])
         else:
@@ -235,7 +249,7 @@ def run(params: Params) -> dict[str, Any]:
     ev = params.evaluate
     extra = {c.name: found for c in ev.extra_cases
              if (found := _extra_case(loaded, tests.ae, c, params.root, tests.compare,
-                                      ev.n_thresholds)) is not None}
+                                      ev.n_thresholds, ev.rim_mm)) is not None}
     primary = tests.pooled[calib.primary]
     result = {
         **table[calib.primary], "score": calib.primary,
@@ -247,6 +261,10 @@ def run(params: Params) -> dict[str, Any]:
         "seconds_per_scan_all_maps": float(np.median(tests.seconds)),
         "model": loaded.meta.get("mlflow", {}), "cohort": params.cohort.name,
         "score_types": table, "extra_cases": extra,
+        "out_of_distribution": tests.out_of_distribution,
+        "rim_mm": ev.rim_mm,
+        "sites": evaluate_sites(loaded, params, manifest),
+        "domain_cases": evaluate_domain_cases(loaded, params),
         "log_likelihood": metrics.loglik_summary(tests.healthy_ll, tests.lesioned_ll,
                                                  params.generative.iwae_samples),
     }

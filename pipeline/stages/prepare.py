@@ -3,14 +3,16 @@
 Writes ``data/prepared/`` (the one folder DVC tracks): ``cases/<case>.nii.gz`` (template-space
 input), ``cases/<case>_brain.nii.gz``, ``cases/<case>.json`` (the
 :class:`~pipeline.preprocess.record.ScanRecord`), ``lesioned/`` (native lesioned test scans and
-ground truth), ``head_atlas.safetensors`` (when the training scans have skull and masks) and
-``split.json``; plus the QC table ``reports/prepare_qc.json`` and page
+ground truth), ``head_atlas.safetensors`` (when the training scans have skull and masks),
+``harmonisation.json`` (the standard intensity scale learned on the training scans, applied to
+every case) and ``split.json``; plus the QC table ``reports/prepare_qc.json`` and page
 ``reports/prepare_qc.html``. Subjects run in parallel workers; each one's results are cached
 by content (:mod:`pipeline.cohort.preparation`), so an unchanged scan is never processed twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -21,13 +23,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.cohort.preparation import run_task
-from pipeline.cohort.store import split_file
+from pipeline.cohort.store import case_path, load_template_case, split_file
 from pipeline.cohort.subjects import list_subjects, split_subjects
 from pipeline.config import paths
 from pipeline.config.params import to_dict
 from pipeline.config.schema import Params
 from pipeline.io.atomic import write_json
-from pipeline.preprocess import headatlas
+from pipeline.io.nifti import write_nifti
+from pipeline.preprocess import harmonise, headatlas
 from pipeline.reporting.qc import worst_first, write_qc_html
 from pipeline.space.template import load_template
 
@@ -109,6 +112,25 @@ def _build_atlas(results: list[dict[str, Any]], params: Params, out: Path) -> in
     return atlas.n_scans
 
 
+def _harmonise(manifest: dict[str, Any], params: Params, out: Path) -> None:
+    """Learn the standard intensity scale on the training cases and put every case on it
+    (image rewritten, the case's landmarks added to its record)."""
+    hp = params.prepare.harmonise
+    scale = harmonise.learn((load_template_case(params, c["id"]) for c in manifest["train"]),
+                            hp)
+    write_json(out / paths.HARMONISATION_FILE, scale.to_json())
+    if scale.method == "none":
+        return
+    for case in (c for part in _PARTS for c in manifest[part]):
+        image, brain = load_template_case(params, case["id"])
+        record_path = case_path(params, case["id"], ".json")
+        record = json.loads(record_path.read_text())
+        image, own = harmonise.harmonise(image, brain, scale, params.prepare.normalise.clip)
+        write_nifti(case_path(params, case["id"], ".nii.gz"), image,
+                    np.asarray(record["template_affine"]))
+        write_json(record_path, {**record, "harmonisation_landmarks": own})
+
+
 def run(params: Params) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = paths.prepared_dir(params.root)
@@ -128,6 +150,7 @@ def run(params: Params) -> dict[str, Any]:
     manifest["failed"] = [{"id": e["id"], "image": e["image"],
                            "reason": e.get("error") or "registration failed QC"} for e in failed]
     manifest["head_atlas_scans"] = _build_atlas(results, params, out)
+    _harmonise(manifest, params, out)
     write_json(split_file(params), manifest)
     qc = _qc(results, entries, len(failed), params, time.perf_counter() - t0)
     log.info("prepared %d scans (%d failed, %d from cache) in %.1f s, median registration "

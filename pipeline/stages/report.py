@@ -121,7 +121,8 @@ def run(params: Params) -> None:
         rows.append(CaseRow(case["name"], case["split"], summary.scan_score,
                             summary.is_abnormal, summary.flagged_volume_ml,
                             len(summary.findings),
-                            max((f.peak for f in summary.findings), default=0.0), link))
+                            max((f.peak for f in summary.findings), default=0.0), link,
+                            summary.out_of_distribution))
         if case["split"] == "extra":
             extra_links[case["name"]] = link
         if case["split"] == "test_healthy" and len(gallery) < rp.gallery_max:

@@ -69,7 +69,10 @@ def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
         "n_test_healthy": len(manifest["test_healthy"]),
         "split_seed": params.seed,
         "preprocessing": "canonical RAS, N4 bias field correction, affine registration to "
-                         "MNI152, brain-masked, robust-percentile intensity normalisation",
+                         "MNI152, brain-masked, robust-percentile intensity normalisation, "
+                         + ("Nyul histogram standardisation learned on the training scans"
+                            if params.prepare.harmonise.method == "nyul"
+                            else "no histogram standardisation"),
     }
 
 
@@ -249,7 +252,9 @@ def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
         "mlflow": {"run_id": run_id, "experiment": params.mlflow.experiment,
                    "registered_model": params.mlflow.registered_model},
         "val_negative_elbo_nats": best.val_negative_elbo, "best_epoch": best.epoch,
-        "epochs_run": len(result.history), "stopped_early": result.stopped_early}
+        "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+        "harmonisation": json.loads((paths.prepared_dir(params.root) / paths.HARMONISATION_FILE)
+                                    .read_text())}
     atlas = paths.prepared_dir(params.root) / paths.HEAD_ATLAS_FILE
     save_model(folder, vae, params, meta, atlas if atlas.is_file() else None)
     write_json(folder / "history.json", [asdict(h) for h in result.history])

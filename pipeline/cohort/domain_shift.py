@@ -1,0 +1,163 @@
+"""Evaluation under domain shift: simulated other sites, other modalities, real cases.
+
+Held-out test subjects (``evaluate.sites.scans`` of them, healthy scan and lesioned copy) are
+turned into each variant of :mod:`pipeline.cohort.sites` and scored from their native files
+exactly as ``score`` does (prepared again, harmonised, the primary map on the native grid);
+``unmodified`` scores the same subjects as they are, the reference each variant is read
+against. Per variant: flagged mL per healthy scan (all of it, and in the brain's outer
+``evaluate.rim_mm``), how many healthy scans are called abnormal or out of distribution, and
+the lesioned copies' pooled AUPRC / AUROC / best Dice. ``evaluate.domain_cases`` (scans of
+another modality) report the domain verdict the model must give them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from pipeline.cohort.sites import SiteScan, make_variant
+from pipeline.config import paths
+from pipeline.config.schema import Params
+from pipeline.io.errors import ScanError, one_line
+from pipeline.io.nifti import load_mask, load_scan
+from pipeline.modelstore.types import LoadedModel
+from pipeline.preprocess.prepare import prepare_scan, require_registration
+from pipeline.preprocess.record import native_brain
+from pipeline.scoring import metrics
+from pipeline.scoring.maps import score_prepared
+from pipeline.scoring.result import ScanResult
+from pipeline.space.grid import voxel_volume_mm3
+
+log = logging.getLogger(__name__)
+UNMODIFIED = "unmodified"
+DECIMALS = 4
+
+
+def score_native(loaded: LoadedModel, scan: SiteScan) -> tuple[ScanResult, np.ndarray]:
+    """The primary result of a native scan and the native brain mask it was scored in."""
+    prepared = prepare_scan(scan.img, scan.mask, loaded.params, loaded.head_atlas, loaded.scale)
+    require_registration(prepared.record, loaded.params.prepare.registration)
+    return score_prepared(loaded, prepared), native_brain(prepared)
+
+
+def outcome(result: ScanResult, brain: np.ndarray, img: nib.Nifti1Image,
+            truth: np.ndarray | None, rim_mm: float) -> dict[str, Any]:
+    """Flagged volume (all, outside the lesions, in the outer rim) and the verdict."""
+    voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    rim = brain & (ndimage.distance_transform_edt(brain, sampling=zooms) <= rim_mm)
+    flagged = result.mask > 0
+    outside = flagged & ~truth if truth is not None else flagged
+    domain = result.domain.to_json() if result.domain is not None else {}
+    return {"flagged_ml": round(float(flagged.sum()) * voxel_ml, 2),
+            "flagged_outside_lesions_ml": round(float(outside.sum()) * voxel_ml, 2),
+            "flagged_rim_ml": round(float((outside & rim).sum()) * voxel_ml, 2),
+            "scan_score": round(result.scan_score, DECIMALS), "verdict": result.verdict,
+            "domain": {k: v["value"] for k, v in domain.get("statistics", {}).items()}}
+
+
+def _subjects(params: Params, manifest: dict[str, Any]) -> list[tuple[dict, dict | None]]:
+    """(healthy case, its lesioned copy) of the first ``evaluate.sites.scans`` subjects."""
+    lesioned = {c.get("subject"): c for c in manifest["test_lesion"]}
+    pairs = [(c, lesioned.get(c.get("subject", c["id"]))) for c in manifest["test_healthy"]]
+    n = params.evaluate.sites.scans
+    return pairs[:n] if n else pairs
+
+
+def _site_scan(case: dict[str, Any], lesion: bool) -> SiteScan:
+    img = load_scan(case["image"])
+    mask = load_mask(case["mask"], img) if case.get("mask") else None
+    truth = load_mask(case["truth"], img) if lesion else None
+    return SiteScan(img, mask, truth)
+
+
+class VariantOutcomes:
+    """One variant's healthy outcomes and pooled lesioned maps."""
+
+    def __init__(self) -> None:
+        self.healthy: list[dict[str, Any]] = []
+        self.pooled = metrics.Pooled()
+        self.failed: list[str] = []
+
+    def add(self, loaded: LoadedModel, scan: SiteScan, rim_mm: float) -> None:
+        result, brain = score_native(loaded, scan)
+        row = outcome(result, brain, scan.img, scan.truth, rim_mm)
+        if scan.truth is None:
+            self.healthy.append(row)
+            return
+        truth = scan.truth.astype(bool)
+        region = brain | truth
+        self.pooled.add_lesioned(result.heatmap[region], truth[region],
+                                 result.mask[region] > 0, result.scan_score,
+                                 metrics.lesions_found(result.mask, truth))
+
+    def summary(self, n_thresholds: int) -> dict[str, Any]:
+        h = self.healthy
+        out: dict[str, Any] = {"n_healthy": len(h), "failed": self.failed}
+        if h:
+            out.update({
+                "healthy_flagged_ml_mean": round(float(np.mean([r["flagged_ml"] for r in h])), 2),
+                "healthy_flagged_ml_max": max(r["flagged_ml"] for r in h),
+                "healthy_flagged_rim_ml_mean": round(float(np.mean(
+                    [r["flagged_rim_ml"] for r in h])), 2),
+                "healthy_abnormal": sum(r["verdict"] == "abnormal" for r in h),
+                "healthy_out_of_distribution": sum(r["verdict"] == "out of distribution"
+                                                   for r in h),
+                "healthy_scans": h})
+        if self.pooled.scores:
+            m = self.pooled.summary(n_thresholds)
+            out.update({k: m[k] for k in ("voxel_auroc", "voxel_auprc", "best_dice",
+                                          "lesion_detection_rate")})
+            out["n_lesioned"] = len(self.pooled.scores)
+        return out
+
+
+def evaluate_sites(loaded: LoadedModel, params: Params, manifest: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """Every variant of ``evaluate.sites`` (and ``unmodified``) on the same test subjects."""
+    ev = params.evaluate
+    pairs = _subjects(params, manifest)
+    out = {}
+    for name in [UNMODIFIED, *ev.sites.variants]:
+        acc = VariantOutcomes()
+        for healthy, lesioned in pairs:
+            for case, is_lesion in ((healthy, False), (lesioned, True)):
+                if case is None:
+                    continue
+                try:
+                    scan = _site_scan(case, is_lesion)
+                    if name != UNMODIFIED:
+                        scan = make_variant(name, scan, ev.sites)
+                    acc.add(loaded, scan, ev.rim_mm)
+                except ScanError as exc:
+                    acc.failed.append(f"{case['id']}: {one_line(exc)}")
+        out[name] = acc.summary(ev.n_thresholds)
+        log.info("site %-13s healthy flagged %s mL (rim %s), abnormal %s, OOD %s; lesioned "
+                 "AUPRC %s", name, out[name].get("healthy_flagged_ml_mean"),
+                 out[name].get("healthy_flagged_rim_ml_mean"), out[name].get("healthy_abnormal"),
+                 out[name].get("healthy_out_of_distribution"), out[name].get("voxel_auprc"))
+    return out
+
+
+def evaluate_domain_cases(loaded: LoadedModel, params: Params) -> dict[str, Any]:
+    """The verdict on each scan of ``evaluate.domain_cases`` (skipped when missing)."""
+    out = {}
+    for case in params.evaluate.domain_cases:
+        image = paths.resolve(case.image, params.root)
+        if not image.is_file():
+            log.info("domain case %s skipped: %s not found", case.name, image)
+            continue
+        try:
+            img = load_scan(image)
+            mask = load_mask(paths.resolve(case.brain_mask, params.root), img) \
+                if case.brain_mask else None
+            result, brain = score_native(loaded, SiteScan(img, mask, None))
+            out[case.name] = outcome(result, brain, img, None, params.evaluate.rim_mm)
+        except ScanError as exc:
+            out[case.name] = {"verdict": "failed", "error": one_line(exc)}
+        log.info("domain case %s: %s", case.name, out[case.name]["verdict"])
+    return out
