@@ -150,3 +150,12 @@ def test_resolution_matching_smooths_only_what_is_finer_than_the_template() -> N
     variance = float((profile * (np.arange(31) - 15) ** 2).sum())
     assert variance == pytest.approx(sigma[0] ** 2, rel=0.05)   # 1 mm voxels: sigma in voxels
     assert np.all(out[15, 15, [14, 16]] == 0)       # nothing along the coarse axis
+
+
+def test_a_loose_mask_grows_by_a_voxel_at_least_on_coarse_grids() -> None:
+    sp = load_params().evaluate.sites
+    mask = np.zeros((20, 20, 20), bool)
+    mask[5:15, 5:15, 5:15] = True
+    img = nib.Nifti1Image(np.ones(mask.shape, np.float32), np.diag([2.5, 2.2, 2.4, 1.0]))
+    grown = make_variant("loose_mask", SiteScan(img, mask, None), sp).mask
+    assert grown.sum() == 1000 + 6 * 100 and np.all(grown[mask])

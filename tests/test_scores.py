@@ -144,3 +144,19 @@ def test_primary_score_is_validated(score: list[str], ok: bool) -> None:
     else:
         with pytest.raises(ConfigError, match=r"scoring\.score"):
             params_from_dict(raw)
+
+
+def test_the_drawn_pr_curve_has_the_area_of_the_auprc() -> None:
+    from pipeline.scoring.metrics import curves
+
+    rng = np.random.default_rng(1)
+    labels = rng.random(300_000) < 0.003          # rare lesion voxels, as in the demo
+    scores = np.where(labels, rng.normal(1.0, 1.5, labels.size), rng.normal(0, 1, labels.size))
+    areas, roc, pr = curves(scores, labels, 200)
+    recall = np.array([p["recall"] for p in pr])
+    precision = np.array([p["precision"] for p in pr])
+    order = np.argsort(recall)
+    drawn = float(np.trapezoid(precision[order], recall[order]))
+    assert drawn == pytest.approx(areas["auprc"], abs=0.01)
+    assert len(pr) <= 202 and recall.min() == 0.0 and recall.max() == 1.0  # ends kept
+    assert roc[0] == {"fpr": 0.0, "tpr": 0.0} and roc[-1] == {"fpr": 1.0, "tpr": 1.0}

@@ -8,7 +8,8 @@ through the same resampling (nearest neighbour), so a lesioned copy's truth stay
 - ``thick_slices``: axial slices of ``thick_slice_mm`` (the slice profile, a Gaussian of that
   FWHM along the head's inferior-superior axis, then resampled onto thick slices),
 - ``derived_mask``: no brain mask given (``score`` strips the skull itself),
-- ``loose_mask``: the brain mask dilated by ``loose_mask_mm`` (a more generous stripping tool),
+- ``loose_mask``: the brain mask dilated by ``loose_mask_mm``, at least one voxel (a more
+  generous stripping tool),
 - ``gamma``: intensities raised to ``gamma`` (a contrast change),
 - ``n4``: N4 bias field correction of the whole head beforehand (``n4_levels`` levels), as
   a pipeline that corrects before it strips the skull.
@@ -39,8 +40,8 @@ from scipy import ndimage
 from pipeline.config.data_schema import BiasFieldParams
 from pipeline.config.scoring_schema import SitesParams
 from pipeline.preprocess.bias import correct_bias
+from pipeline.preprocess.resolution import FWHM_TO_SIGMA
 
-FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 N4_FIT_SPACING_MM = 4.0  # the other pipeline's N4: a finer fit than prepare's own
 
 
@@ -94,9 +95,10 @@ def _loose(scan: SiteScan, mm: float) -> SiteScan:
     if scan.mask is None:
         return scan
     zooms = np.asarray(scan.img.header.get_zooms()[:3], float)
-    radius = np.ceil(mm / zooms).astype(int)
+    reach = max(mm, float(zooms.max()))  # at least one voxel along every axis
+    radius = np.floor(reach / zooms + 1e-6).astype(int)
     grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-    ball = sum((g * z / mm) ** 2 for g, z in zip(grid, zooms, strict=True)) <= 1.0
+    ball = sum((g * z / reach) ** 2 for g, z in zip(grid, zooms, strict=True)) <= 1.0 + 1e-6
     return replace(scan, mask=ndimage.binary_dilation(scan.mask, ball))
 
 

@@ -79,8 +79,9 @@ def sample(args: argparse.Namespace) -> int:
                                              and args.temperature >= 0):
         raise UsageError("--temperature must be a finite number >= 0")
     _check_seed(args.seed)
+    uri = command_model_uri(args.model)  # before any file is created
     check_writable_dir(args.out)
-    loaded = load_for_command(command_model_uri(args.model), args.device,
+    loaded = load_for_command(uri, args.device,
                               require_calibration=False)
     outputs = [args.out / f"sample_{i:03d}.nii.gz" for i in range(args.n)]
     outputs += [args.out / f"samples{s}" for s in (".png", ".json", ".html")]
@@ -123,8 +124,9 @@ def _sample(args: argparse.Namespace, loaded: LoadedModel) -> None:
 def interpolate(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 2:
         raise UsageError("--steps must be at least 2 (the two ends)")
+    uri = command_model_uri(args.model)  # before any file is created
     check_writable_dir(args.out)
-    loaded = load_for_command(command_model_uri(args.model), args.device,
+    loaded = load_for_command(uri, args.device,
                               require_calibration=False)
     steps = loaded.params.generative.interpolation_steps if args.steps is None else args.steps
     masks = list(args.brain_mask) if args.brain_mask else [None, None]
@@ -182,8 +184,9 @@ def _interpolate(args: argparse.Namespace, loaded: LoadedModel, prepared: list[P
 
 
 def impute(args: argparse.Namespace) -> int:
+    uri = command_model_uri(args.model)  # before any file is created
     check_writable_dir(args.out)
-    loaded = load_for_command(command_model_uri(args.model), args.device,
+    loaded = load_for_command(uri, args.device,
                               require_calibration=False)
     name = stem(args.scan)
     outputs = [args.out / f"{name}_imputed{s}" for s in (".nii.gz", "_template.nii.gz",
@@ -236,10 +239,10 @@ def loglik(args: argparse.Namespace) -> int:
     masks = list(args.brain_mask) if args.brain_mask else [None] * len(args.scans)
     if len(masks) != len(args.scans):
         raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(args.scans)} scan(s)")
+    uri = command_model_uri(args.model)  # before any file is created
     if args.out is not None:
         check_writable_dir(args.out)
-    loaded = load_for_command(command_model_uri(args.model), args.device,
-                              require_calibration=False)
+    loaded = load_for_command(uri, args.device, require_calibration=False)
     g = loaded.params.generative
     k = g.iwae_samples if args.k is None else args.k
     rows, failures = [], 0

@@ -82,15 +82,18 @@ def finish(loaded: LoadedModel, job: Job, got: Prepared, out: Path, look: Report
 def score_command(args: argparse.Namespace) -> int:
     """Score every input (this rank's share under torchrun); write the manifest; exit 0 when
     all inputs of the whole run were scored or up to date, else 1."""
-    scans: list[Path] = list(args.scans)
+    scans = expand_folders(list(args.scans))
+    if args.brain_mask and len(scans) != len(args.scans):
+        raise UsageError("--brain-mask cannot be paired with folder inputs: give the scans")
     masks: list[Path | None] = list(args.brain_mask) if args.brain_mask else [None] * len(scans)
     if len(masks) != len(scans):
         raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(scans)} scan(s)")
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers {args.workers}: give 0 or more")
     world = distributed.from_env()
+    uri = command_model_uri(args.model)  # before any file is created
     check_writable_dir(args.out)
-    loaded = load_for_command(command_model_uri(args.model), args.device, world=world)
+    loaded = load_for_command(uri, args.device, world=world)
     run = _Run(args, loaded, world)
     entries, jobs = run.plan(scans, masks)
     entries.update(run.score(jobs))
@@ -142,6 +145,7 @@ class _Run:
         tpl = load_template(loaded.params.template.resolution_mm,
                             loaded.params.template.crop_shape)
         entries = {}
+        progress = Progress(len(jobs))
         for job, got in prepared_in_order(jobs, loaded.params, loaded.head_atlas,
                                                   loaded.scale, tpl, workers):
             try:
@@ -155,10 +159,12 @@ class _Run:
                           f"judge this scan (see its JSON 'domain')", file=sys.stderr)
                 entries[job.index] = self._entry(job.scan, "scored",
                                                  scan_outputs(args.out, job.name), verdict)
+                progress.done(job.scan, verdict)
             except Exception as exc:
                 if args.debug and not isinstance(exc, ScanError):
                     traceback.print_exc()
                 entries[job.index] = _failed(job.scan, exc, self.world)
+                progress.done(job.scan, "failed")
         return entries
 
     def finish(self, mine: list[Entry], scans: list[Path]) -> int:
@@ -173,6 +179,12 @@ class _Run:
         if manifest["error"]:
             print(f"error: {manifest['error']} (see {shown(self.args.out / MANIFEST)})",
                   file=sys.stderr)
+        if len(scans) > 1:
+            c = manifest["counts"]
+            print(f"{len(scans)} inputs: {c['scored']} scored, {c['up_to_date']} up to date, "
+                  f"{c['failed']} failed; {c['normal']} normal, {c['abnormal']} abnormal, "
+                  f"{c['out_of_distribution']} out of distribution "
+                  f"({shown(self.args.out / MANIFEST)})")
         return 1 if manifest["counts"]["failed"] or manifest["error"] else 0
 
     def _entry(self, scan: Path, status: str, files: ScanOutputs, verdict: str | None
@@ -181,6 +193,36 @@ class _Run:
         return Entry(str(scan), status, self.world.rank,
                      outputs={k: str(p) for k, p in files.listed(self.report).items()},
                      verdict=verdict)
+
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def expand_folders(inputs: list[Path]) -> list[Path]:
+    """Each folder replaced by the NIfTI files in it (sorted; not recursive). A folder with
+    none stays as it is, to fail as an input of its own."""
+    out: list[Path] = []
+    for p in inputs:
+        try:
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(
+                NIFTI_SUFFIXES)) if p.is_dir() else []
+        except OSError:  # an unreadable folder fails as an input, with its reason
+            found = []
+        out.extend(found or [p])
+    return out
+
+
+class Progress:
+    """One line per finished scan on a terminal (nothing when the output is redirected)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.count = total, 0
+        self.show = total > 1 and sys.stdout.isatty()
+
+    def done(self, scan: Path, outcome: str | None) -> None:
+        self.count += 1
+        if self.show:
+            print(f"[{self.count}/{self.total}] {outcome}: {shown(scan)}", flush=True)
 
 
 def _kept_verdict(files: ScanOutputs) -> str | None:

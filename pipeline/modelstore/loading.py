@@ -142,6 +142,8 @@ def resolve(uri: str | Path) -> tuple[Path, str, dict[str, str]]:
     text = str(uri)
     if not text.startswith(("models:/", "runs:/")):
         raise ModelError(f"{text}: neither a model folder nor an MLflow model URI")
+    if text.startswith("models:/"):
+        _require_registry(text)
     from pipeline.modelstore.registry import fetch
 
     try:
@@ -149,6 +151,18 @@ def resolve(uri: str | Path) -> tuple[Path, str, dict[str, str]]:
     except Exception as exc:
         raise ModelError(f"{text}: cannot load from MLflow ({one_line(exc)})") from exc
     return got.folder, text, got.tags
+
+
+def _require_registry(uri: str) -> None:
+    """Refuse, before MLflow would create an empty database, a project store that does not
+    exist yet."""
+    tracking = paths.default_tracking_uri()
+    if tracking.startswith("sqlite:///"):
+        db = Path(tracking.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise ModelError(f"{uri}: no model registry at {db} (nothing trained in this "
+                             "project yet): run `dvc repro` first, or give --model <model "
+                             "folder or MLflow URI>")
 
 
 def load_for_command(uri: str, device_choice: str, require_calibration: bool = True,
@@ -177,12 +191,20 @@ def load_for_command(uri: str, device_choice: str, require_calibration: bool = T
 
 
 def command_model_uri(given: str | None) -> str:
-    """``--model`` as given, or (not given) the champion of the project's registered model."""
-    if given is not None:
-        return given
-    from pipeline.config.params import load_params
+    """``--model`` as given, or (not given) the champion of the project's registered model;
+    a registry URI whose project store does not exist is refused here, before a command
+    creates any file (MLflow would create an empty database)."""
+    if given is None:
+        from pipeline.config.params import load_params
 
-    try:
-        return champion_uri(load_params())
-    except Exception as exc:
-        raise UsageError(f"model: no --model given and no project parameters ({exc})") from exc
+        try:
+            given = champion_uri(load_params())
+        except Exception as exc:
+            raise UsageError(f"model: no --model given and no project parameters ({exc})"
+                             ) from exc
+    if given.startswith("models:/"):
+        try:
+            _require_registry(given)
+        except ModelError as exc:
+            raise UsageError(f"model: {exc}") from exc
+    return given

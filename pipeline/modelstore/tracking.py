@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import paths
+from pipeline.io.atomic import sha256
 
 MODEL_ARTIFACT = "model"
 CHAMPION = "champion"
@@ -110,3 +111,30 @@ def run_exists(run_id: str) -> bool:
     except MlflowException:
         return False
     return True
+
+
+def provenance_tags(root: Path) -> dict[str, str]:
+    """What a run was made from, as tags: the project's git commit (``unknown`` outside a git
+    checkout) and the SHA-256 of its ``dvc.lock`` when the run started."""
+    lock = root / "dvc.lock"
+    return {"git_commit": git_commit(root),
+            "dvc_lock_sha256_at_start": sha256(lock) if lock.is_file() else "none"}
+
+
+def git_commit(root: Path) -> str:
+    """The commit checked out in ``root`` read from ``.git`` (no git process is started:
+    nothing here ever runs a shell), or ``unknown``."""
+    git = root / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head                       # a detached HEAD holds the commit itself
+        ref = head.removeprefix("ref: ")
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(f" {ref}"):
+                return line.split()[0]
+    except OSError:
+        pass
+    return "unknown"

@@ -113,6 +113,7 @@ class Variant:
     checkpoints: Path
     suffix: str      # of the report files
     kind: str        # in the MLflow description
+    name: str        # in the MLflow run name
 
 
 def variant(params: Params, autoencoder: bool) -> tuple[Params, Variant]:
@@ -120,14 +121,14 @@ def variant(params: Params, autoencoder: bool) -> tuple[Params, Variant]:
     root = params.root
     if not autoencoder:
         return params, Variant(paths.trained_model_dir(root), paths.checkpoints_dir(root), "",
-                               "3D conv VAE")
+                               "3D conv VAE", "vae")
     train = dataclasses.replace(params.train, beta=0.0, free_bits=0.0, kl_schedule="constant")
     ml = dataclasses.replace(params.mlflow,
                              registered_model=f"{params.mlflow.registered_model}-autoencoder")
     return (dataclasses.replace(params, train=train, mlflow=ml),
             Variant(paths.autoencoder_dir(root), paths.autoencoder_checkpoints_dir(root),
                     "_autoencoder", "Baseline: the same 3D conv network as a plain "
-                                    "autoencoder (beta = 0, no sampling)"))
+                                    "autoencoder (beta = 0, no sampling)", "autoencoder"))
 
 
 def _write_disabled(params: Params, where: Variant) -> None:
@@ -216,7 +217,9 @@ def _run(params: Params, resume: bool, world: distributed.World, where: Variant)
         run_id = start.extra.get("mlflow_run_id") if start else None
         if run_id and not tracking.run_exists(run_id):
             run_id = None
-        run_ctx = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id)
+        run_ctx = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id,
+                                   run_name=None if run_id else
+                                   f"train-{where.name}-{params.cohort.name.split()[0]}")
     with run_ctx as active:
         extra = {"mlflow_run_id": active.info.run_id} if active else {}
         if active and not start:
@@ -224,7 +227,7 @@ def _run(params: Params, resume: bool, world: distributed.World, where: Variant)
             mlflow.set_tags({"modality": info["modality"], "space": info["space"],
                              "cohort": info["cohort"], "device": str(device),
                              "world_size": str(world.size), "torch": torch.__version__,
-                             "host": platform.node()})
+                             "host": platform.node(), **tracking.provenance_tags(params.root)})
 
         def on_epoch(s: EpochStats) -> None:
             mlflow.log_metrics(_epoch_metrics(s), step=s.epoch)
