@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from pipeline.cli import _parser, main
 from pipeline.commands.score import expand_folders
-from tests.conftest import REPO
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

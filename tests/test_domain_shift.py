@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import phantom
 
 from pipeline.cohort.sites import SiteScan, make_variant
 from pipeline.config.params import ConfigError, load_params, load_raw, params_from_dict
@@ -15,7 +16,6 @@ from pipeline.io.errors import ScanError
 from pipeline.model.sites import SiteSimulator, erode
 from pipeline.preprocess.harmonise import NONE, harmonise, learn
 from pipeline.scoring import domain
-from tests.conftest import phantom
 
 
 def _brains(n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
