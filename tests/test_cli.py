@@ -98,3 +98,7 @@ def test_training_runs_are_named_by_kind_and_cohort_and_say_what_they_ran(
     for r in runs:
         assert r.data.tags["git_commit"] == "unknown"     # the tiny project is no checkout
         assert len(r.data.tags["dvc_lock_sha256_at_start"]) in (4, 64)
+    vae = next(r for r in runs if r.info.run_name.startswith("train-vae"))
+    metrics = json.loads((in_project / "reports" / "metrics.json").read_text())
+    assert vae.data.metrics["test_voxel_auprc"] == pytest.approx(metrics["voxel_auprc"])
+    assert any(k.startswith("test_site_unmodified_") for k in vae.data.metrics)

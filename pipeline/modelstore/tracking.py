@@ -101,6 +101,21 @@ def add_to_version(run_id: str, name: str, version: str, files: list[Path],
         client.set_model_version_tag(name, version, key, value)
 
 
+def log_evaluation(run_id: str, metrics: dict[str, float]) -> None:
+    """The test metrics of the evaluated model version, on its training run (``test_*``)."""
+    import math
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    rows = [Metric(f"test_{k}", float(v), now, 0) for k, v in metrics.items()
+            if isinstance(v, int | float) and math.isfinite(v)]
+    client.log_batch(run_id, metrics=rows)
+
+
 def run_exists(run_id: str) -> bool:
     """Whether the tracking store still has this run (a resumed training logs into it)."""
     from mlflow import MlflowClient

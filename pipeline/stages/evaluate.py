@@ -33,6 +33,7 @@ from pipeline.generative.sampling import log_likelihood
 from pipeline.io.atomic import atomic_write, write_json
 from pipeline.io.nifti import load_mask, load_scan, stem
 from pipeline.model.objective import Likelihood
+from pipeline.modelstore import tracking
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import LoadedModel, ModelError
 from pipeline.preprocess.prepare import prepare_scan
@@ -269,4 +270,19 @@ def run(params: Params) -> dict[str, Any]:
                                                  params.generative.iwae_samples),
     }
     _write_reports(params, result, table, primary)
+    _log_to_mlflow(params, loaded, result)
     return result
+
+
+def _log_to_mlflow(params: Params, loaded: LoadedModel, result: dict[str, Any]) -> None:
+    """Headline and per-site test metrics on the evaluated version's training run."""
+    run_id = loaded.meta.get("mlflow", {}).get("run_id")
+    if not run_id:
+        return
+    flat = {k: v for k, v in result.items() if isinstance(v, int | float)}
+    for name, site in result["sites"].items():
+        for key in ("voxel_auprc", "best_dice", "healthy_flagged_ml_mean"):
+            if key in site:
+                flat[f"site_{name}_{key}"] = site[key]
+    tracking.setup(params.mlflow.experiment)
+    tracking.log_evaluation(run_id, flat)
