@@ -117,6 +117,10 @@ def _native() -> SiteScan:
 
 def test_site_variants_change_the_look_and_keep_the_lesion() -> None:
     sp = load_params().evaluate.sites
+    from pipeline.cohort.sites import VARIANTS
+    from pipeline.config.scoring_schema import SITE_VARIANTS
+
+    assert set(VARIANTS) == set(SITE_VARIANTS) == set(sp.variants)
     scan = _native()
     lesion_mm3 = scan.truth.sum() * 8.0
     for name in sp.variants:

@@ -28,6 +28,7 @@ from pipeline.modelstore.types import LoadedModel
 from pipeline.preprocess.prepare import prepare_scan, require_registration
 from pipeline.preprocess.record import native_brain
 from pipeline.scoring import metrics
+from pipeline.scoring.domain import OUT_OF_DISTRIBUTION
 from pipeline.scoring.maps import score_prepared
 from pipeline.scoring.result import ScanResult
 from pipeline.space.grid import voxel_volume_mm3
@@ -105,7 +106,7 @@ class VariantOutcomes:
                 "healthy_flagged_rim_ml_mean": round(float(np.mean(
                     [r["flagged_rim_ml"] for r in h])), 2),
                 "healthy_abnormal": sum(r["verdict"] == "abnormal" for r in h),
-                "healthy_out_of_distribution": sum(r["verdict"] == "out of distribution"
+                "healthy_out_of_distribution": sum(r["verdict"] == OUT_OF_DISTRIBUTION
                                                    for r in h),
                 "healthy_scans": h})
         if self.pooled.scores:

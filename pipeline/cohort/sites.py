@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import nibabel as nib
@@ -122,18 +123,16 @@ def _n4(scan: SiteScan, levels: int) -> SiteScan:
     return replace(scan, img=_like(scan.img, corrected))
 
 
+VARIANTS: dict[str, Callable[[SiteScan, SitesParams], SiteScan]] = {
+    "resampled": lambda s, sp: _resample(s, (sp.resampled_mm,) * 3),
+    "thick_slices": lambda s, sp: _thick_slices(s, sp.thick_slice_mm),
+    "derived_mask": lambda s, sp: replace(s, mask=None),
+    "loose_mask": lambda s, sp: _loose(s, sp.loose_mask_mm),
+    "gamma": lambda s, sp: _gamma(s, sp.gamma),
+    "n4": lambda s, sp: _n4(s, sp.n4_levels),
+}  # the names are the schema's SITE_VARIANTS (a test holds them equal)
+
+
 def make_variant(name: str, scan: SiteScan, sp: SitesParams) -> SiteScan:
     """The ``name`` variant (one of ``evaluate.sites.variants``) of ``scan``."""
-    if name == "resampled":
-        return _resample(scan, (sp.resampled_mm,) * 3)
-    if name == "thick_slices":
-        return _thick_slices(scan, sp.thick_slice_mm)
-    if name == "derived_mask":
-        return replace(scan, mask=None)
-    if name == "loose_mask":
-        return _loose(scan, sp.loose_mask_mm)
-    if name == "gamma":
-        return _gamma(scan, sp.gamma)
-    if name == "n4":
-        return _n4(scan, sp.n4_levels)
-    raise ValueError(f"evaluate.sites.variants: unknown variant {name!r}")
+    return VARIANTS[name](scan, sp)

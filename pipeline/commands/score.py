@@ -40,9 +40,10 @@ from pipeline.scoring.batch import (
     share,
     write_manifest,
 )
+from pipeline.scoring.domain import OUT_OF_DISTRIBUTION
 from pipeline.scoring.outputs import ScanOutputs, check_output_paths, scan_outputs, write_outputs
 from pipeline.scoring.provenance import model_fingerprint, scan_provenance, up_to_date
-from pipeline.scoring.result import OUT_OF_DISTRIBUTION, summarise
+from pipeline.scoring.result import summarise
 from pipeline.space.template import load_template
 
 

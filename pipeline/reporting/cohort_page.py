@@ -24,6 +24,7 @@ from pipeline.reporting import render, svg
 from pipeline.reporting.html import Cell, Table, Tile, cells
 from pipeline.reporting.html import render as render_page
 from pipeline.reporting.scan_report import CanonicalVolumes, heat_range
+from pipeline.scoring.domain import OUT_OF_DISTRIBUTION
 from pipeline.space.grid import PLANE_AXIS
 
 METRICS = (  # (key in metrics.json, label, format)
@@ -161,7 +162,7 @@ def _sites(metrics: dict[str, Any]) -> Table | None:
         values = [fmt.format(row[k]) if k in row else "" for k, fmt in SITE_COLUMNS]
         table.rows.append([Cell(name, cls="name"), *cells(row.get("n_healthy"), *values)])
     for name, row in domain_cases.items():
-        ood = int(row.get("verdict") == "out of distribution")
+        ood = int(row.get("verdict") == OUT_OF_DISTRIBUTION)
         table.rows.append([Cell(f"{name} (another modality)", cls="name"), *cells(
             1, row.get("flagged_ml", ""), "", row.get("flagged_rim_ml", ""),
             int(row.get("verdict") == "abnormal"), ood, "", "")])
@@ -172,7 +173,7 @@ def _cases(rows: Sequence[CaseRow]) -> Table:
     table = Table(["scan", "split", "scan score", "verdict", "flagged mL", "findings", "peak z"],
                   sortable=True)
     for r in rows:
-        verdict = Cell("out of distribution", cls="ood", sort="2") if r.out_of_distribution \
+        verdict = Cell(OUT_OF_DISTRIBUTION, cls="ood", sort="2") if r.out_of_distribution \
             else Cell("abnormal", cls="abnormal", sort="1") if r.is_abnormal \
             else Cell("normal", sort="0")
         table.rows.append([Cell(r.name, cls="name", link=r.link), Cell(r.split),

@@ -20,6 +20,7 @@ from pipeline.config.output_schema import ReportParams
 from pipeline.reporting import render, svg
 from pipeline.reporting.html import Table, Tile, cells
 from pipeline.reporting.html import render as render_page
+from pipeline.scoring.domain import DomainVerdict
 from pipeline.scoring.findings import Finding
 from pipeline.scoring.result import ScanSummary
 from pipeline.space.grid import PLANE_AXIS, PLANES, to_canonical
@@ -183,6 +184,7 @@ def _header(s: ScanSummary, healthy: list[float]) -> dict[str, Any]:
     rank = (f"; higher than {100.0 * np.mean(np.asarray(healthy) < s.scan_score):.0f}% of the "
             f"{len(healthy)} healthy calibration scans") if healthy else ""
     model, trained, reg = s.model, s.trained_on, s.registration
+    checked = DomainVerdict.from_json(s.domain)
     return {
         "input": s.input, "created": s.created,
         "model": f"{model.get('name')} version {model.get('version')} ({model.get('uri')})",
@@ -194,28 +196,8 @@ def _header(s: ScanSummary, healthy: list[float]) -> dict[str, Any]:
         "registration": f"Dice with the template brain {reg.get('dice_with_template_brain')}; "
                         f"brain mask {reg.get('brain_mask')}",
         "warnings": "; ".join(s.warnings) or "none",
-        "domain": _domain_reason(s), "domain_line": _domain_line(s),
+        "domain": checked.reason(), "domain_line": checked.summary(),
         "strip": svg.strip_plot(s.scan_score, healthy, s.scan_threshold)}
-
-
-def _domain_line(s: ScanSummary) -> str:
-    """The domain check's statistics against their healthy ranges, in one line."""
-    stats = s.domain.get("statistics", {})
-    if not stats:
-        return "not calibrated (a model calibrated before the check existed)"
-    parts = []
-    for name, st in stats.items():
-        low, high = st["healthy_range"]
-        bound = f">= {low}" if low is not None else f"<= {high}"
-        parts.append(f"{name.replace('_', ' ')} {st['value']} (healthy {bound})")
-    state = "inside" if s.domain.get("in_distribution", True) else "OUTSIDE"
-    return f"{state} the healthy range: " + "; ".join(parts)
-
-
-def _domain_reason(s: ScanSummary) -> str:
-    outside = s.domain.get("outside", [])
-    return ("unlike the healthy scans the model was calibrated on ("
-            + ", ".join(o.replace("_", " ") for o in outside) + " outside the healthy range).")
 
 
 def _peak(c: CanonicalVolumes, found: list[Finding]) -> tuple[int, int, int]:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.io.atomic import write_json
 from pipeline.io.errors import ScanError, one_line
 from pipeline.preprocess.prepare import Prepared, prepare_file
+from pipeline.scoring.domain import VERDICTS
 
 if TYPE_CHECKING:  # not at run time: preparation workers import this module, and need no torch
     from pipeline.config.schema import Params
@@ -41,7 +42,6 @@ if TYPE_CHECKING:  # not at run time: preparation workers import this module, an
     from pipeline.space.template import Template
 
 MANIFEST = "manifest.json"
-VERDICTS = ("normal", "abnormal", "out of distribution")  # counted in the manifest
 # How long a rank that has finished waits for the slowest one before the manifest is given
 # up: a resumed run can leave one rank's share done and another's untouched.
 GATHER_TIMEOUT = timedelta(hours=48)

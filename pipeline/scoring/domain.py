@@ -41,6 +41,8 @@ import numpy as np
 
 from pipeline.config.scoring_schema import DomainParams
 
+OUT_OF_DISTRIBUTION = "out of distribution"
+VERDICTS = ("normal", "abnormal", OUT_OF_DISTRIBUTION)  # a scored scan's verdict
 MAD_TO_STD = 1.4826
 # statistic -> which side is out of range ("low": below the range, "high": above it)
 STATISTICS = {"tissue_contrast": "low", "reconstruction_error": "high"}
@@ -100,11 +102,36 @@ class DomainVerdict:
                 "calibrated_on": "the healthy calibration scans (median -/+ tolerance x "
                                  "robust std)"}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DomainVerdict:
+        """The verdict a scan's JSON ``domain`` block records (empty: not checked)."""
+        stats = data.get("statistics", {})
+        return cls(values={k: float(v["value"]) for k, v in stats.items()},
+                   ranges={k: list(v["healthy_range"]) for k, v in stats.items()},
+                   outside=list(data.get("outside", [])))
+
+    def _bound(self, name: str) -> str:
+        low, high = self.ranges[name]
+        return f">= {low}" if STATISTICS[name] == "low" else f"<= {high}"
+
+    def summary(self) -> str:
+        """Every statistic against its healthy range, in one line (the report header)."""
+        if not self.ranges:
+            return "not calibrated (a model calibrated before the check existed)"
+        state = "inside" if self.in_distribution else "OUTSIDE"
+        return f"{state} the healthy range: " + "; ".join(
+            f"{k.replace('_', ' ')} {round(v, DECIMALS)} (healthy {self._bound(k)})"
+            for k, v in self.values.items() if k in self.ranges)
+
+    def reason(self) -> str:
+        """Why a scan is out of distribution, as the report's banner says it."""
+        return ("unlike the healthy scans the model was calibrated on ("
+                + ", ".join(o.replace("_", " ") for o in self.outside)
+                + " outside the healthy range).")
+
     def describe(self) -> str:
         """One line for reports and warnings."""
-        parts = [f"{k.replace('_', ' ')} {self.values[k]:.3f} (healthy "
-                 f"{'>=' if STATISTICS[k] == 'low' else '<='} "
-                 f"{self.ranges[k][0 if STATISTICS[k] == 'low' else 1]})"
+        parts = [f"{k.replace('_', ' ')} {self.values[k]:.3f} (healthy {self._bound(k)})"
                  for k in self.outside]
         return ("outside what the model was trained on: " + "; ".join(parts)
                 + ". The map cannot be trusted for this scan.")

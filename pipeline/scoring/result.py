@@ -32,11 +32,10 @@ import numpy as np
 from pipeline.config.kinds import KINDS
 from pipeline.modelstore.types import LoadedModel
 from pipeline.preprocess.record import ScanRecord
-from pipeline.scoring.domain import DomainVerdict
+from pipeline.scoring.domain import OUT_OF_DISTRIBUTION, DomainVerdict
 from pipeline.scoring.findings import Finding, find_located
 from pipeline.space.grid import voxel_volume_mm3
 
-OUT_OF_DISTRIBUTION = "out of distribution"
 SCORE_DECIMALS = 5   # scan score and thresholds in the JSON
 TIMING_DECIMALS = 3
 
