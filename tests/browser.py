@@ -1,45 +1,27 @@
-"""Headless Chromium driven over the DevTools protocol on a pipe (standard library only).
+"""Headless Chromium for the report tests, driven by Selenium (tests/test_report.py).
 
-Chromium reads protocol messages from file descriptor 3 and writes to 4 when started with
-``--remote-debugging-pipe``; each message is a JSON object followed by a NUL byte. No browser
-is downloaded: the system's Debian ``chromium`` is used (``.ci/run`` installs it). Used as
-``with Browser() as b: result = b.load(page)`` (see tests/test_report.py).
+No browser or driver is downloaded: Debian's ``chromium`` and ``chromium-driver`` found on PATH
+are used (``.ci/run`` installs them), and Selenium Manager is never consulted because both paths
+are given. Used as ``with Browser() as b: result = b.load(page)``.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import fcntl
+import importlib.util
 import json
-import os
-import select
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--remote-debugging-pipe", "--hide-scrollbars",
-         "--mute-audio", "--disable-dev-shm-usage")
+         "--disable-extensions", "--hide-scrollbars", "--mute-audio", "--disable-dev-shm-usage")
 TIMEOUT_S = 60.0
-IMAGES_JS = """Promise.all(Array.from(document.images).map(function(i){
+IMAGES_JS = """return Promise.all(Array.from(document.images).map(function(i){
   return i.decode().then(function(){return {ok:true,w:i.naturalWidth,h:i.naturalHeight,
   alt:i.alt};}, function(e){return {ok:false,alt:i.alt,error:String(e)};});}))"""
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 def find_chromium() -> str | None:
@@ -47,6 +29,21 @@ def find_chromium() -> str | None:
         path = shutil.which(name)
         if path:
             return path
+    return None
+
+
+def find_chromedriver() -> str | None:
+    return shutil.which("chromedriver")
+
+
+def unavailable() -> str | None:
+    """Why no browser can be driven here (None when one can)."""
+    if importlib.util.find_spec("selenium") is None:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    if find_chromium() is None:
+        return "no chromium on PATH (CI installs Debian's chromium)"
+    if find_chromedriver() is None:
+        return "no chromedriver on PATH (CI installs Debian's chromium-driver)"
     return None
 
 
@@ -61,53 +58,31 @@ class PageResult:
 
 
 class Browser:
-    """One headless Chromium process and one page (tab) attached in flat session mode."""
+    """One headless Chromium with one window, quit on leaving the ``with`` block."""
 
     def __init__(self, width: int = 1280, height: int = 1600) -> None:
-        exe = find_chromium()
-        if exe is None:
-            raise RuntimeError("no chromium executable on PATH")
-        self._profile = tempfile.TemporaryDirectory(prefix="vae-anomaly-chromium-")
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-        # the child needs them at 3 and 4: move them out of the way first, then dup2 there
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_child_r, from_child_w)]
-        os.close(to_child_r)
-        os.close(from_child_w)
+        from selenium import webdriver
 
-        def child_fds() -> None:  # runs in the child between fork and exec
-            os.dup2(high[0], 3)
-            os.dup2(high[1], 4)
-
-        self._buffer = b""
-        self._next_id = 0
-        self.events: list[dict[str, Any]] = []
-        self.session = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-        reserved = []  # keep 3 and 4 taken so subprocess's own pipes get higher numbers
-        while any(not _is_open(fd) for fd in (3, 4)):
-            reserved.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        reason = unavailable()
+        if reason is not None:
+            raise RuntimeError(reason)
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(find_chromium())
+        for flag in (*FLAGS, f"--window-size={width},{height}"):
+            options.add_argument(flag)
+        # console messages and DevTools network events, read back with get_log
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        service = webdriver.ChromeService(executable_path=str(find_chromedriver()))
+        self.driver = webdriver.Chrome(options=options, service=service)
         try:
-            # its own session: closing kills the renderer and zygote children too
-            self.proc = subprocess.Popen(
-                [exe, *FLAGS, f"--user-data-dir={self._profile.name}",
-                 f"--window-size={width},{height}", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                close_fds=False, preexec_fn=child_fds, start_new_session=True)
-        finally:
-            for fd in [*high, *reserved]:
-                os.close(fd)
-        try:
-            target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-            self.session = self.call("Target.attachToTarget",
-                                     {"targetId": target, "flatten": True})["sessionId"]
-            for domain in ("Page", "Runtime", "Log", "Network"):
-                self.call(f"{domain}.enable", session=True)
-            self.call("Emulation.setDeviceMetricsOverride",
-                      {"width": width, "height": height, "deviceScaleFactor": 1,
-                       "mobile": False}, session=True)
+            self.driver.set_page_load_timeout(TIMEOUT_S)
+            self.driver.set_script_timeout(TIMEOUT_S)
+            # the viewport exactly width x height, whatever the window decorations
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                        {"width": width, "height": height,
+                                         "deviceScaleFactor": 1, "mobile": False})
         except BaseException:
-            self.close()
+            self.driver.quit()
             raise
 
     def __enter__(self) -> Browser:
@@ -117,88 +92,25 @@ class Browser:
         self.close()
 
     def close(self) -> None:
-        """Close the browser, kill what is left of its process group, free the pipes."""
-        if self._to_child < 0:
-            return  # already closed
-        if self.proc is not None:
-            with contextlib.suppress(OSError, RuntimeError):
-                self.call("Browser.close", timeout=10)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        for fd in (self._to_child, self._from_child):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._to_child = self._from_child = -1
-        self._profile.cleanup()
-
-    def _read_message(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._from_child], [], [], left)[0]:
-                raise RuntimeError("chromium did not answer in time")
-            chunk = os.read(self._from_child, 1 << 20)
-            if not chunk:
-                raise RuntimeError("chromium closed the DevTools pipe")
-            self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\0", 1)
-        message: dict[str, Any] = json.loads(raw)
-        return message
-
-    def call(self, method: str, params: dict[str, Any] | None = None,
-             session: bool = False, timeout: float = TIMEOUT_S) -> dict[str, Any]:
-        """Send one command and return its result; events seen meanwhile are kept."""
-        self._next_id += 1
-        msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = self.session
-        os.write(self._to_child, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._read_message(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                result: dict[str, Any] = reply.get("result", {})
-                return result
-            if "method" in reply:
-                self.events.append(reply)
-
-    def _wait_for(self, method: str) -> None:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not any(e["method"] == method for e in self.events):
-            reply = self._read_message(deadline)
-            if "method" in reply:
-                self.events.append(reply)
+        self.driver.quit()
 
     def evaluate(self, expression: str) -> Any:
-        """Evaluate JavaScript in the page (promises awaited); return its JSON value."""
-        out = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                             "returnByValue": True}, session=True)
-        if "exceptionDetails" in out:
-            raise RuntimeError(f"script failed: {out['exceptionDetails']}")
-        return out["result"].get("value")
+        """Evaluate a JavaScript expression in the page (promises awaited); return its value."""
+        return self.driver.execute_script(f"return ({expression});")
 
     def load(self, path: Path) -> PageResult:
         """Open a local file, wait for the load event, decode every image, take a screenshot."""
-        self.events.clear()
-        self.call("Page.navigate", {"url": path.resolve().as_uri()}, session=True)
-        self._wait_for("Page.loadEventFired")
-        result = PageResult(images=self.evaluate(IMAGES_JS))
-        shot = self.call("Page.captureScreenshot", {"format": "png"}, session=True)
-        result.screenshot_png = base64.b64decode(shot["data"])
-        self.evaluate("0")  # flush events queued while the screenshot was taken
-        for e in self.events:
-            p = e.get("params", {})
-            if e["method"] == "Runtime.exceptionThrown":
-                result.console_errors.append(json.dumps(p.get("exceptionDetails", {}))[:300])
-            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error",
-                                                                                 "assert"):
-                result.console_errors.append(str(p.get("args"))[:300])
-            elif e["method"] == "Log.entryAdded" and p["entry"].get("level") == "error":
-                result.console_errors.append(p["entry"].get("text", "")[:300])
-            elif e["method"] == "Network.requestWillBeSent":
-                result.requests.append(p["request"]["url"])
+        for kind in ("browser", "performance"):  # reading a log empties it
+            self.driver.get_log(kind)
+        self.driver.get(path.resolve().as_uri())
+        result = PageResult(images=self.driver.execute_script(IMAGES_JS))
+        result.screenshot_png = self.driver.get_screenshot_as_png()
+        self.evaluate("0")  # let events queued meanwhile reach the logs
+        # uncaught exceptions, console.error/assert and failed loads are all SEVERE here
+        result.console_errors = [e["message"][:300] for e in self.driver.get_log("browser")
+                                 if e["level"] == "SEVERE"]
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                result.requests.append(message["params"]["request"]["url"])
         return result

@@ -79,12 +79,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_project(root: Path, overrides: dict[str, Any]) -> Path:
-    """A project folder with configs/ (repo params + overrides) and the demo preset."""
-    (root / "configs" / "presets").mkdir(parents=True)
+    """A project folder with configs/: the repo's params.yaml with ``overrides`` merged in,
+    and the repo's presets (its ``preset``, demo, chooses one). Overrides of keys a preset
+    sets land in params.yaml, whose keys win over the preset's (configs/params.yaml's
+    header), as ``dvc exp run -S 'configs/params.yaml:++key=value'`` would put them."""
+    (root / "configs").mkdir(parents=True)
     params = yaml.safe_load((REPO / "configs" / "params.yaml").read_text())
     params = _merge(params, overrides)
-    (root / "configs" / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copy(REPO / "configs" / "presets" / "demo.yaml", root / "configs" / "presets")
+    (root / "configs" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(REPO / "configs" / "presets", root / "configs" / "presets")
     return root / "configs" / "params.yaml"
 
 

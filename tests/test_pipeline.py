@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.cli import main
 from pipeline.config.params import load_params
@@ -32,7 +34,8 @@ def test_stages_write_their_outputs(tiny_project: Path) -> None:
     assert list((root / "reports" / "cases").glob("*.html"))
     model = json.loads((root / "models" / "vae" / "model.json").read_text())
     assert model["trained_on"]["modality"] == "T1w"
-    assert model["mlflow"]["version"] == "1"
+    # no run id or version number in DVC outputs: any clone makes the same files
+    assert set(model["mlflow"]) == {"experiment", "registered_model"}
     assert (root / "models" / "vae" / "calibration.json").is_file()
 
 
@@ -93,19 +96,46 @@ def test_extra_lesion_case_is_prepared_and_scored(project_copy: Path) -> None:
     assert _extra_case(loaded, None, missing, in_project, [], 20, 4.0) is None
 
 
-def test_champion_is_registered_with_calibration(in_project: Path) -> None:
+def test_the_champion_is_a_calibrated_mlflow_model(in_project: Path, tmp_path: Path) -> None:
+    """The registered version is an MLflow model: pyfunc loads it, ``predict`` scores NIfTI
+    paths into a folder as ``score`` does, and ``mlflow models predict`` takes a JSON list."""
+    import subprocess
+
     import mlflow
     from mlflow import MlflowClient
 
     from pipeline.config import paths
+    from pipeline.io.atomic import sha256
 
     mlflow.set_tracking_uri(paths.default_tracking_uri())
     mv = MlflowClient().get_model_version_by_alias("vae-anomaly-test", "champion")
-    assert mv.tags["calibrated"] == "true"
-    assert "T1w" in mv.description
-    local = mlflow.artifacts.download_artifacts(artifact_uri="models:/vae-anomaly-test@champion")
-    assert {"weights.safetensors", "model.json", "calibration.json"} <= {
-        p.name for p in Path(local).iterdir()}
+    assert mv.tags["calibrated"] == "true" and "T1w" in mv.description
+    assert mv.tags["weights_sha256"] == sha256(in_project / "models" / "vae" /
+                                               "weights.safetensors")
+    model = mlflow.pyfunc.load_model("models:/vae-anomaly-test@champion")
+    assert {i.name for i in model.metadata.get_input_schema().inputs} == {"scan", "brain_mask"}
+    scan = _lesioned_scan(in_project)
+    rows = model.predict({"scan": [str(scan), str(tmp_path / "missing.nii.gz")]},
+                         params={"out": str(tmp_path / "py"), "report": False})
+    assert list(rows["status"]) == ["scored", "failed"]
+    summary = json.loads(Path(rows["summary"][0]).read_text())
+    assert rows["verdict"][0] == summary["verdict"] and rows["scan_score"][0] == pytest.approx(
+        summary["scan_score"])
+    assert main(["score", str(scan), "--out", str(tmp_path / "cli"), "--no-report"]) == 0
+    cli = json.loads((tmp_path / "cli" / Path(rows["summary"][0]).name).read_text())
+    assert cli["scan_score"] == pytest.approx(summary["scan_score"], rel=1e-5)
+    request = tmp_path / "scans.json"
+    request.write_text(json.dumps({"inputs": {"scan": [str(scan)]},
+                                   "params": {"out": str(tmp_path / "served")}}))
+    done = subprocess.run(["mlflow", "models", "predict", "-m", "models:/vae-anomaly-test@champion",
+                           "--env-manager", "local", "-i", str(request), "-t", "json",
+                           "-o", str(tmp_path / "predictions.json")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": paths.default_tracking_uri()})
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = json.loads((tmp_path / "predictions.json").read_text())["predictions"]
+    assert [r["status"] for r in served] == ["scored"]
+    assert served[0]["scan_score"] == pytest.approx(summary["scan_score"], rel=1e-5)
 
 
 def _lesioned_scan(root: Path) -> Path:
@@ -213,26 +243,50 @@ def test_scores_are_reproducible(in_project: Path, tmp_path: Path) -> None:
     assert maps[0].any() and np.array_equal(maps[0], maps[1])
 
 
-def test_train_resume_of_a_finished_run_keeps_the_champion(project_copy: Path) -> None:
-    """`train --resume` (what dvc.yaml runs) after a finished run trains no epoch again,
-    logs into the same MLflow run, and a version that does not beat the champion's
-    validation ELBO does not take the alias."""
+def test_train_resume_and_recalibration_never_change_a_registered_version(
+        project_copy: Path) -> None:
+    """`train --resume` (what dvc.yaml runs) after a finished run trains no epoch again and
+    logs into the same MLflow run without registering anything; `calibrate` again with the
+    same files returns the same version; a changed calibration is a new version (lineage tag
+    ``recalibrates``) that takes the champion, and the earlier version's files and tags are
+    exactly what they were."""
     from mlflow import MlflowClient
 
-    in_project = project_copy
-    before = json.loads((in_project / "models" / "trained" / "registration.json").read_text())
-    history = json.loads((in_project / "models" / "trained" / "history.json").read_text())
+    from pipeline.config.params import load_params
+
+    name, client = "vae-anomaly-test", MlflowClient()
+
+    def registered() -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+        out = {}
+        for mv in client.search_model_versions(f"name = '{name}'"):
+            folder = mv.source.removeprefix(f"runs:/{mv.run_id}/")
+            files = client.list_artifacts(mv.run_id, f"{folder}/artifacts/vae_model")
+            assert files, mv.source
+            out[str(mv.version)] = (dict(mv.tags), {f.path: str(f.file_size) for f in files})
+        return out
+
+    history = json.loads((project_copy / "models" / "trained" / "history.json").read_text())
+    exp = client.get_experiment_by_name(load_params().mlflow.experiment).experiment_id
+    runs = {r.info.run_id for r in client.search_runs([exp])}
+    before = registered()
     assert main(["train", "--resume"]) == 0
-    after = json.loads((in_project / "models" / "trained" / "registration.json").read_text())
-    assert after["run_id"] == before["run_id"]
-    assert json.loads((in_project / "models" / "trained" / "history.json").read_text()) == history
-    assert after["version"] != before["version"] and after["champion"] is False
-    client = MlflowClient()
-    champion = client.get_model_version_by_alias("vae-anomaly-test", "champion")
-    assert str(champion.version) == before["version"]
-    tags = client.get_model_version("vae-anomaly-test", after["version"]).tags
-    assert "does not beat" in tags["champion_decision"]
-    metrics = json.loads((in_project / "reports" / "train_metrics.json").read_text())
+    assert json.loads((project_copy / "models" / "trained" / "history.json").read_text()
+                      ) == history
+    assert {r.info.run_id for r in client.search_runs([exp])} == runs  # the same run
+    assert main(["calibrate"]) == 0
+    assert registered() == before  # same files: no new version, nothing changed
+    params = project_copy / "configs" / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    raw["calibrate"]["voxel_fpr"] = raw["calibrate"]["voxel_fpr"] * 2
+    params.write_text(yaml.safe_dump(raw))
+    assert main(["calibrate"]) == 0
+    after = registered()
+    assert {k: after[k] for k in before} == before
+    (new,) = set(after) - set(before)
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == new and after[new][0]["recalibrates"] == max(before)
+    assert "recalibration" in after[new][0]["champion_decision"]
+    metrics = json.loads((project_copy / "reports" / "train_metrics.json").read_text())
     assert metrics["best_epoch"] >= 1 and metrics["val_negative_elbo"] == \
         pytest.approx(history[metrics["best_epoch"] - 1]["val_negative_elbo"])
 

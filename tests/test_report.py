@@ -163,12 +163,12 @@ def _index_page(tmp_path: Path) -> Path:
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
-    from browser import Browser, find_chromium
+    from browser import Browser, unavailable
 
-    if find_chromium() is None:
+    if (reason := unavailable()) is not None:
         if BROWSER_REQUIRED:
-            pytest.fail("chromium is required (VAE_ANOMALY_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip("no chromium on PATH (CI installs Debian's chromium)")
+            pytest.fail(f"a browser is required (VAE_ANOMALY_REQUIRE_BROWSER=1): {reason}")
+        pytest.skip(reason)
     from PIL import Image
 
     vols, info = _synthetic_case()
@@ -209,12 +209,12 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
 
 def test_pipeline_reports_render_in_headless_chromium(tiny_project: Path) -> None:
     """The report stage's cohort page and a case report of the tiny project, in a browser."""
-    from browser import Browser, find_chromium
+    from browser import Browser, unavailable
 
-    if find_chromium() is None:
+    if (reason := unavailable()) is not None:
         if BROWSER_REQUIRED:
-            pytest.fail("chromium is required (VAE_ANOMALY_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip("no chromium on PATH (CI installs Debian's chromium)")
+            pytest.fail(f"a browser is required (VAE_ANOMALY_REQUIRE_BROWSER=1): {reason}")
+        pytest.skip(reason)
     reports = tiny_project / "reports"
     index = (reports / "index.html").read_text()
     links = re.findall(r"href='(cases/[^']+\.html)'", index)

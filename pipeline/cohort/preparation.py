@@ -142,29 +142,47 @@ def _compute(case: dict[str, Any], params: Params, work: Path) -> None:
     write_json(work / _ENTRIES, entries)
 
 
-def _restore(entry_dir: Path, out: Path) -> dict[str, Any]:
-    """Copy a finished entry's files into the output folders; return the worker result."""
+def _rebased(entry: dict[str, Any], case: dict[str, Any], out: Path) -> dict[str, Any]:
+    """An entry's file paths in this project: the subject's own scan and mask as this run's
+    ``case`` names them (a cache entry may come from another project sharing the cache), the
+    lesioned copy, its ground truth and a derived mask in the output folder ``out``."""
+    e = dict(entry)
+    lesion = e.get("split") == "test_lesion"
+    e["image"] = str(out / "lesioned" / Path(e["image"]).name) if lesion else case["image"]
+    if e.get("truth"):
+        e["truth"] = str(out / "lesioned" / Path(e["truth"]).name)
+    derived = str(e.get("mask", "")).endswith("_native_brain.nii.gz")
+    e["mask"] = str(out / "cases" / Path(e["mask"]).name) if derived else case["mask"]
+    return e
+
+
+def _restore(entry_dir: Path, out: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """Copy a finished entry's files into the output folders; return the worker result.
+
+    A case record goes out without its wall-clock ``timings_s`` (``data/prepared`` must be the
+    same on every run); they are returned under ``timings`` instead, and the cache entry keeps
+    them.
+    """
     entries = json.loads((entry_dir / _ENTRIES).read_text())
     thumbs: dict[str, bytes] = {}
+    timings: dict[str, dict[str, float]] = {}
     for f in entry_dir.iterdir():
         if f.name.endswith("_qc.png"):
             thumbs[f.name[: -len("_qc.png")]] = f.read_bytes()
         elif f.name.endswith(("_T1.nii.gz", "_lesion.nii.gz")):
             copy_file(f, out / "lesioned" / f.name)
-        elif f.name.endswith((".nii.gz", ".json")) and f.name != _ENTRIES:
+        elif f.name.endswith(".nii.gz"):
             copy_file(f, out / "cases" / f.name)
-    for e in entries:  # relative names in the entry → paths in this output folder
-        if e.get("truth"):
-            e["truth"] = str(out / "lesioned" / Path(e["truth"]).name)
-        if e.get("split") == "test_lesion":
-            e["image"] = str(out / "lesioned" / Path(e["image"]).name)
-        if e.get("mask", "").endswith("_native_brain.nii.gz"):
-            e["mask"] = str(out / "cases" / e["mask"])
+        elif f.name.endswith(".json") and f.name != _ENTRIES:
+            record = json.loads(f.read_text())
+            timings[f.name[: -len(".json")]] = record.pop("timings_s", {})
+            write_json(out / "cases" / f.name, record)
     atlas = None
     if (entry_dir / "atlas.npz").is_file():
         with np.load(entry_dir / "atlas.npz") as z:
             atlas = {k: z[k] for k in z.files}
-    return {"entries": entries, "thumbs": thumbs, "atlas": atlas}
+    return {"entries": [_rebased(e, case, out) for e in entries], "thumbs": thumbs,
+            "atlas": atlas, "timings": timings}
 
 
 def run_task(case: dict[str, Any], params_dict: dict[str, Any], out: str, cache: str
@@ -175,7 +193,7 @@ def run_task(case: dict[str, Any], params_dict: dict[str, Any], out: str, cache:
     key = cache_key(case, params_dict)
     entry_dir = Path(cache) / key[:2] / key if cache else None
     if entry_dir is not None and (entry_dir / _ENTRIES).is_file():
-        return {**_restore(entry_dir, out_dir), "cached": True}
+        return {**_restore(entry_dir, out_dir, case), "cached": True}
     scratch = Path(cache) / "tmp" if cache else out_dir
     scratch.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{case['id']}.", dir=scratch))
@@ -189,7 +207,7 @@ def run_task(case: dict[str, Any], params_dict: dict[str, Any], out: str, cache:
             except OSError:  # another run stored it first: use theirs
                 shutil.rmtree(work, ignore_errors=True)
                 work = entry_dir
-        result = _restore(work, out_dir)
+        result = _restore(work, out_dir, case)
     finally:
         if work != entry_dir:
             shutil.rmtree(work, ignore_errors=True)

@@ -7,16 +7,20 @@ preparing them again, their template-space volumes and :class:`ScanRecord` are r
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from pipeline.cohort.store import case_path, load_template_case
+from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.io.nifti import load_mask, load_scan
 from pipeline.preprocess.record import PreparedScan, ScanRecord
+from pipeline.scoring.result import ScanSummary
 from pipeline.space.grid import to_canonical
 
 
@@ -36,3 +40,14 @@ def load_prepared(params: Params, case: dict[str, Any]
     prepared = PreparedScan(image=image, brain=brain, record=record, canonical_image=canon,
                             canonical_brain=canon_mask)
     return prepared, native
+
+
+def evaluation_record(summary: ScanSummary, source: str, root: Path, **extra: Any
+                      ) -> ScanSummary:
+    """``summary`` as ``data/evaluation/`` keeps it: ``source`` (the scan as the manifest or
+    the parameters name it, relative to the project root) as its input, the model folder
+    relative to the root, no wall-clock timings or date, ``extra`` added. It is a DVC output:
+    the same on every run and wherever the project lives."""
+    model = {**summary.model, "uri": paths.stored(summary.model.get("uri") or "", root)}
+    return dataclasses.replace(summary, input=source, model=model, timings_s={}, created="",
+                               extra={**summary.extra, **extra})

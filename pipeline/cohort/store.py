@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,36 @@ from pipeline.config.schema import Params
 from pipeline.io.nifti import read_array
 
 SPLIT_FILE = "split.json"
+PARTS = ("train", "calibration", "test_healthy", "test_lesion", "failed")  # lists of cases
+PATH_KEYS = ("image", "mask", "truth")  # a case's files: stored relative to the project root
 
 
 def split_file(params: Params) -> Path:
     return paths.prepared_dir(params.root) / SPLIT_FILE
 
 
+def case_paths(case: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
+    """``case`` with ``convert`` applied to each of its non-empty file paths."""
+    return {k: convert(v) if k in PATH_KEYS and v else v for k, v in case.items()}
+
+
+def stored_manifest(manifest: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The manifest as ``split.json`` holds it: every file path relative to the project root
+    (see :func:`pipeline.config.paths.stored`), so the file is the same wherever the project
+    lives."""
+    return {part: [case_paths(c, lambda p: paths.stored(p, root)) for c in cases]
+            if part in PARTS else cases for part, cases in manifest.items()}
+
+
 def load_manifest(params: Params) -> dict[str, Any]:
     """The split ``prepare`` wrote: ``train``, ``calibration``, ``test_healthy``,
-    ``test_lesion`` (lists of cases), ``failed`` and ``head_atlas_scans``."""
-    return dict(json.loads(split_file(params).read_text()))
+    ``test_lesion`` (lists of cases), ``failed`` and ``head_atlas_scans``; each case's
+    ``image``, ``mask`` and ``truth`` resolved against the project root (a manifest of an
+    older version with absolute paths reads as it is)."""
+    manifest = dict(json.loads(split_file(params).read_text()))
+    root = params.root
+    return {part: [case_paths(c, lambda p: str(paths.resolve(p, root))) for c in cases]
+            if part in PARTS else cases for part, cases in manifest.items()}
 
 
 def case_path(params: Params, case_id: str, suffix: str) -> Path:

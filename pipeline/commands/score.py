@@ -95,6 +95,13 @@ def score_command(args: argparse.Namespace) -> int:
     uri = command_model_uri(args.model)  # before any file is created
     check_writable_dir(args.out)
     loaded = load_for_command(uri, args.device, world=world)
+    return score_loaded(args, loaded, world, scans, masks)
+
+
+def score_loaded(args: argparse.Namespace, loaded: LoadedModel, world: World,
+                 scans: list[Path], masks: list[Path | None]) -> int:
+    """Score the scans with a model already loaded (the CLI, and the MLflow model's
+    ``predict``): outputs, manifest, exit status."""
     run = _Run(args, loaded, world)
     entries, jobs = run.plan(scans, masks)
     entries.update(run.score(jobs))

@@ -1,7 +1,15 @@
-"""Typed parameters: ``configs/params.yaml`` (plus its preset) validated into dataclasses.
+"""Typed parameters: ``configs/params.yaml`` and its preset, validated into dataclasses.
 
 Unknown keys, missing keys and wrong types are refused with the dotted key in the message,
 so a typo in a YAML file never silently falls back to a default.
+
+Precedence (:func:`load_raw`): ``params.yaml``'s ``preset`` chooses
+``configs/presets/<preset>.yaml``; the preset's keys fill in the ones ``params.yaml`` leaves
+out; a key that ``params.yaml`` itself holds wins over the preset's (one INFO line names it,
+the value used and the preset value replaced: what ``dvc exp run -S
+'configs/params.yaml:++train.epochs=100'`` does). Every preset must set the same keys: a key
+only some presets set is refused, naming the key and where to set it, since a value the
+active preset alone holds could be shadowed by ``params.yaml``'s without anyone noticing.
 
 Example:
     >>> params = load_params()        # the project's configs/params.yaml and its preset
@@ -12,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from pathlib import Path
@@ -23,6 +32,8 @@ from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.config.validate import problems
 from pipeline.io.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(UsageError):
@@ -76,7 +87,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def params_from_dict(data: dict[str, Any], root: Path | None = None) -> Params:
-    """Validate a parameter mapping (already merged with its preset)."""
+    """Validate a parameter mapping (``params.yaml`` with its preset filled in)."""
     params: Params = _build(Params, data)
     params = dataclasses.replace(params, root=root or paths.project_root())
     found = problems(params)
@@ -85,25 +96,88 @@ def params_from_dict(data: dict[str, Any], root: Path | None = None) -> Params:
     return params
 
 
-def load_raw(path: Path | None = None) -> dict[str, Any]:
-    """Read ``params.yaml`` and merge its preset file over it."""
-    path = path or paths.params_file()
+def _read_mapping(path: Path, empty: bool = False) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read parameters ({exc})") from exc
+    if data is None and empty:
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    preset = data.get("preset", "demo")
-    preset_file = path.parent / "presets" / f"{preset}.yaml"
+    return data
+
+
+def _fill(own: dict[str, Any], preset: dict[str, Any], prefix: str,
+          replaced: list[tuple[str, Any, Any]]) -> dict[str, Any]:
+    """``preset`` with ``own`` merged over it, recursing into mappings; every preset value
+    that one of ``own`` replaces goes to ``replaced`` as (dotted key, used, replaced)."""
+    out = dict(preset)
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _fill(value, out[key], f"{prefix}{key}.", replaced)
+            continue
+        if key in out:
+            replaced.append((f"{prefix}{key}", value, out[key]))
+        out[key] = value
+    return out
+
+
+def _where(key: str, own_keys: set[str]) -> str:
+    """The ``dvc exp run`` option that sets ``key`` in ``params.yaml`` (``++`` adds a key
+    the file does not hold yet; DVC refuses a plain ``key=value`` for one)."""
+    return f"-S configs/params.yaml:{key}=..." if key in own_keys else \
+        f"-S 'configs/params.yaml:++{key}=...'"
+
+
+def check_presets(active: Path, presets: dict[Path, dict[str, Any]],
+                  own: dict[str, Any]) -> None:
+    """Refuse presets that do not all set the same keys, or that choose the preset."""
+    keys, own_keys = set(flatten(presets[active])), set(flatten(own))
+    if "preset" in keys:
+        raise ConfigError(f"{active}: a preset cannot set `preset`; configs/params.yaml "
+                          f"chooses it")
+    for other in sorted(presets, key=str):
+        other_keys = set(flatten(presets[other]))
+        extra = sorted(keys - other_keys)
+        if extra:
+            shadow = [k for k in extra if k in own_keys]
+            note = f" (configs/params.yaml holds {shadow} too, and its value wins)" \
+                if shadow else ""
+            raise ConfigError(
+                f"{active}: sets {extra}, which {other} does not set{note}; every preset "
+                f"sets the same keys. Set {extra[0]} in configs/params.yaml instead "
+                f"(dvc exp run {_where(extra[0], own_keys)}), where it wins over any preset")
+        lacking = sorted(other_keys - keys)
+        if lacking:
+            raise ConfigError(
+                f"{active}: does not set {lacking}, which {other} sets; every preset sets "
+                f"the same keys (add them here, or move them to configs/params.yaml)")
+
+
+def load_raw(path: Path | None = None) -> dict[str, Any]:
+    """Read ``params.yaml`` and fill in its preset's keys; ``params.yaml``'s own keys win
+    (each one that replaces a preset value is logged)."""
+    path = path or paths.params_file()
+    own = _read_mapping(path)
+    preset = own.get("preset", "demo")
+    folder = path.parent / "presets"
+    preset_file = folder / f"{preset}.yaml"
     if not preset_file.is_file():
         raise ConfigError(f"{path}: preset {preset!r} has no file {preset_file}")
-    overrides = yaml.safe_load(preset_file.read_text()) or {}
-    return deep_merge(data, overrides)
+    presets = {p: _read_mapping(p, empty=True) for p in folder.glob("*.yaml")}
+    presets[preset_file] = _read_mapping(preset_file, empty=True)
+    check_presets(preset_file, presets, own)
+    replaced: list[tuple[str, Any, Any]] = []
+    merged = _fill(own, presets[preset_file], "", replaced)
+    for key, used, old in replaced:
+        log.info("%s = %r from %s/%s replaces the preset %s's %r", key, used,
+                 path.parent.name, path.name, preset, old)
+    return merged
 
 
 def load_params(path: Path | None = None) -> Params:
-    """Load, merge and validate the project's parameters."""
+    """Load, merge (:func:`load_raw`) and validate the project's parameters."""
     path = path or paths.params_file()
     return params_from_dict(load_raw(path), root=path.resolve().parent.parent)
 

@@ -35,6 +35,34 @@ def resolve(path: str | Path, root: Path | None = None) -> Path:
     return p if p.is_absolute() else (root or project_root()) / p
 
 
+def stored(path: str | Path, root: Path | None = None) -> str:
+    """How ``path`` is written into an output: relative to the project root, POSIX.
+
+    A path inside the root becomes relative to it; one outside it that came from a relative
+    parameter (``root/../shared/x`` from ``../shared/x``) keeps that relative form; a relative
+    path is already relative to the root; only a path given absolute outside the root stays
+    absolute. :func:`resolve` reads any of them back. The empty string stays empty.
+
+    Example:
+        >>> stored(Path("/p/data/cohort/a.nii.gz"), Path("/p")), stored("/q/b", Path("/p"))
+        ('data/cohort/a.nii.gz', '/q/b')
+        >>> stored(Path("/p") / "../shared/c.nii.gz", Path("/p"))
+        '../shared/c.nii.gz'
+    """
+    if not str(path):
+        return ""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    base = root or project_root()
+    for candidate, against in ((p, base), (p.resolve(), base.resolve())):
+        try:  # lexically first: keeps the ``..`` of a relative parameter
+            return candidate.relative_to(against).as_posix()
+        except ValueError:
+            continue
+    return p.as_posix()
+
+
 def params_file(root: Path | None = None) -> Path:
     return (root or project_root()) / PARAMS_RELATIVE
 

@@ -38,6 +38,9 @@ CALIBRATION = "calibration.safetensors"
 CALIBRATION_JSON = "calibration.json"
 WEIGHTS_SHA_TAG = "weights_sha256"          # model version tags: the registry's own record,
 CALIBRATION_SHA_TAG = "calibration_sha256"  # checked against the downloaded files on load
+MODEL_JSON_SHA_TAG = "model_json_sha256"
+PYFUNC_ARTIFACT = "vae_model"  # the model folder's name among a registered MLflow model's
+                               # artifacts (MLmodel's python_function artifacts)
 
 
 T = TypeVar("T")
@@ -104,13 +107,12 @@ def verified(path: Path, expected: str | None, uri_text: str, what: str) -> Path
     return path
 
 
-def update_meta(folder: Path, params: Params, mlflow_info: dict[str, Any]) -> None:
-    """Rewrite ``model.json`` in the current format with these parameters and MLflow
-    version (weights untouched)."""
+def update_meta(folder: Path, params: Params) -> None:
+    """Rewrite ``model.json`` in the current format with these parameters (weights
+    untouched)."""
     meta = fmt.migrate_meta(json.loads((folder / MODEL_JSON).read_text()))
     meta.pop("migrated_from", None)  # written anew: the current format
     meta["params"] = to_dict(params)
-    meta["mlflow"] = {**meta.get("mlflow", {}), **mlflow_info}
     write_json(folder / MODEL_JSON, meta)
 
 

@@ -19,6 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pipeline.config import paths
 from pipeline.config.params import params_from_dict
 from pipeline.config.paths import HEAD_ATLAS_FILE
@@ -32,6 +34,7 @@ from pipeline.modelstore.folder import (
     CALIBRATION_JSON,
     CALIBRATION_SHA_TAG,
     MODEL_JSON,
+    PYFUNC_ARTIFACT,
     WEIGHTS,
     WEIGHTS_SHA_TAG,
     agrees,
@@ -43,6 +46,7 @@ from pipeline.preprocess.harmonise import StandardScale
 from pipeline.space.template import TEMPLATE_FILE, read_template
 
 log = logging.getLogger(__name__)
+MLMODEL = "MLmodel"  # an MLflow model's description file
 CALIBRATION_KEYS = ("score", "thresholds", "precision")  # required in calibration.json
 
 
@@ -62,8 +66,9 @@ def load_model(uri: str | Path, device: str = "cpu", require_calibration: bool =
     """Load and verify a model folder or an MLflow model URI (``models:/``, ``runs:/``)."""
     from safetensors.torch import load_file
 
-    folder, uri_text, registry = resolve(uri)
+    folder, uri_text, registry, version = resolve(uri)
     meta, stored = _read_meta(folder, uri_text)
+    meta["mlflow"] = {**meta.get("mlflow", {}), **version}
     if uri_text.startswith("models:/") and WEIGHTS_SHA_TAG not in registry:
         log.warning("%s: the registry records no weights checksum for this version (older "
                     "versions, or a URI without a version number or alias): checked against "
@@ -134,23 +139,42 @@ def champion_uri(params: Params) -> str:
     return f"models:/{params.mlflow.registered_model}@{CHAMPION}"
 
 
-def resolve(uri: str | Path) -> tuple[Path, str, dict[str, str]]:
-    """Turn a folder path or MLflow URI into a local folder, the URI as given and the
-    registry tags of the model version it names (none for folders and ``runs:/``)."""
+def resolve(uri: str | Path) -> tuple[Path, str, dict[str, str], dict[str, str]]:
+    """Turn a folder path or MLflow URI into a local model folder, the URI as given, the
+    registry tags of the model version it names and that version (registered model, number,
+    run; both empty for folders and ``runs:/``). An MLflow model (``MLmodel``) gives the model
+    folder among its artifacts."""
     if Path(uri).is_dir():
-        return Path(uri), str(uri), {}
+        return _model_folder(Path(uri)), str(uri), {}, {}
     text = str(uri)
     if not text.startswith(("models:/", "runs:/")):
         raise ModelError(f"{text}: neither a model folder nor an MLflow model URI")
     if text.startswith("models:/"):
         _require_registry(text)
-    from pipeline.modelstore.registry import fetch
+    from pipeline.modelstore.registry import fetch, parse
 
     try:
         got = fetch(text)
     except Exception as exc:
         raise ModelError(f"{text}: cannot load from MLflow ({one_line(exc)})") from exc
-    return got.folder, text, got.tags
+    version = {}
+    if (pinned := parse(got.pinned)) is not None:
+        version = {"registered_model": pinned[0], "version": pinned[2], "run_id": got.run_id}
+    return _model_folder(got.folder), text, got.tags, version
+
+
+def _model_folder(folder: Path) -> Path:
+    """``folder``, or for an MLflow model the vae-anomaly model folder among its artifacts."""
+    mlmodel = folder / MLMODEL
+    if not mlmodel.is_file():
+        return folder
+    try:
+        spec = yaml.safe_load(mlmodel.read_text())
+        path = spec["flavors"]["python_function"]["artifacts"][PYFUNC_ARTIFACT]["path"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ModelError(f"{folder}: an MLflow model without a vae-anomaly model folder "
+                         f"({one_line(exc)})") from exc
+    return folder / str(path)
 
 
 def _require_registry(uri: str) -> None:

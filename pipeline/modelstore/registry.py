@@ -4,10 +4,13 @@ Importing MLflow and opening its SQLAlchemy store costs about 2 s, close to half
 ``vae-anomaly score`` process on a 2-core CPU (README "Performance"). When the tracking
 store is the embedded SQLite file and the model version's artifacts are on the local disk,
 :func:`fetch` reads the registry read-only with the standard library's ``sqlite3`` and
-returns the artifact folder itself (nothing is copied). Anything else (a remote server, a
-schema it does not recognise, an ambiguous row, artifacts elsewhere) goes through MLflow's
-own client. Both paths pin an alias to one version number and read that version's tags in
-the same lookup, so the alias cannot move in between; a test checks that they agree.
+returns the artifact folder itself (nothing is copied). That read depends on MLflow's private
+database schema, so it is taken only when the database reports a schema revision this code
+was tested against (:data:`TESTED_SCHEMA_REVISIONS`, MLflow's Alembic head of the pinned
+release range); anything else (another revision, a remote server, an ambiguous row, artifacts
+elsewhere) goes through MLflow's own client. Both paths pin an alias to one version number
+and read that version's tags in the same lookup, so the alias cannot move in between; a test
+checks that they agree.
 
 Example:
     >>> fetch_local("sqlite://", "models:/m@champion") is None   # an in-memory store: MLflow
@@ -27,6 +30,9 @@ from urllib.parse import unquote, urlparse
 
 from pipeline.config import paths
 
+# Alembic revisions of MLflow's tracking schema the direct read was tested on (MLflow 3.17,
+# the range pyproject.toml pins); tests/test_tracking.py checks it is the installed head
+TESTED_SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
 # MLflow's marker of a soft-deleted version
 _DELETED_STAGE = "Deleted_Internal"
 # the workspace every row belongs to unless MLFLOW_WORKSPACE names another
@@ -40,6 +46,7 @@ class Fetched:
     folder: Path
     pinned: str                   # the URI with an alias replaced by its version number
     tags: dict[str, str]          # the version's registry tags (empty for ``runs:/``)
+    run_id: str = ""              # the version's run ("" for ``runs:/``)
 
 
 def parse(uri_text: str) -> tuple[str, str, str] | None:
@@ -82,12 +89,20 @@ def fetch_local(tracking_uri: str, uri_text: str) -> Fetched | None:
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         try:
+            if schema_revision(con) not in TESTED_SCHEMA_REVISIONS:
+                return None
             version = ref if kind == "/" else _alias_version(con, name, ref)
             return None if version is None else _lookup(con, name, version)
         finally:
             con.close()
     except (sqlite3.Error, ValueError):
         return None
+
+
+def schema_revision(con: sqlite3.Connection) -> str | None:
+    """The Alembic revision the tracking database reports (None if it reports none)."""
+    rows = con.execute("SELECT version_num FROM alembic_version").fetchall()
+    return str(rows[0][0]) if len(rows) == 1 else None
 
 
 def _workspace_filter(con: sqlite3.Connection) -> str:
@@ -122,7 +137,8 @@ def _lookup(con: sqlite3.Connection, name: str, version: str) -> Fetched | None:
     folder = Path(unquote(root.path)) / artifact_path
     if not folder.is_dir():
         return None
-    return Fetched(folder, f"models:/{name}/{version}", {str(k): str(v) for k, v in tags})
+    return Fetched(folder, f"models:/{name}/{version}", {str(k): str(v) for k, v in tags},
+                   run_id)
 
 
 def fetch_with_mlflow(uri_text: str) -> Fetched:
@@ -134,7 +150,7 @@ def fetch_with_mlflow(uri_text: str) -> Fetched:
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(paths.default_tracking_uri())
-    pinned, tags = uri_text, {}
+    pinned, tags, run_id = uri_text, {}, ""
     parts = parse(uri_text)
     if parts is not None and (parts[1] == "@" or parts[2].isdigit()):
         name, kind, ref = parts
@@ -143,12 +159,13 @@ def fetch_with_mlflow(uri_text: str) -> Fetched:
             mv = (client.get_model_version_by_alias(name, ref) if kind == "@"
                   else client.get_model_version(name, ref))
             pinned, tags = f"models:/{mv.name}/{mv.version}", dict(mv.tags)
+            run_id = mv.run_id or ""
         except MlflowException:
             pass  # the download below says what is wrong
     dst = tempfile.mkdtemp(prefix="vae-anomaly-model-")
     atexit.register(shutil.rmtree, dst, ignore_errors=True)
     local = mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=dst)
-    return Fetched(Path(local), pinned, tags)
+    return Fetched(Path(local), pinned, tags, run_id)
 
 
 def fetch(uri_text: str) -> Fetched:

@@ -12,8 +12,10 @@ from typing import Any
 
 from pipeline.config import paths
 from pipeline.io.atomic import sha256
+from pipeline.modelstore.folder import CALIBRATION_SHA_TAG, MODEL_JSON_SHA_TAG, WEIGHTS_SHA_TAG
 
-MODEL_ARTIFACT = "model"
+MODEL_ARTIFACT = "model"             # artifact folders: model-<calibration digest> (registered)
+TRAINED_ARTIFACT = "trained"         # the uncalibrated model folder of a training run
 CHAMPION = "champion"
 VAL_ELBO_TAG = "val_negative_elbo"
 VALIDATION_KEY_TAG = "validation_set"
@@ -43,14 +45,25 @@ class Registration:
     reason: str
 
 
-def register_version(run_id: str, name: str, description: str, tags: dict[str, str],
-                     val_negative_elbo: float, validation_key: str) -> Registration:
-    """Create a model version from the run's ``model`` artifacts; move ``champion`` to it
-    only when its validation -ELBO beats the champion's on the same validation set.
+def find_run(experiment_id: str, tags: dict[str, str]) -> str | None:
+    """The newest run of the experiment with all these tags (content digests link a model
+    folder to its run: no run id is written into DVC outputs), or None."""
+    from mlflow import MlflowClient
 
-    ``validation_key`` identifies the validation scans and the space they are in: ELBOs of
-    models validated on other scans (or another template crop) are not comparable, and then
-    the newer model becomes champion (the reason is recorded on the version).
+    query = " AND ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    runs = MlflowClient().search_runs([experiment_id], filter_string=query, max_results=1,
+                                      order_by=["attributes.start_time DESC"])
+    return runs[0].info.run_id if runs else None
+
+
+def register_calibrated(run_id: str, name: str, mlflow_model: Path, description: str,
+                        tags: dict[str, str], validation_key: str) -> Registration:
+    """Register the calibrated MLflow model ``mlflow_model`` as a new, immutable version.
+
+    Its files go to their own artifact folder of the training run, named by the calibration's
+    digest, and every tag is set when the version is created: nothing of a version changes
+    afterwards. A second calibration of the same weights is a new version with the lineage
+    tag ``recalibrates``; the same files registered again return the existing version.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -61,44 +74,57 @@ def register_version(run_id: str, name: str, description: str, tags: dict[str, s
     except MlflowException:
         client.create_registered_model(
             name, description="3D convolutional VAE for unsupervised brain MRI anomaly maps")
-    stored = f"{val_negative_elbo:.6f}"
-    val_negative_elbo = float(stored)  # compare at the precision the tags keep: a re-registered
-    version = str(client.create_model_version(  # model must not "beat" itself by rounding
-        name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id,
-        description=description,
-        tags={**tags, VAL_ELBO_TAG: stored, VALIDATION_KEY_TAG: validation_key}).version)
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        current = None
-    moved, reason = True, "first version"
-    if current is not None:
-        old = current.tags.get(VAL_ELBO_TAG)
-        if current.tags.get(VALIDATION_KEY_TAG) != validation_key or old is None:
-            reason = f"version {current.version} was validated on other scans: not comparable"
-        elif val_negative_elbo < float(old):
-            reason = (f"validation -ELBO {val_negative_elbo:.1f} beats version "
-                      f"{current.version}'s {float(old):.1f} nats/volume")
-        else:
-            moved = False
-            reason = (f"validation -ELBO {val_negative_elbo:.1f} does not beat version "
-                      f"{current.version}'s {float(old):.1f} nats/volume: champion stays")
+    same_run = client.search_model_versions(f"name = '{name}' AND run_id = '{run_id}'")
+    keys = (WEIGHTS_SHA_TAG, CALIBRATION_SHA_TAG, MODEL_JSON_SHA_TAG)
+    for mv in same_run:
+        if all(mv.tags.get(k) == tags[k] for k in keys):
+            return Registration(str(mv.version), _alias_is(client, name, str(mv.version)),
+                                f"already registered as version {mv.version}")
+    tags = {**tags, VALIDATION_KEY_TAG: validation_key}
+    if same_run:
+        tags["recalibrates"] = str(max(int(mv.version) for mv in same_run))
+    moved, reason = _champion_decision(client, name, run_id, tags)
+    artifact_path = f"{MODEL_ARTIFACT}-{tags[CALIBRATION_SHA_TAG][:12]}"
+    client.log_artifacts(run_id, str(mlflow_model), artifact_path=artifact_path)
+    version = str(client.create_model_version(
+        name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, description=description,
+        tags={**tags, "champion_decision": reason}).version)
     if moved:
         client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "champion_decision", reason)
     return Registration(version=version, champion=moved, reason=reason)
 
 
-def add_to_version(run_id: str, name: str, version: str, files: list[Path],
-                   tags: dict[str, str]) -> None:
-    """Attach files (e.g. calibration) to a version's model artifacts and tag it."""
-    from mlflow import MlflowClient
+def _alias_is(client: Any, name: str, version: str) -> bool:
+    from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
-    for f in files:
-        client.log_artifact(run_id, str(f), artifact_path=MODEL_ARTIFACT)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version) == version
+    except MlflowException:
+        return False
+
+
+def _champion_decision(client: Any, name: str, run_id: str, tags: dict[str, str]
+                       ) -> tuple[bool, str]:
+    """Whether ``champion`` moves to the new calibrated version, and why: it does when there is
+    none yet, when the champion is an earlier calibration of the same training run, when the
+    champion was validated on other scans (not comparable), or when the new validation -ELBO
+    is lower; otherwise the champion stays."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return True, "first calibrated version"
+    new, old = float(tags[VAL_ELBO_TAG]), current.tags.get(VAL_ELBO_TAG)
+    if current.run_id == run_id:
+        return True, f"recalibration of version {current.version}'s trained model"
+    if current.tags.get(VALIDATION_KEY_TAG) != tags[VALIDATION_KEY_TAG] or old is None:
+        return True, f"version {current.version} was validated on other scans: not comparable"
+    if new < float(old):
+        return True, (f"validation -ELBO {new:.1f} beats version {current.version}'s "
+                      f"{float(old):.1f} nats/volume")
+    return False, (f"validation -ELBO {new:.1f} does not beat version {current.version}'s "
+                   f"{float(old):.1f} nats/volume: champion stays")
 
 
 def log_evaluation(run_id: str, metrics: dict[str, float]) -> None:

@@ -37,8 +37,7 @@ METRICS = (  # (key in metrics.json, label, format)
     ("lesion_detection_rate", "lesions found", "{:.1%}"),
     ("n_lesions", "lesions in the test scans", "{}"),
     ("n_test_healthy", "healthy test scans", "{}"), ("n_test_lesion", "lesioned test scans", "{}"),
-    ("threshold", "voxel threshold (z)", "{:.3f}"),
-    ("seconds_per_scan_all_maps", "seconds per scan (all score types)", "{:.1f}"))
+    ("threshold", "voxel threshold (z)", "{:.3f}"))
 COMPARISON = (("voxel_auroc", "voxel AUROC", "{:.3f}"), ("voxel_auprc", "voxel AUPRC", "{:.3f}"),
               ("best_dice", "best Dice", "{:.3f}"),
               ("dice_at_calibrated_threshold", "Dice@calib", "{:.3f}"),

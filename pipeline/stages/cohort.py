@@ -1,7 +1,9 @@
 """``vae-anomaly cohort``: materialise the demo cohort (or check a real cohort folder).
 
 For the demo preset (``cohort.folder`` = ``data/cohort``) the synthetic ICBM152 subjects are
-generated; for a real cohort the folder is only listed, nothing is copied.
+generated; for a real cohort the folder is only listed, nothing is copied. ``cohort.json``
+names each scan relative to the project root (``../shared/...`` for a cohort beside it, as
+``cohort.folder`` gives it), so it is the same wherever the project lives.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def run(params: Params) -> None:
     subjects = list_subjects(params)
     write_json(demo / "cohort.json", {
         "name": params.cohort.name, "folder": str(params.cohort.folder),
-        "subjects": [{"id": s.id, "image": str(s.image), "mask": str(s.mask or ""),
+        "subjects": [{"id": s.id, "image": paths.stored(s.image, params.root),
+                      "mask": paths.stored(s.mask or "", params.root),
                       "bytes": s.image.stat().st_size}
                      for s in subjects]})
     log.info("cohort %s: %d scans", params.cohort.name, len(subjects))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pipeline.cohort.domain_shift import evaluate_domain_cases, evaluate_sites, outcome
-from pipeline.cohort.prepared import load_prepared
+from pipeline.cohort.prepared import evaluation_record, load_prepared
 from pipeline.cohort.store import healthy_images, load_manifest
 from pipeline.config import paths
 from pipeline.config.schema import Params
@@ -34,6 +34,7 @@ from pipeline.io.atomic import atomic_write, write_json
 from pipeline.io.nifti import load_mask, load_scan, stem
 from pipeline.model.objective import Likelihood
 from pipeline.modelstore import tracking
+from pipeline.modelstore.folder import WEIGHTS_SHA_TAG
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import LoadedModel, ModelError
 from pipeline.preprocess.prepare import prepare_scan
@@ -136,13 +137,15 @@ def _extra_case(loaded: LoadedModel, ae: LoadedModel | None, case: ExtraCase, ro
     truth = load_mask(truth_path, img)
     t0 = time.perf_counter()
     primary, results = _all_maps(loaded, ae, prepared, compare)
-    summary = summarise(image, primary, loaded, prepared.record,
-                        {"score_all_maps": time.perf_counter() - t0}, primary.warnings)
-    summary.extra.update({"case": case.name, "split": "extra", "truth": str(truth_path)})
+    summary = evaluation_record(summarise(image, primary, loaded, prepared.record,
+                                          {"score_all_maps": time.perf_counter() - t0},
+                                          primary.warnings),
+                                case.image, root, case=case.name, split="extra",
+                                truth=case.lesion_mask)  # the paths as the parameters give them
     write_outputs(scan_outputs(paths.evaluation_dir(root), extra_stem(case.name)), primary,
                   img, summary, html=None, images=True)
     voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
-    return {"image": str(image), "registration_ok": prepared.record.registration_ok,
+    return {"image": case.image, "registration_ok": prepared.record.registration_ok,
             "lesion_volume_ml": round(float(truth.sum()) * voxel_ml, 2),
             **_shift_outcome(primary, native_brain(prepared), img, truth,
                              rim_mm),
@@ -178,11 +181,13 @@ class _TestSet:
         prepared, native = load_prepared(self.params, case)
         primary, results = _all_maps(self.loaded, self.ae, prepared, self.compare)
         self.seconds.append(time.perf_counter() - t0)
-        summary = summarise(case["image"], primary, self.loaded, prepared.record,
-                            {"score_all_maps": self.seconds[-1]}, primary.warnings)
+        root = self.params.root
         ll = _loglik(self.loaded, self.params, prepared)
-        summary.extra.update({"case": case["id"], "split": part, "truth": case["truth"],
-                              "log_likelihood": ll})
+        summary = evaluation_record(
+            summarise(case["image"], primary, self.loaded, prepared.record,
+                      {"score_all_maps": self.seconds[-1]}, primary.warnings),
+            paths.stored(case["image"], root), root, case=case["id"], split=part,
+            truth=paths.stored(case["truth"], root), log_likelihood=ll)
         self.out_of_distribution[part] += summary.out_of_distribution
         if part == "test_healthy":
             self.healthy_ll[case.get("subject", case["id"])] = float(ll["nats"])
@@ -259,7 +264,6 @@ def run(params: Params) -> dict[str, Any]:
         "n_test_healthy": len(manifest["test_healthy"]),
         "n_test_lesion": len(manifest["test_lesion"]),
         "lesion_voxel_fraction": float(np.concatenate(primary.labels).mean()),
-        "seconds_per_scan_all_maps": float(np.median(tests.seconds)),
         "model": loaded.meta.get("mlflow", {}), "cohort": params.cohort.name,
         "score_types": table, "extra_cases": extra,
         "out_of_distribution": tests.out_of_distribution,
@@ -270,19 +274,23 @@ def run(params: Params) -> dict[str, Any]:
                                                  params.generative.iwae_samples),
     }
     _write_reports(params, result, table, primary)
-    _log_to_mlflow(params, loaded, result)
+    # wall-clock time goes to MLflow only: DVC outputs stay the same in every clone
+    _log_to_mlflow(params, loaded, {**result, "seconds_per_scan_all_maps":
+                                    float(np.median(tests.seconds))})
     return result
 
 
 def _log_to_mlflow(params: Params, loaded: LoadedModel, result: dict[str, Any]) -> None:
-    """Headline and per-site test metrics on the evaluated version's training run."""
-    run_id = loaded.meta.get("mlflow", {}).get("run_id")
-    if not run_id:
+    """Headline and per-site test metrics on the training run of the evaluated weights (the
+    run of every version calibrated from them), found by its weights digest."""
+    exp_id = tracking.setup(params.mlflow.experiment)
+    run_id = tracking.find_run(exp_id, {WEIGHTS_SHA_TAG: str(loaded.meta.get("weights_sha256"))})
+    if run_id is None:
+        log.warning("no MLflow run trained these weights: test metrics not logged to MLflow")
         return
     flat = {k: v for k, v in result.items() if isinstance(v, int | float)}
     for name, site in result["sites"].items():
         for key in ("voxel_auprc", "best_dice", "healthy_flagged_ml_mean"):
             if key in site:
                 flat[f"site_{name}_{key}"] = site[key]
-    tracking.setup(params.mlflow.experiment)
     tracking.log_evaluation(run_id, flat)

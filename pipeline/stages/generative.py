@@ -158,9 +158,9 @@ def _imputation(loaded: LoadedModel, params: Params, cases: list[dict[str, Any]]
                   "surroundings": np.abs(imp.native_values(imp.prepared.image)
                                          - truth)[at].mean()}
         rows.append({"case": case["id"], "voxels": int(at.sum()),
-                     **{f"mae_{k}": round(float(v / a), 5) for k, v in errors.items()},
-                     "seconds": round(sum(imp.timings_s.values()), 2)})
-        log.info("imputation %s: MAE %s", case["id"], rows[-1])
+                     **{f"mae_{k}": round(float(v / a), 5) for k, v in errors.items()}})
+        log.info("imputation %s: MAE %s (%.1f s)", case["id"], rows[-1],
+                 sum(imp.timings_s.values()))
     if not rows:
         return None
     mean = {k: float(np.mean([r[f"mae_{k}"] for r in rows]))

@@ -5,7 +5,8 @@ input), ``cases/<case>_brain.nii.gz``, ``cases/<case>.json`` (the
 :class:`~pipeline.preprocess.record.ScanRecord`), ``lesioned/`` (native lesioned test scans and
 ground truth), ``head_atlas.safetensors`` (when the training scans have skull and masks),
 ``harmonisation.json`` (the standard intensity scale learned on the training scans, applied to
-every case) and ``split.json``; plus the QC table ``reports/prepare_qc.json`` and page
+every case) and ``split.json`` (its file paths relative to the project root, so the folder
+is the same wherever the project lives); plus the QC table ``reports/prepare_qc.json`` and page
 ``reports/prepare_qc.html``. Subjects run in parallel workers; each one's results are cached
 by content (:mod:`pipeline.cohort.preparation`), so an unchanged scan is never processed twice.
 """
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.cohort.preparation import run_task
-from pipeline.cohort.store import case_path, load_template_case, split_file
+from pipeline.cohort.store import case_path, load_template_case, split_file, stored_manifest
 from pipeline.cohort.subjects import list_subjects, split_subjects
 from pipeline.config import paths
 from pipeline.config.params import to_dict
@@ -75,7 +76,9 @@ def _run_all(tasks: list[dict[str, Any]], params: Params, out: Path) -> list[dic
 
 
 def _qc(results: list[dict[str, Any]], entries: list[dict[str, Any]], n_failed: int,
-        params: Params, seconds: float) -> dict[str, Any]:
+        params: Params) -> dict[str, Any]:
+    """The QC table and page (no wall-clock time in them: they are DVC outputs and must be
+    the same on every run; the stage's time goes to the log)."""
     dices = [e["registration_dice"] for e in entries if "registration_dice" in e]
     reg = params.prepare.registration
     summary = {
@@ -84,7 +87,7 @@ def _qc(results: list[dict[str, Any]], entries: list[dict[str, Any]], n_failed: 
         "registration_dice_median": round(float(np.median(dices)), 4) if dices else None,
         "registration_dice_min": round(float(np.min(dices)), 4) if dices else None,
         "min_dice": reg.min_dice, "min_containment": reg.min_containment,
-        "seconds": round(seconds, 1), "workers": params.prepare.workers,
+        "workers": params.prepare.workers,
     }
     rows = worst_first([
         {"id": e["id"], "split": e.get("split", ""), "dice": e.get("registration_dice"),
@@ -131,6 +134,19 @@ def _harmonise(manifest: dict[str, Any], params: Params, out: Path) -> None:
         write_json(record_path, {**record, "harmonisation_landmarks": own})
 
 
+def _log_timings(results: list[dict[str, Any]]) -> None:
+    """The preprocessing steps' seconds summed over the scans prepared in this run (the case
+    records in ``data/prepared`` hold none; each scan's stay in its cache entry)."""
+    steps: dict[str, float] = {}
+    fresh = [t for r in results if not r["cached"] for t in r["timings"].values()]
+    for timings in fresh:
+        for step, seconds in timings.items():
+            steps[step] = steps.get(step, 0.0) + float(seconds)
+    if fresh:
+        log.info("preprocessing seconds over %d scans: %s", len(fresh),
+                 ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
+
+
 def run(params: Params) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = paths.prepared_dir(params.root)
@@ -151,9 +167,10 @@ def run(params: Params) -> dict[str, Any]:
                            "reason": e.get("error") or "registration failed QC"} for e in failed]
     manifest["head_atlas_scans"] = _build_atlas(results, params, out)
     _harmonise(manifest, params, out)
-    write_json(split_file(params), manifest)
-    qc = _qc(results, entries, len(failed), params, time.perf_counter() - t0)
+    write_json(split_file(params), stored_manifest(manifest, params.root))
+    qc = _qc(results, entries, len(failed), params)
+    _log_timings(results)
     log.info("prepared %d scans (%d failed, %d from cache) in %.1f s, median registration "
-             "Dice %.3f", len(ok), len(failed), qc["n_cached"], qc["seconds"],
+             "Dice %.3f", len(ok), len(failed), qc["n_cached"], time.perf_counter() - t0,
              qc["registration_dice_median"] or float("nan"))
     return manifest

@@ -64,8 +64,11 @@ def _cases(params: Params, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         info_file = scan_outputs(ev, extra_stem(c.name)).json
         if info_file.is_file():
             info = json.loads(info_file.read_text())
-            out.append({"name": c.name, "split": "extra", "image": info["input"],
-                        "truth": info.get("truth"), "stem": extra_stem(c.name)})
+            truth = info.get("truth")
+            out.append({"name": c.name, "split": "extra",
+                        "image": str(paths.resolve(info["input"], params.root)),
+                        "truth": str(paths.resolve(truth, params.root)) if truth else None,
+                        "stem": extra_stem(c.name)})
     return out
 
 

@@ -3,12 +3,15 @@
 Writes ``models/trained/`` (weights + ``model.json`` + ``history.json``), checkpoints under
 ``models/checkpoints/``, ``reports/train_metrics.json`` and ``reports/plots/train.csv``,
 one MLflow run (params, per-epoch losses, KL per latent channel, IWAE bound, learning rate,
-throughput, GPU memory; the model folder as artifacts) and a new version of the configured
-registered model; alias ``champion`` moves to it only when its validation ELBO is better.
+throughput, GPU memory; the model folder as artifacts ``trained/``). The run is found again
+by its tags (``training_fingerprint`` to resume, ``weights_sha256`` for ``calibrate``, which
+registers the calibrated model as a version): no run id goes into the DVC outputs, so the same
+data, parameters and code give the same files in any clone. Wall-clock figures (seconds,
+volumes/s) go to MLflow only, for the same reason.
 
 ``--autoencoder`` trains the baseline of the evaluation instead: the same network as a plain
 autoencoder (β = 0, no posterior sampling), into ``models/autoencoder/`` with its own
-checkpoints, reports (``*_autoencoder``) and registered model (``<name>-autoencoder``).
+checkpoints, reports (``*_autoencoder``) and MLflow run (calibrated inside ``evaluate``).
 
 ``--resume`` continues from the newest checkpoint made with the same parameters, data and
 code (and the same MLflow run); without one it starts from the beginning. Under
@@ -54,7 +57,8 @@ RUNTIME_KEYS = ("device", "threads", "checkpoint_every", "gpu_cache_fraction", "
 TRAINING_CODE = ("pipeline.model.training", "pipeline.model.network")
 PLOT_COLUMNS = ("epoch", "train_loss", "val_negative_elbo", "val_reconstruction",
                 "val_iwae_nll", "val_kl", "val_mae", "val_mean_image_mae",
-                "learning_rate", "volumes_per_s")
+                "learning_rate")
+TIMING_KEYS = ("seconds", "volumes_per_s")  # MLflow only: never in DVC outputs
 
 
 def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -169,10 +173,7 @@ def _write_reports(params: Params, result: FitResult, suffix: str) -> None:
         "val_iwae_nll_last": iwae[-1] if iwae else None,
         "active_latent_channels": best.active_channels,
         "val_mae": best.val_mae, "val_mean_image_mae": best.val_mean_image_mae,
-        "val_mae_ratio": best.val_mae_ratio,
-        "train_seconds": round(sum(s.seconds for s in result.history), 1),
-        "volumes_per_s_median": sorted(s.volumes_per_s for s in result.history)[
-            len(result.history) // 2]})
+        "val_mae_ratio": best.val_mae_ratio})
 
 
 def run(params: Params, resume: bool = False, autoencoder: bool = False) -> None:
@@ -252,33 +253,22 @@ def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
     best = next(s for s in result.history if s.epoch == result.best_epoch)
     meta: dict[str, Any] = {
         "trained_on": info,
-        "mlflow": {"run_id": run_id, "experiment": params.mlflow.experiment,
+        "mlflow": {"experiment": params.mlflow.experiment,
                    "registered_model": params.mlflow.registered_model},
+        "kind": where.kind, "validation_key": validation_key(info, manifest, params),
         "val_negative_elbo_nats": best.val_negative_elbo, "best_epoch": best.epoch,
         "epochs_run": len(result.history), "stopped_early": result.stopped_early,
         "harmonisation": json.loads((paths.prepared_dir(params.root) / paths.HARMONISATION_FILE)
                                     .read_text())}
     atlas = paths.prepared_dir(params.root) / paths.HEAD_ATLAS_FILE
     save_model(folder, vae, params, meta, atlas if atlas.is_file() else None)
-    write_json(folder / "history.json", [asdict(h) for h in result.history])
+    write_json(folder / "history.json", [{k: v for k, v in asdict(h).items()
+                                          if k not in TIMING_KEYS} for h in result.history])
     _write_reports(params, result, where.suffix)
-    mlflow.log_artifacts(str(folder), artifact_path=tracking.MODEL_ARTIFACT)
-    mlflow.log_metrics({"best_epoch": best.epoch,
-                        "best_val_negative_elbo": best.val_negative_elbo})
-    description = (
-        f"{where.kind} ({params.model.latent} latent, {params.model.likelihood} likelihood) "
-        f"trained on {info['n_train']} healthy {info['modality']} scans of {info['cohort']}, "
-        f"registered to {info['space']}. Split (seed {info['split_seed']}): "
-        f"{info['n_train']} train / {info['n_calibration']} validation+calibration / "
-        f"{info['n_test_healthy']} healthy test subjects. Validation -ELBO "
-        f"{best.val_negative_elbo:.1f} nats/volume at epoch {best.epoch} of "
-        f"{len(result.history)}.")
-    reg = tracking.register_version(
-        run_id, params.mlflow.registered_model, description,
-        {"modality": info["modality"], "space": info["space"], "cohort": info["cohort"],
-         "calibrated": "false", WEIGHTS_SHA_TAG: sha256(folder / WEIGHTS)},
-        best.val_negative_elbo, validation_key(info, manifest, params))
-    meta["mlflow"].update(version=reg.version, champion=reg.champion)
-    write_json(folder / "registration.json", meta["mlflow"])
-    log.info("registered %s version %s: %s", params.mlflow.registered_model, reg.version,
-             reg.reason)
+    mlflow.log_artifacts(str(folder), artifact_path=tracking.TRAINED_ARTIFACT)
+    rates = sorted(s.volumes_per_s for s in result.history)
+    mlflow.log_metrics({"best_epoch": best.epoch, "best_val_negative_elbo":
+                        best.val_negative_elbo, "volumes_per_s_median": rates[len(rates) // 2],
+                        "train_seconds": sum(s.seconds for s in result.history)})
+    mlflow.set_tag(WEIGHTS_SHA_TAG, sha256(folder / WEIGHTS))
+    log.info("trained %s (run %s): calibrate registers it", folder, run_id)
