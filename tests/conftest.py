@@ -129,6 +129,10 @@ def _enter(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VAE_ANOMALY_ROOT", str(root))
     if "mlflow" in sys.modules:  # MLflow keeps the last store it was pointed at
         sys.modules["mlflow"].set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        # and each run's artifact folder: a copied project's runs have the same ids
+        from mlflow.tracking._tracking_service import utils
+
+        utils._artifact_repos_cache.clear()
     return root
 
 

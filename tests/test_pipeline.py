@@ -253,16 +253,20 @@ def test_train_resume_and_recalibration_never_change_a_registered_version(
     from mlflow import MlflowClient
 
     from pipeline.config.params import load_params
+    from pipeline.io.atomic import sha256
 
     name, client = "vae-anomaly-test", MlflowClient()
 
     def registered() -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+        """Each version's tags and the SHA-256 of each file of its model folder."""
         out = {}
         for mv in client.search_model_versions(f"name = '{name}'"):
-            folder = mv.source.removeprefix(f"runs:/{mv.run_id}/")
-            files = client.list_artifacts(mv.run_id, f"{folder}/artifacts/vae_model")
-            assert files, mv.source
-            out[str(mv.version)] = (dict(mv.tags), {f.path: str(f.file_size) for f in files})
+            run = client.get_run(mv.run_id)
+            folder = Path(run.info.artifact_uri.removeprefix("file://")) / \
+                mv.source.removeprefix(f"runs:/{mv.run_id}/") / "artifacts" / "vae_model"
+            files = {p.name: sha256(p) for p in folder.iterdir()}
+            assert "calibration.json" in files, mv.source
+            out[str(mv.version)] = (dict(mv.tags), files)
         return out
 
     history = json.loads((project_copy / "models" / "trained" / "history.json").read_text())

@@ -13,7 +13,12 @@ def test_versions_are_immutable_and_champion_moves_only_on_a_better_elbo(
     from mlflow import MlflowClient
 
     from pipeline.modelstore import tracking
-    from pipeline.modelstore.folder import CALIBRATION_SHA_TAG, MODEL_JSON_SHA_TAG, WEIGHTS_SHA_TAG
+    from pipeline.modelstore.folder import (
+        CALIBRATION_JSON_SHA_TAG,
+        CALIBRATION_SHA_TAG,
+        MODEL_JSON_SHA_TAG,
+        WEIGHTS_SHA_TAG,
+    )
 
     monkeypatch.setenv("VAE_ANOMALY_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -26,15 +31,19 @@ def test_versions_are_immutable_and_champion_moves_only_on_a_better_elbo(
         with mlflow.start_run(experiment_id=exp) as run:
             return str(run.info.run_id)
 
-    def register(run_id: str, elbo: float, calibration: str = "c" * 64, key: str = "val-a"
-                 ) -> tracking.Registration:
+    def register(run_id: str, elbo: float, calibration: str = "c" * 64, key: str = "val-a",
+                 thresholds: str = "t") -> tracking.Registration:
+        (tmp_path / "m" / "calibration.json").write_text(thresholds)
         tags = {tracking.VAL_ELBO_TAG: f"{elbo:.6f}", WEIGHTS_SHA_TAG: run_id,
-                CALIBRATION_SHA_TAG: calibration, MODEL_JSON_SHA_TAG: "j"}
+                CALIBRATION_SHA_TAG: calibration, CALIBRATION_JSON_SHA_TAG: thresholds,
+                MODEL_JSON_SHA_TAG: "j"}
         return tracking.register_calibrated(run_id, "m", tmp_path / "m", "test model", tags, key)
 
-    def snapshot(version: str) -> tuple[dict[str, str], str, str]:
+    def snapshot(version: str) -> tuple[dict[str, str], str, str, str]:
         mv = client.get_model_version("m", version)
-        return dict(mv.tags), mv.source, mv.description
+        files = Path(mlflow.artifacts.download_artifacts(mv.source, dst_path=str(
+            tmp_path / "dl" / version)))
+        return dict(mv.tags), mv.source, mv.description, (files / "calibration.json").read_text()
 
     first_run = new_run()
     first = register(first_run, -100.0)
@@ -46,6 +55,10 @@ def test_versions_are_immutable_and_champion_moves_only_on_a_better_elbo(
     recal = register(first_run, -100.0, calibration="d" * 64)  # recalibration: a new version
     assert recal.version != first.version and recal.champion and "recalibration" in recal.reason
     assert client.get_model_version("m", recal.version).tags["recalibrates"] == first.version
+    # new thresholds from the same statistics: a version of its own, in a folder of its own
+    rethreshold = register(first_run, -100.0, calibration="d" * 64, thresholds="u")
+    assert rethreshold.version not in (first.version, recal.version)
+    assert snapshot(rethreshold.version)[3] == "u" and snapshot(recal.version)[3] == "t"
     worse = register(new_run(), -90.0)
     assert not worse.champion and "does not beat" in worse.reason
     assert not register(new_run(), -100.0000004).champion  # rounding is no win
@@ -67,7 +80,8 @@ def test_versions_are_immutable_and_champion_moves_only_on_a_better_elbo(
         fast, slow = registry.fetch_local(uri, text), registry.fetch_with_mlflow(text)
         assert fast is not None, text
         assert (fast.pinned, fast.tags, fast.run_id) == (slow.pinned, slow.tags, slow.run_id)
-        assert sorted(p.name for p in fast.folder.iterdir()) == ["model.json"]
+        assert sorted(p.name for p in fast.folder.iterdir()) == ["calibration.json",
+                                                                 "model.json"]
         assert (fast.folder / "model.json").read_bytes() == (slow.folder / "model.json"
                                                              ).read_bytes()
     assert registry.fetch_local(uri, "models:/m@champion").pinned == f"models:/m/{other.version}"
@@ -94,7 +108,12 @@ def test_the_fast_read_follows_only_the_tested_schema(tmp_path: Path,
     from mlflow.store.db.utils import _get_alembic_config
 
     from pipeline.modelstore import registry, tracking
-    from pipeline.modelstore.folder import CALIBRATION_SHA_TAG, MODEL_JSON_SHA_TAG, WEIGHTS_SHA_TAG
+    from pipeline.modelstore.folder import (
+        CALIBRATION_JSON_SHA_TAG,
+        CALIBRATION_SHA_TAG,
+        MODEL_JSON_SHA_TAG,
+        WEIGHTS_SHA_TAG,
+    )
 
     monkeypatch.setenv("VAE_ANOMALY_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -106,8 +125,8 @@ def test_the_fast_read_follows_only_the_tested_schema(tmp_path: Path,
     (tmp_path / "m" / "model.json").write_text("{}")
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    tags = {tracking.VAL_ELBO_TAG: "1.0", WEIGHTS_SHA_TAG: "w", CALIBRATION_SHA_TAG: "c" * 64,
-            MODEL_JSON_SHA_TAG: "j"}
+    tags = {tracking.VAL_ELBO_TAG: "1.0", WEIGHTS_SHA_TAG: "w", CALIBRATION_SHA_TAG: "c",
+            CALIBRATION_JSON_SHA_TAG: "t", MODEL_JSON_SHA_TAG: "j"}
     tracking.register_calibrated(run.info.run_id, "m", tmp_path / "m", "d", tags, "k")
     uri = f"sqlite:///{db}"
     assert registry.fetch_local(uri, "models:/m@champion") is not None

@@ -39,6 +39,7 @@ CALIBRATION_JSON = "calibration.json"
 WEIGHTS_SHA_TAG = "weights_sha256"          # model version tags: the registry's own record,
 CALIBRATION_SHA_TAG = "calibration_sha256"  # checked against the downloaded files on load
 MODEL_JSON_SHA_TAG = "model_json_sha256"
+CALIBRATION_JSON_SHA_TAG = "calibration_json_sha256"
 PYFUNC_ARTIFACT = "vae_model"  # the model folder's name among a registered MLflow model's
                                # artifacts (MLmodel's python_function artifacts)
 

@@ -6,19 +6,29 @@ server set by ``MLFLOW_TRACKING_URI`` keeps them).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import paths
 from pipeline.io.atomic import sha256
-from pipeline.modelstore.folder import CALIBRATION_SHA_TAG, MODEL_JSON_SHA_TAG, WEIGHTS_SHA_TAG
+from pipeline.modelstore.folder import (
+    CALIBRATION_JSON_SHA_TAG,
+    CALIBRATION_SHA_TAG,
+    MODEL_JSON_SHA_TAG,
+    WEIGHTS_SHA_TAG,
+)
 
 MODEL_ARTIFACT = "model"             # artifact folders: model-<calibration digest> (registered)
 TRAINED_ARTIFACT = "trained"         # the uncalibrated model folder of a training run
 CHAMPION = "champion"
 VAL_ELBO_TAG = "val_negative_elbo"
 VALIDATION_KEY_TAG = "validation_set"
+# the files a version consists of: equal digests = the same version; their digest names the
+# version's artifact folder (the statistics alone do not: thresholds change without them)
+CONTENT_TAGS = (WEIGHTS_SHA_TAG, CALIBRATION_SHA_TAG, CALIBRATION_JSON_SHA_TAG,
+                MODEL_JSON_SHA_TAG)
 
 
 def setup(experiment: str) -> Any:
@@ -60,10 +70,11 @@ def register_calibrated(run_id: str, name: str, mlflow_model: Path, description:
                         tags: dict[str, str], validation_key: str) -> Registration:
     """Register the calibrated MLflow model ``mlflow_model`` as a new, immutable version.
 
-    Its files go to their own artifact folder of the training run, named by the calibration's
-    digest, and every tag is set when the version is created: nothing of a version changes
-    afterwards. A second calibration of the same weights is a new version with the lineage
-    tag ``recalibrates``; the same files registered again return the existing version.
+    Its files go to their own artifact folder of the training run, named by the digest of its
+    files (:data:`CONTENT_TAGS`; an existing folder is never written into), and every tag is
+    set when the version is created: nothing of a version changes afterwards. A second
+    calibration of the same weights is a new version with the lineage tag ``recalibrates``;
+    the same files registered again return the existing version.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -75,16 +86,19 @@ def register_calibrated(run_id: str, name: str, mlflow_model: Path, description:
         client.create_registered_model(
             name, description="3D convolutional VAE for unsupervised brain MRI anomaly maps")
     same_run = client.search_model_versions(f"name = '{name}' AND run_id = '{run_id}'")
-    keys = (WEIGHTS_SHA_TAG, CALIBRATION_SHA_TAG, MODEL_JSON_SHA_TAG)
     for mv in same_run:
-        if all(mv.tags.get(k) == tags[k] for k in keys):
+        if all(mv.tags.get(k) == tags[k] for k in CONTENT_TAGS):
             return Registration(str(mv.version), _alias_is(client, name, str(mv.version)),
                                 f"already registered as version {mv.version}")
     tags = {**tags, VALIDATION_KEY_TAG: validation_key}
     if same_run:
         tags["recalibrates"] = str(max(int(mv.version) for mv in same_run))
     moved, reason = _champion_decision(client, name, run_id, tags)
-    artifact_path = f"{MODEL_ARTIFACT}-{tags[CALIBRATION_SHA_TAG][:12]}"
+    content = hashlib.sha256(" ".join(tags[k] for k in CONTENT_TAGS).encode()).hexdigest()
+    artifact_path = f"{MODEL_ARTIFACT}-{content[:16]}"
+    if client.list_artifacts(run_id, artifact_path):
+        raise RuntimeError(f"run {run_id} already has an artifact folder {artifact_path}: "
+                           "refusing to write into another version's files")
     client.log_artifacts(run_id, str(mlflow_model), artifact_path=artifact_path)
     version = str(client.create_model_version(
         name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, description=description,

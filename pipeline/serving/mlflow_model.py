@@ -107,9 +107,10 @@ def _frame(model_input: Any) -> Any:
 def _row(entry: dict[str, Any]) -> dict[str, Any]:
     """A manifest entry as a prediction row (the summary's figures where it was scored)."""
     summary_path = entry.get("outputs", {}).get("json")
-    row = {"scan": entry["input"], "status": entry["status"], "verdict": entry.get("verdict"),
-           "summary": summary_path, "error": entry.get("error"),
-           "scan_score": None, "flagged_volume_ml": None}
+    # missing text is "" rather than NaN in MLflow's JSON output; a failed scan's figures are NaN
+    row = {"scan": entry["input"], "status": entry["status"],
+           "verdict": entry.get("verdict") or "", "summary": summary_path or "",
+           "error": entry.get("error") or "", "scan_score": None, "flagged_volume_ml": None}
     if summary_path and Path(summary_path).is_file():
         summary = json.loads(Path(summary_path).read_text())
         row.update(scan_score=summary.get("scan_score"),

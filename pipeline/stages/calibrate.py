@@ -26,6 +26,8 @@ from pipeline.model.runtime import dtype_name, score_dtype
 from pipeline.modelstore import tracking
 from pipeline.modelstore.folder import (
     CALIBRATION,
+    CALIBRATION_JSON,
+    CALIBRATION_JSON_SHA_TAG,
     CALIBRATION_SHA_TAG,
     MODEL_JSON,
     MODEL_JSON_SHA_TAG,
@@ -86,6 +88,7 @@ def register(params: Params, folder: Path, calib: Calibration) -> tracking.Regis
             "voxel_fpr": str(params.calibrate.voxel_fpr),
             tracking.VAL_ELBO_TAG: f"{meta['val_negative_elbo_nats']:.6f}",
             WEIGHTS_SHA_TAG: weights, CALIBRATION_SHA_TAG: sha256(folder / CALIBRATION),
+            CALIBRATION_JSON_SHA_TAG: sha256(folder / CALIBRATION_JSON),
             MODEL_JSON_SHA_TAG: sha256(folder / MODEL_JSON)}
     with tempfile.TemporaryDirectory(prefix="vae-anomaly-mlflow-model-") as tmp:
         staged = Path(tmp) / "model"
