@@ -36,11 +36,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import yaml
 from common import gpu_peak_tflops, peak_rss_mb, publish
 
-from pipeline.config import paths
-from pipeline.config.params import deep_merge, load_raw, params_from_dict
+from pipeline.config.params import params_from_dict, with_preset
 from pipeline.config.schema import Params
 from pipeline.model.network import build_vae
 from pipeline.model.objective import Likelihood, elbo_terms
@@ -53,10 +51,7 @@ MONAI_REFERENCE = ((16, 32, 64, 64), (2, 2, 2, 1))
 
 
 def _params(preset: str) -> Params:
-    raw = load_raw()
-    raw["preset"] = preset
-    over = yaml.safe_load((paths.presets_dir() / f"{preset}.yaml").read_text()) or {}
-    return params_from_dict(deep_merge(raw, over))
+    return params_from_dict(with_preset(preset))
 
 
 def _ours(params: Params) -> tuple[torch.nn.Module, Callable[[torch.nn.Module, torch.Tensor],

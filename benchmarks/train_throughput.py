@@ -17,11 +17,9 @@ import dataclasses
 import statistics
 
 import torch
-import yaml
 from common import publish
 
-from pipeline.config import paths
-from pipeline.config.params import deep_merge, load_raw, params_from_dict
+from pipeline.config.params import params_from_dict, with_preset
 from pipeline.model.network import build_vae
 from pipeline.model.runtime import seed_everything
 from pipeline.model.training import fit
@@ -41,10 +39,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=0, help="0: the preset's")
     ap.add_argument("--variants", default="fp32,bf16,bf16+channels_last,bf16+compile")
     args = ap.parse_args()
-    raw = load_raw()
-    raw["preset"] = args.preset
-    preset = yaml.safe_load((paths.presets_dir() / f"{args.preset}.yaml").read_text()) or {}
-    raw = deep_merge(raw, preset)
+    raw = with_preset(args.preset)
     raw["train"].update({"epochs": args.epochs, "iwae_samples": 0, "early_stopping_patience": 0})
     if args.batch_size:
         raw["train"]["batch_size"] = args.batch_size

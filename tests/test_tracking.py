@@ -7,8 +7,21 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty embedded MLflow store in ``tmp_path`` (experiment ``test``, whose id is
+    returned) and a stand-in model folder ``tmp_path / "m"``."""
+    from pipeline.modelstore import tracking
+
+    monkeypatch.setenv("VAE_ANOMALY_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text("{}")
+    return str(tracking.setup("test"))
+
+
 def test_versions_are_immutable_and_champion_moves_only_on_a_better_elbo(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
     from mlflow import MlflowClient
 
@@ -20,11 +33,7 @@ def test_versions_are_immutable_and_champion_moves_only_on_a_better_elbo(
         WEIGHTS_SHA_TAG,
     )
 
-    monkeypatch.setenv("VAE_ANOMALY_ROOT", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    exp = tracking.setup("test")
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "model.json").write_text("{}")
+    exp = store
     client = MlflowClient()
 
     def new_run() -> str:
@@ -97,8 +106,7 @@ def test_versions_are_immutable_and_champion_moves_only_on_a_better_elbo(
     assert registry.fetch_local(uri, "models:/m/1") is None
 
 
-def test_the_fast_read_follows_only_the_tested_schema(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_fast_read_follows_only_the_tested_schema(tmp_path: Path, store: str) -> None:
     """The installed MLflow's schema head is the tested revision; a database that reports
     another revision is left to MLflow's client."""
     import sqlite3
@@ -108,25 +116,14 @@ def test_the_fast_read_follows_only_the_tested_schema(tmp_path: Path,
     from mlflow.store.db.utils import _get_alembic_config
 
     from pipeline.modelstore import registry, tracking
-    from pipeline.modelstore.folder import (
-        CALIBRATION_JSON_SHA_TAG,
-        CALIBRATION_SHA_TAG,
-        MODEL_JSON_SHA_TAG,
-        WEIGHTS_SHA_TAG,
-    )
+    from pipeline.modelstore.folder import VERSION_FILES
 
-    monkeypatch.setenv("VAE_ANOMALY_ROOT", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     db = tmp_path / "mlflow.db"
     heads = ScriptDirectory.from_config(_get_alembic_config(f"sqlite:///{db}")).get_heads()
     assert set(heads) <= registry.TESTED_SCHEMA_REVISIONS
-    exp = tracking.setup("test")
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "model.json").write_text("{}")
-    with mlflow.start_run(experiment_id=exp) as run:
+    with mlflow.start_run(experiment_id=store) as run:
         pass
-    tags = {tracking.VAL_ELBO_TAG: "1.0", WEIGHTS_SHA_TAG: "w", CALIBRATION_SHA_TAG: "c",
-            CALIBRATION_JSON_SHA_TAG: "t", MODEL_JSON_SHA_TAG: "j"}
+    tags = {tracking.VAL_ELBO_TAG: "1.0", **{tag: tag for tag in VERSION_FILES}}
     tracking.register_calibrated(run.info.run_id, "m", tmp_path / "m", "d", tags, "k")
     uri = f"sqlite:///{db}"
     assert registry.fetch_local(uri, "models:/m@champion") is not None

@@ -38,12 +38,17 @@ def case_paths(case: dict[str, Any], convert: Callable[[str], str]) -> dict[str,
     return {k: convert(v) if k in PATH_KEYS and v else v for k, v in case.items()}
 
 
+def _every_case(manifest: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
+    """``manifest`` with ``convert`` applied to the file paths of the cases of every part."""
+    return {part: [case_paths(c, convert) for c in cases] if part in PARTS else cases
+            for part, cases in manifest.items()}
+
+
 def stored_manifest(manifest: dict[str, Any], root: Path) -> dict[str, Any]:
     """The manifest as ``split.json`` holds it: every file path relative to the project root
     (see :func:`pipeline.config.paths.stored`), so the file is the same wherever the project
     lives."""
-    return {part: [case_paths(c, lambda p: paths.stored(p, root)) for c in cases]
-            if part in PARTS else cases for part, cases in manifest.items()}
+    return _every_case(manifest, lambda p: paths.stored(p, root))
 
 
 def load_manifest(params: Params) -> dict[str, Any]:
@@ -52,9 +57,7 @@ def load_manifest(params: Params) -> dict[str, Any]:
     ``image``, ``mask`` and ``truth`` resolved against the project root (a manifest of an
     older version with absolute paths reads as it is)."""
     manifest = dict(json.loads(split_file(params).read_text()))
-    root = params.root
-    return {part: [case_paths(c, lambda p: str(paths.resolve(p, root))) for c in cases]
-            if part in PARTS else cases for part, cases in manifest.items()}
+    return _every_case(manifest, lambda p: str(paths.resolve(p, params.root)))
 
 
 def case_path(params: Params, case_id: str, suffix: str) -> Path:

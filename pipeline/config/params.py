@@ -108,21 +108,6 @@ def _read_mapping(path: Path, empty: bool = False) -> dict[str, Any]:
     return data
 
 
-def _fill(own: dict[str, Any], preset: dict[str, Any], prefix: str,
-          replaced: list[tuple[str, Any, Any]]) -> dict[str, Any]:
-    """``preset`` with ``own`` merged over it, recursing into mappings; every preset value
-    that one of ``own`` replaces goes to ``replaced`` as (dotted key, used, replaced)."""
-    out = dict(preset)
-    for key, value in own.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _fill(value, out[key], f"{prefix}{key}.", replaced)
-            continue
-        if key in out:
-            replaced.append((f"{prefix}{key}", value, out[key]))
-        out[key] = value
-    return out
-
-
 def _where(key: str, own_keys: set[str]) -> str:
     """The ``dvc exp run`` option that sets ``key`` in ``params.yaml`` (``++`` adds a key
     the file does not hold yet; DVC refuses a plain ``key=value`` for one)."""
@@ -160,20 +145,28 @@ def load_raw(path: Path | None = None) -> dict[str, Any]:
     (each one that replaces a preset value is logged)."""
     path = path or paths.params_file()
     own = _read_mapping(path)
-    preset = own.get("preset", "demo")
+    return _with_preset(own, str(own.get("preset", "demo")), path)
+
+
+def with_preset(preset: str, path: Path | None = None) -> dict[str, Any]:
+    """:func:`load_raw` as it would read with ``preset`` chosen in ``params.yaml``."""
+    path = path or paths.params_file()
+    return _with_preset({**_read_mapping(path), "preset": preset}, preset, path)
+
+
+def _with_preset(own: dict[str, Any], preset: str, path: Path) -> dict[str, Any]:
     folder = path.parent / "presets"
     preset_file = folder / f"{preset}.yaml"
     if not preset_file.is_file():
         raise ConfigError(f"{path}: preset {preset!r} has no file {preset_file}")
     presets = {p: _read_mapping(p, empty=True) for p in folder.glob("*.yaml")}
-    presets[preset_file] = _read_mapping(preset_file, empty=True)
     check_presets(preset_file, presets, own)
-    replaced: list[tuple[str, Any, Any]] = []
-    merged = _fill(own, presets[preset_file], "", replaced)
-    for key, used, old in replaced:
-        log.info("%s = %r from %s/%s replaces the preset %s's %r", key, used,
-                 path.parent.name, path.name, preset, old)
-    return merged
+    chosen = presets[preset_file]
+    ours, theirs = flatten(own), flatten(chosen)
+    for key in sorted(ours.keys() & theirs.keys()):
+        log.info("%s = %r from %s/%s replaces the preset %s's %r", key, ours[key],
+                 path.parent.name, path.name, preset, theirs[key])
+    return deep_merge(chosen, own)
 
 
 def load_params(path: Path | None = None) -> Params:

@@ -67,10 +67,6 @@ def params_file(root: Path | None = None) -> Path:
     return (root or project_root()) / PARAMS_RELATIVE
 
 
-def presets_dir(root: Path | None = None) -> Path:
-    return (root or project_root()) / "configs" / "presets"
-
-
 def data_dir(root: Path | None = None) -> Path:
     return (root or project_root()) / "data"
 

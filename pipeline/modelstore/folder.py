@@ -40,6 +40,9 @@ WEIGHTS_SHA_TAG = "weights_sha256"          # model version tags: the registry's
 CALIBRATION_SHA_TAG = "calibration_sha256"  # checked against the downloaded files on load
 MODEL_JSON_SHA_TAG = "model_json_sha256"
 CALIBRATION_JSON_SHA_TAG = "calibration_json_sha256"
+# the files a registered version consists of, by the tag that records each one's SHA-256
+VERSION_FILES = {WEIGHTS_SHA_TAG: WEIGHTS, CALIBRATION_SHA_TAG: CALIBRATION,
+                 CALIBRATION_JSON_SHA_TAG: CALIBRATION_JSON, MODEL_JSON_SHA_TAG: MODEL_JSON}
 PYFUNC_ARTIFACT = "vae_model"  # the model folder's name among a registered MLflow model's
                                # artifacts (MLmodel's python_function artifacts)
 
@@ -80,6 +83,11 @@ def save_calibration(folder: Path, calib: Calibration) -> None:
         "thresholds": {k: asdict(v) for k, v in calib.thresholds.items()},
         "domain": calib.domain,
         "statistics_sha256": sha256(folder / CALIBRATION)})
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """The SHA-256 of each of :data:`VERSION_FILES` in ``folder``, by tag."""
+    return {tag: sha256(folder / name) for tag, name in VERSION_FILES.items()}
 
 
 def safely(uri_text: str, what: str, read: Callable[[], T]) -> T:

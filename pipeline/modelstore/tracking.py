@@ -13,12 +13,7 @@ from typing import Any
 
 from pipeline.config import paths
 from pipeline.io.atomic import sha256
-from pipeline.modelstore.folder import (
-    CALIBRATION_JSON_SHA_TAG,
-    CALIBRATION_SHA_TAG,
-    MODEL_JSON_SHA_TAG,
-    WEIGHTS_SHA_TAG,
-)
+from pipeline.modelstore.folder import VERSION_FILES, WEIGHTS_SHA_TAG
 
 MODEL_ARTIFACT = "model"             # artifact folders: model-<calibration digest> (registered)
 TRAINED_ARTIFACT = "trained"         # the uncalibrated model folder of a training run
@@ -27,8 +22,7 @@ VAL_ELBO_TAG = "val_negative_elbo"
 VALIDATION_KEY_TAG = "validation_set"
 # the files a version consists of: equal digests = the same version; their digest names the
 # version's artifact folder (the statistics alone do not: thresholds change without them)
-CONTENT_TAGS = (WEIGHTS_SHA_TAG, CALIBRATION_SHA_TAG, CALIBRATION_JSON_SHA_TAG,
-                MODEL_JSON_SHA_TAG)
+CONTENT_TAGS = tuple(VERSION_FILES)
 
 
 def setup(experiment: str) -> Any:
@@ -64,6 +58,11 @@ def find_run(experiment_id: str, tags: dict[str, str]) -> str | None:
     runs = MlflowClient().search_runs([experiment_id], filter_string=query, max_results=1,
                                       order_by=["attributes.start_time DESC"])
     return runs[0].info.run_id if runs else None
+
+
+def training_run(experiment: str, weights_sha256: str) -> str | None:
+    """The newest run of ``experiment`` that trained the weights with this digest, or None."""
+    return find_run(setup(experiment), {WEIGHTS_SHA_TAG: weights_sha256})
 
 
 def register_calibrated(run_id: str, name: str, mlflow_model: Path, description: str,

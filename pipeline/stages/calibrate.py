@@ -20,20 +20,14 @@ from typing import Any
 from pipeline.cohort.store import healthy_images, load_manifest
 from pipeline.config import paths
 from pipeline.config.schema import Params
-from pipeline.io.atomic import sha256
 from pipeline.io.errors import UsageError
 from pipeline.model.runtime import dtype_name, score_dtype
 from pipeline.modelstore import tracking
 from pipeline.modelstore.folder import (
-    CALIBRATION,
-    CALIBRATION_JSON,
-    CALIBRATION_JSON_SHA_TAG,
-    CALIBRATION_SHA_TAG,
     MODEL_JSON,
-    MODEL_JSON_SHA_TAG,
-    WEIGHTS,
     WEIGHTS_SHA_TAG,
     copy_model,
+    file_digests,
     save_calibration,
     update_meta,
 )
@@ -74,9 +68,8 @@ def register(params: Params, folder: Path, calib: Calibration) -> tracking.Regis
     from pipeline.serving import mlflow_model
 
     meta = json.loads((folder / MODEL_JSON).read_text())
-    exp_id = tracking.setup(params.mlflow.experiment)
-    weights = sha256(folder / WEIGHTS)
-    run_id = tracking.find_run(exp_id, {WEIGHTS_SHA_TAG: weights})
+    digests = file_digests(folder)
+    run_id = tracking.training_run(params.mlflow.experiment, digests[WEIGHTS_SHA_TAG])
     if run_id is None:
         raise UsageError(f"{folder}: no MLflow run in experiment {params.mlflow.experiment!r} "
                          "trained these weights: run `vae-anomaly train` (or `dvc repro -f "
@@ -86,10 +79,7 @@ def register(params: Params, folder: Path, calib: Calibration) -> tracking.Regis
             "calibrated": "true", "score": calib.primary,
             "threshold": f"{calib.threshold:.4f}", "scan_threshold": f"{calib.scan_threshold:.4f}",
             "voxel_fpr": str(params.calibrate.voxel_fpr),
-            tracking.VAL_ELBO_TAG: f"{meta['val_negative_elbo_nats']:.6f}",
-            WEIGHTS_SHA_TAG: weights, CALIBRATION_SHA_TAG: sha256(folder / CALIBRATION),
-            CALIBRATION_JSON_SHA_TAG: sha256(folder / CALIBRATION_JSON),
-            MODEL_JSON_SHA_TAG: sha256(folder / MODEL_JSON)}
+            tracking.VAL_ELBO_TAG: f"{meta['val_negative_elbo_nats']:.6f}", **digests}
     with tempfile.TemporaryDirectory(prefix="vae-anomaly-mlflow-model-") as tmp:
         staged = Path(tmp) / "model"
         mlflow_model.save(folder, staged, {k: tags[k] for k in ("modality", "space", "cohort")})

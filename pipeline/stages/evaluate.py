@@ -34,7 +34,6 @@ from pipeline.io.atomic import atomic_write, write_json
 from pipeline.io.nifti import load_mask, load_scan, stem
 from pipeline.model.objective import Likelihood
 from pipeline.modelstore import tracking
-from pipeline.modelstore.folder import WEIGHTS_SHA_TAG
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import LoadedModel, ModelError
 from pipeline.preprocess.prepare import prepare_scan
@@ -283,8 +282,8 @@ def run(params: Params) -> dict[str, Any]:
 def _log_to_mlflow(params: Params, loaded: LoadedModel, result: dict[str, Any]) -> None:
     """Headline and per-site test metrics on the training run of the evaluated weights (the
     run of every version calibrated from them), found by its weights digest."""
-    exp_id = tracking.setup(params.mlflow.experiment)
-    run_id = tracking.find_run(exp_id, {WEIGHTS_SHA_TAG: str(loaded.meta.get("weights_sha256"))})
+    run_id = tracking.training_run(params.mlflow.experiment,
+                                   str(loaded.meta.get("weights_sha256")))
     if run_id is None:
         log.warning("no MLflow run trained these weights: test metrics not logged to MLflow")
         return
