@@ -6,7 +6,7 @@ each on stderr, the others still processed); 2 usage or configuration error. Bui
 parser imports nothing heavy, so every command starts fast.
 
 Example:
-    >>> _parser().parse_args(["sample", "--n", "2", "--out", "s"]).n
+    >>> build_parser().parse_args(["sample", "--n", "2", "--out", "s"]).n
     2
     >>> main(["score"])   # no scan: argparse prints a one-line usage error
     2
@@ -120,7 +120,7 @@ def _generative_parsers(sub: Any) -> None:
         _model_options(p)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     about = " ".join(__doc__.split("\n\n")[0].split()).replace("``", "")  # no reST in --help
     ap = argparse.ArgumentParser(prog="vae-anomaly", description=about)
     ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -169,7 +169,7 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = _parser()
+    ap = build_parser()
     try:
         args = ap.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its one-line usage error

@@ -11,26 +11,26 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from pipeline.cli import _parser, main
+from pipeline.cli import build_parser, main
 from pipeline.commands.score import expand_folders
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return dict(sub.choices)
 
 
 def test_version_and_debug_after_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("vae-anomaly ")
-    args = _parser().parse_args(["score", "a.nii.gz", "--out", "o", "--debug"])
+    args = build_parser().parse_args(["score", "a.nii.gz", "--out", "o", "--debug"])
     assert args.debug is True
-    assert _parser().parse_args(["--debug", "report"]).debug is True
-    assert _parser().parse_args(["report"]).debug is False
+    assert build_parser().parse_args(["--debug", "report"]).debug is True
+    assert build_parser().parse_args(["report"]).debug is False
 
 
 def test_every_option_has_help_and_no_help_shows_rest_markup() -> None:
-    parsers = {"vae-anomaly": _parser(), **_subparsers()}
+    parsers = {"vae-anomaly": build_parser(), **_subparsers()}
     for name, parser in parsers.items():
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
