@@ -23,8 +23,10 @@ from pipeline.config.params import load_params
 from pipeline.io.nifti import load_mask, load_scan
 from pipeline.preprocess import headatlas
 from pipeline.preprocess.brainmask import derive_brain_mask
+from pipeline.preprocess.prepare import Preprocessor
 from pipeline.preprocess.registration import dice
 from pipeline.space.grid import to_canonical
+from pipeline.space.template import build_template
 
 
 def main() -> None:
@@ -35,6 +37,8 @@ def main() -> None:
     params = load_params()
     prepared = paths.prepared_dir(params.root)
     atlas = headatlas.read(prepared / paths.HEAD_ATLAS_FILE)
+    pre = Preprocessor.of(params, build_template(params.template.resolution_mm,
+                                                 params.template.crop_shape), atlas)
     split = json.loads((prepared / "split.json").read_text())
     cases = [c for part in ("calibration", "test_healthy") for c in split[part]]
     cases = cases[: args.limit] if args.limit else cases
@@ -44,7 +48,7 @@ def main() -> None:
         truth = load_mask(case["mask"], img)
         canon, affine, _ = to_canonical(np.asarray(img.dataobj, np.float32), img.affine)
         t0 = time.perf_counter()
-        mask, source = derive_brain_mask(canon, affine, params, atlas)
+        mask, source = derive_brain_mask(canon, affine, pre)
         seconds.append(time.perf_counter() - t0)
         scores.append(dice(mask, to_canonical(truth.astype(np.uint8), img.affine)[0] > 0))
         print(f"{case['id']}\t{source}\tDice {scores[-1]:.4f}\t{seconds[-1]:.2f} s", flush=True)

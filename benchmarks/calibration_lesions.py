@@ -29,11 +29,11 @@ from pipeline.cohort.store import load_manifest, load_template_case
 from pipeline.config import paths
 from pipeline.config.kinds import KINDS
 from pipeline.config.params import load_params
+from pipeline.evaluation.metrics import best_dice, curves
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import Calibration
 from pipeline.scoring.calibration import NormativeSums
 from pipeline.scoring.maps import calibrate_map, postprocess, template_scores
-from pipeline.scoring.metrics import best_dice, curves
 from pipeline.space.template import TEMPLATE_FILE, read_template
 
 SEED = 20261201  # the synthetic lesions of the calibration scans: the same for every model

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 from common import publish
 
-from pipeline.cohort.domain_shift import UNMODIFIED, VariantOutcomes
 from pipeline.cohort.lesions import insert_lesions
-from pipeline.cohort.sites import SiteScan, make_variant
 from pipeline.cohort.store import load_manifest, load_template_case
 from pipeline.config import paths
 from pipeline.config.params import load_params
+from pipeline.evaluation.site_study import UNMODIFIED, VariantOutcomes
+from pipeline.evaluation.sites import SiteScan, make_variant
 from pipeline.io.errors import ScanError, one_line
 from pipeline.io.nifti import load_mask, load_scan
 from pipeline.modelstore.loading import load_model

@@ -36,23 +36,24 @@ import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 import torch  # noqa: F401
-from pipeline.commands.score import finish
-from pipeline.modelstore.loading import load_for_command as load_for_cli
-from pipeline.preprocess.prepare import prepare_file
+from pipeline.inference.options import ScoreOptions
+from pipeline.inference.scorer import Scorer
+from pipeline.modelstore.loading import model_for_command
+from pipeline.scoring.outputs import scan_outputs
 t1 = time.perf_counter()
 scan, model, device, out = Path(sys.argv[1]), sys.argv[2] or None, sys.argv[3], sys.argv[4]
-for sub in ("a", "b"):
-    Path(out, sub).mkdir()
-loaded = load_for_cli(model, device)
+runs = {sub: ScoreOptions(out=Path(out, sub), report=sub == "b") for sub in ("a", "b")}
+loaded = model_for_command(model, device, tuple(o.out for o in runs.values()))
+scorer = Scorer(loaded)
 t2 = time.perf_counter()
-got = prepare_file(loaded.params, loaded.head_atlas, loaded.scale, scan, None)
+got = loaded.preprocessor.prepare_file(scan, None)
 steps = {"imports": t1 - t0, "model_load": t2 - t1, **got.timings}
 t3 = time.perf_counter()
-info = json.loads(finish(loaded, scan, got, Path(out, "a"), report=False)["json"].read_text())
-steps["model_and_mapping"] = info["timings_s"]["model_and_mapping"]
+case = scorer.score_case(scan, got, scan_outputs(runs["a"].out, "scan"), runs["a"])
+steps["model_and_mapping"] = case.summary.timings_s["model_and_mapping"]
 steps["write_outputs"] = time.perf_counter() - t3 - steps["model_and_mapping"]
-info = json.loads(finish(loaded, scan, got, Path(out, "b"), report=True)["json"].read_text())
-steps["report"] = info["timings_s"]["report"]
+case = scorer.score_case(scan, got, scan_outputs(runs["b"].out, "scan"), runs["b"])
+steps["report"] = case.summary.timings_s["report"]
 print(json.dumps({k: round(v, 3) for k, v in steps.items()}))
 """
 

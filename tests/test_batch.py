@@ -115,17 +115,14 @@ def test_preparation_workers_give_the_inline_results(in_project: Path, tmp_path:
 
 
 def test_a_killed_worker_fails_only_the_scan_it_held(in_project: Path) -> None:
+    from pipeline.inference.batch import Failed, Job, prepared_in_order
     from pipeline.modelstore.loading import load_model
-    from pipeline.scoring.batch import Failed, Job, prepared_in_order
-    from pipeline.space.template import load_template
 
     loaded = load_model(in_project / "models" / "vae")
-    tpl = load_template(loaded.params.template.resolution_mm, loaded.params.template.crop_shape)
     scans = _scans(in_project, 5)
     jobs = [Job(s, None, _stem(s), None) for s in scans]
     results = []
-    for job, got in prepared_in_order(jobs, loaded.params, loaded.head_atlas, loaded.scale, tpl,
-                                      workers=1):
+    for job, got in prepared_in_order(jobs, loaded.preprocessor, workers=1):
         if not results:  # the worker is busy with the next scans: kill it
             for child in multiprocessing.active_children():
                 assert child.pid is not None

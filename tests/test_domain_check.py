@@ -102,6 +102,6 @@ def test_a_model_folder_from_before_harmonisation_loads_without_it(in_project: P
     calib.pop("domain")
     (folder / "calibration.json").write_text(json.dumps(calib))
     loaded = load_model(folder)
-    assert loaded.scale is NONE and loaded.params.prepare.harmonise.method == "none"
+    assert loaded.preprocessor.scale is NONE and loaded.params.prepare.harmonise.method == "none"
     assert loaded.params.train.site.probability == 0.0
     assert loaded.calibrated().domain == {}

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import phantom
 
-from pipeline.cohort.sites import SiteScan, make_variant
 from pipeline.config.params import ConfigError, load_params, load_raw, params_from_dict
+from pipeline.evaluation.sites import SiteScan, make_variant
 from pipeline.io.errors import ScanError
 from pipeline.model.sites import SiteSimulator, erode
 from pipeline.preprocess.harmonise import NONE, harmonise, learn
@@ -117,8 +117,8 @@ def _native() -> SiteScan:
 
 def test_site_variants_change_the_look_and_keep_the_lesion() -> None:
     sp = load_params().evaluate.sites
-    from pipeline.cohort.sites import VARIANTS
     from pipeline.config.scoring_schema import SITE_VARIANTS
+    from pipeline.evaluation.sites import VARIANTS
 
     assert set(VARIANTS) == set(SITE_VARIANTS) == set(sp.variants)
     scan = _native()

@@ -30,10 +30,10 @@ import pytest
 import yaml
 from conftest import REPO, TINY_OVERRIDES, make_project
 
-from pipeline.cohort.preparation import _rebased
 from pipeline.cohort.store import load_manifest, split_file, stored_manifest
 from pipeline.config import paths
 from pipeline.config.params import load_params
+from pipeline.preparation.worker import _rebased
 
 REPRO_TIMEOUT_S = 1800
 COMMAND_TIMEOUT_S = 300

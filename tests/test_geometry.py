@@ -11,11 +11,11 @@ from scipy import ndimage
 
 from pipeline.config.params import load_raw, params_from_dict
 from pipeline.io.nifti import load_mask, load_scan
-from pipeline.preprocess.harmonise import NONE
-from pipeline.preprocess.prepare import prepare_scan
+from pipeline.preprocess.prepare import Preprocessor, prepare_scan
 from pipeline.preprocess.record import to_native, to_template
 from pipeline.space import geometry
 from pipeline.space.grid import from_canonical, to_canonical
+from pipeline.space.template import build_template
 
 
 def test_canonical_is_exactly_invertible() -> None:
@@ -50,7 +50,8 @@ def test_map_returns_to_the_native_anatomy(scan_file, tmp_path) -> None:
     img_path, mask_path = scan_file
     img = load_scan(img_path)
     mask = load_mask(mask_path, img)
-    prepared = prepare_scan(img, mask, params, None, NONE)
+    prepared = prepare_scan(img, mask, Preprocessor.of(params, build_template(
+        params.template.resolution_mm, params.template.crop_shape)))
     blob = np.zeros(img.shape, np.float32)
     blob[14:20, 18:24, 12:17] = 1.0
     there = to_template(blob, prepared.record)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import IXI
@@ -9,12 +11,11 @@ from conftest import IXI
 from pipeline.config.params import load_raw, params_from_dict
 from pipeline.io.nifti import load_mask, load_scan
 from pipeline.preprocess import headatlas, registration
-from pipeline.preprocess.harmonise import NONE
-from pipeline.preprocess.prepare import prepare_scan
+from pipeline.preprocess.prepare import Preprocessor
 from pipeline.preprocess.record import to_native
 from pipeline.space import geometry
 from pipeline.space.grid import to_canonical
-from pipeline.space.template import load_template
+from pipeline.space.template import build_template
 
 pytestmark = pytest.mark.skipif(not IXI.is_dir(), reason="../shared/data/ixi-t1 not available")
 SUBJECTS = ["IXI012-HH-1211", "IXI013-HH-1212", "IXI014-HH-1236"]
@@ -32,15 +33,22 @@ def params():
     return params_from_dict(raw)
 
 
+@pytest.fixture(scope="module")
+def pre(params):
+    """The preprocessor of these parameters (no head atlas, no standard scale)."""
+    return Preprocessor.of(params, build_template(params.template.resolution_mm,
+                                                  params.template.crop_shape))
+
+
 def _load(sid: str):
     img = load_scan(IXI / "t1" / f"{sid}_T1.nii.gz")
     return img, load_mask(IXI / "brainmask" / f"{sid}_brainmask.nii.gz", img)
 
 
 @pytest.mark.parametrize("sid", SUBJECTS + HARD)
-def test_ixi_registration_and_round_trip(params, sid: str) -> None:
+def test_ixi_registration_and_round_trip(pre, sid: str) -> None:
     img, mask = _load(sid)
-    prepared = prepare_scan(img, mask, params, None, NONE)
+    prepared = pre.prepare_scan(img, mask)
     assert prepared.record.registration_dice >= 0.92
     assert prepared.record.registration_ok
     assert prepared.record.bias_field  # N4 ran
@@ -49,14 +57,13 @@ def test_ixi_registration_and_round_trip(params, sid: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def atlas(params):
+def atlas(params, pre):
     """A head atlas from a few IXI scans (prepare builds it from the whole training split)."""
-    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
-    g = headatlas.grids(tpl, params.prepare.brain_mask)
+    g = headatlas.grids(pre.template, params.prepare.brain_mask)
     parts = []
     for sid in ATLAS_SUBJECTS:
         img, mask = _load(sid)
-        rec = prepare_scan(img, mask, params, None, NONE)
+        rec = pre.prepare_scan(img, mask)
         parts.append(headatlas.contribution(
             rec.canonical_image, rec.canonical_brain, np.asarray(rec.record.canonical_affine),
             geometry.affine_transform_from_json(rec.record.transform), g))
@@ -66,12 +73,12 @@ def atlas(params):
 
 
 @pytest.mark.parametrize("sid", SUBJECTS)
-def test_ixi_without_mask_gets_the_brain_from_the_head_atlas(params, atlas, sid: str,
+def test_ixi_without_mask_gets_the_brain_from_the_head_atlas(pre, atlas, sid: str,
                                                               tmp_path) -> None:
     img, truth = _load(sid)
     headatlas.save(atlas, tmp_path / "atlas.safetensors")
     stored = headatlas.read(tmp_path / "atlas.safetensors")
-    prepared = prepare_scan(img, None, params, stored, NONE)
+    prepared = dataclasses.replace(pre, head_atlas=stored).prepare_scan(img, None)
     assert prepared.record.mask_source == "atlas"
     canon_truth = to_canonical(truth.astype(np.uint8), img.affine)[0] > 0
     assert registration.dice(prepared.canonical_brain, canon_truth) >= 0.90

@@ -19,7 +19,7 @@ from pipeline.config.params import load_raw, params_from_dict
 from pipeline.preprocess import registration
 from pipeline.preprocess.bias import correct_bias
 from pipeline.space import geometry
-from pipeline.space.template import load_template
+from pipeline.space.template import build_template
 
 
 def test_bias_field_correction_flattens_a_smooth_field() -> None:
@@ -57,7 +57,7 @@ def one_thread():
 def test_registration_recovers_a_known_pose_and_size(one_thread) -> None:
     """The template brain, rotated, shrunk and shifted onto an oblique grid, comes back."""
     params = params_from_dict(load_raw())
-    tpl = load_template(3.0, (56, 64, 56))
+    tpl = build_template(3.0, (56, 64, 56))
     fixed = geometry.to_sitk(tpl.image, tpl.affine)
     truth = sitk.AffineTransform(3)  # template point -> "native" point
     truth.SetCenter([0.0, -18.0, 8.0])

@@ -255,12 +255,14 @@ def test_half_precision_overflow_is_rescored_in_float32(in_project: Path) -> Non
     from pipeline.io.errors import ScanError
     from pipeline.io.nifti import load_scan
     from pipeline.modelstore.loading import command_model_uri, load_model
-    from pipeline.preprocess.prepare import prepare_scan
-    from pipeline.scoring.maps import score_prepared
+    from pipeline.scoring.maps import score_maps
+
+    def score_prepared(model: Any, prepared: Any) -> Any:
+        return score_maps(model, prepared, [])[model.calibrated().primary]
 
     loaded = load_model(command_model_uri(None))
     scan = load_scan(_scans(in_project, 1)[0])
-    prepared = prepare_scan(scan, None, loaded.params, loaded.head_atlas, loaded.scale)
+    prepared = loaded.preprocessor.prepare_scan(scan, None)
     fp32 = score_prepared(loaded, prepared)
     assert fp32.warnings == []
 
@@ -288,13 +290,15 @@ def test_gpu_maps_are_repeatable_and_close_to_the_cpu_maps(in_project: Path) -> 
     within 0.1 z, three times the bf16 difference measured on IXI (README "Reliability")."""
     from pipeline.io.nifti import load_scan
     from pipeline.modelstore.loading import command_model_uri, load_for_command, load_model
-    from pipeline.preprocess.prepare import prepare_scan
-    from pipeline.scoring.maps import score_prepared
+    from pipeline.scoring.maps import score_maps
+
+    def score_prepared(model: Any, prepared: Any) -> Any:
+        return score_maps(model, prepared, [])[model.calibrated().primary]
 
     cpu = load_model(command_model_uri(None))
     gpu = load_for_command(command_model_uri(None), "cuda")
     scan = load_scan(_scans(in_project, 1)[0])
-    prepared = prepare_scan(scan, None, cpu.params, cpu.head_atlas, cpu.scale)
+    prepared = cpu.preprocessor.prepare_scan(scan, None)
     a, b = score_prepared(gpu, prepared), score_prepared(gpu, prepared)
     assert np.array_equal(a.heatmap, b.heatmap)
     ref = score_prepared(cpu, prepared)

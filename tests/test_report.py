@@ -141,10 +141,10 @@ def test_report_is_self_contained_and_complete() -> None:
 
 
 def _index_page(tmp_path: Path) -> Path:
-    rows = [CaseRow("b-scan", "test_healthy", 2.0, False, 0.0, 0, 0.0, "case.html"),
-            CaseRow("c'<img src=x onerror=alert(1)>", "test_healthy", 1.0, False, 0.0, 0, 0.0,
+    rows = [CaseRow("b-scan", "test_healthy", 2.0, "normal", 0.0, 0, 0.0, "case.html"),
+            CaseRow("c'<img src=x onerror=alert(1)>", "test_healthy", 1.0, "normal", 0.0, 0, 0.0,
                     "cases/sub#1 'q'.html"),
-            CaseRow("a-scan", "test_lesion", 9.0, True, 1.5, 2, 7.5, "case.html")]
+            CaseRow("a-scan", "test_lesion", 9.0, "abnormal", 1.5, 2, 7.5, "case.html")]
     metrics = {"voxel_auroc": 0.9, "voxel_auprc": 0.5, "score": "nll",
                "score_types": {"nll": {"voxel_auroc": 0.9}, "autoencoder": {"voxel_auroc": 0.8}}}
     curves: dict[str, Any] = {"roc": ([0.0, 0.1, 1.0], [0.0, 0.8, 1.0]),

@@ -11,10 +11,10 @@ import torch
 from pipeline.config.kinds import KINDS, MODEL_KINDS
 from pipeline.config.params import load_params
 from pipeline.config.scoring_schema import RestorationParams
+from pipeline.evaluation.metrics import Pooled, lesions_found
 from pipeline.model.network import ConvVAE
 from pipeline.model.objective import Likelihood
 from pipeline.model.restoration import frozen, restore
-from pipeline.scoring.metrics import Pooled, lesions_found
 from pipeline.scoring.raw import raw_scores
 
 SHAPE = (16, 16, 16)
@@ -147,7 +147,7 @@ def test_primary_score_is_validated(score: list[str], ok: bool) -> None:
 
 
 def test_the_drawn_pr_curve_has_the_area_of_the_auprc() -> None:
-    from pipeline.scoring.metrics import curves
+    from pipeline.evaluation.metrics import curves
 
     rng = np.random.default_rng(1)
     labels = rng.random(300_000) < 0.003          # rare lesion voxels, as in the demo

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.space.template import _CACHE, load_template, read_template, save_template
+from pipeline.space.template import build_template, read_template, save_template
 
 
 def test_template_round_trips_through_its_file(tmp_path: Path) -> None:
-    tpl = load_template(6.0, (32, 32, 32))
+    tpl = build_template(6.0, (32, 32, 32))
     assert tpl.shape == (32, 32, 32) and tpl.brain.any()
     # the crop is centred on the brain: it touches no face of the box
     assert not tpl.brain[0].any() and not tpl.brain[-1].any()
     save_template(tpl, tmp_path / "t.safetensors")
-    _CACHE.clear()
     back = read_template(tmp_path / "t.safetensors")
     np.testing.assert_array_equal(back.image, tpl.image)
     np.testing.assert_array_equal(back.brain, tpl.brain)
@@ -23,7 +22,7 @@ def test_template_round_trips_through_its_file(tmp_path: Path) -> None:
 
 
 def test_non_contiguous_arrays_are_stored_correctly(tmp_path: Path) -> None:
-    tpl = load_template(6.0, (32, 32, 32))
+    tpl = build_template(6.0, (32, 32, 32))
     from dataclasses import replace
 
     # a reversed view and a Fortran-ordered copy of the same image: neither is C-contiguous

@@ -25,27 +25,20 @@ import torch
 
 from pipeline.generative import sampling
 from pipeline.generative.quality import IntensityStats, mean_abs_diff, path_quality
-from pipeline.io.atomic import all_or_nothing, check_writable_dir, write_json
+from pipeline.io.atomic import all_or_nothing, write_json
 from pipeline.io.errors import ScanError, UsageError, one_line, shown
 from pipeline.io.nifti import load_mask, load_scan, stem, write_nifti
 from pipeline.model.objective import Likelihood
-from pipeline.modelstore.loading import command_model_uri, load_for_command
+from pipeline.modelstore.loading import model_for_command
 from pipeline.modelstore.types import LoadedModel
-from pipeline.preprocess.prepare import prepare_file
 from pipeline.preprocess.record import PreparedScan
 from pipeline.reporting import preview
-from pipeline.space.template import TEMPLATE_FILE, Template, read_template
 
 UNITS = "normalised intensity (the brain's 1st/99th percentiles at 0/1), template space"
 
 
-def _template(loaded: LoadedModel) -> Template:
-    return read_template(loaded.folder / TEMPLATE_FILE)
-
-
 def _about(loaded: LoadedModel) -> dict[str, Any]:
-    return {"model": {"uri": loaded.uri, **loaded.meta.get("mlflow", {})},
-            "trained_on": loaded.trained_on()}
+    return {"model": loaded.identity(), "trained_on": loaded.trained_on()}
 
 
 def _meta_rows(loaded: LoadedModel, extra: list[tuple[str, Any]]) -> list[tuple[str, str]]:
@@ -79,10 +72,7 @@ def sample(args: argparse.Namespace) -> int:
                                              and args.temperature >= 0):
         raise UsageError("--temperature must be a finite number >= 0")
     _check_seed(args.seed)
-    uri = command_model_uri(args.model)  # before any file is created
-    check_writable_dir(args.out)
-    loaded = load_for_command(uri, args.device,
-                              require_calibration=False)
+    loaded = model_for_command(args.model, args.device, (args.out,), require_calibration=False)
     outputs = [args.out / f"sample_{i:03d}.nii.gz" for i in range(args.n)]
     outputs += [args.out / f"samples{s}" for s in (".png", ".json", ".html")]
     with all_or_nothing(outputs):
@@ -92,7 +82,7 @@ def sample(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace, loaded: LoadedModel) -> None:
-    g, tpl = loaded.params.generative, _template(loaded)
+    g, tpl = loaded.params.generative, loaded.template
     temperature = g.temperature if args.temperature is None else args.temperature
     z = sampling.sample_latents(sampling.latent_shape(loaded.vae, tpl.shape), args.n,
                                 temperature, args.seed)
@@ -124,17 +114,13 @@ def _sample(args: argparse.Namespace, loaded: LoadedModel) -> None:
 def interpolate(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 2:
         raise UsageError("--steps must be at least 2 (the two ends)")
-    uri = command_model_uri(args.model)  # before any file is created
-    check_writable_dir(args.out)
-    loaded = load_for_command(uri, args.device,
-                              require_calibration=False)
+    loaded = model_for_command(args.model, args.device, (args.out,), require_calibration=False)
     steps = loaded.params.generative.interpolation_steps if args.steps is None else args.steps
     masks = list(args.brain_mask) if args.brain_mask else [None, None]
     prepared = []
     for scan, mask in zip(args.scans, masks, strict=True):
         try:
-            prepared.append(prepare_file(loaded.params, loaded.head_atlas, loaded.scale, scan,
-                                         mask).prepared)
+            prepared.append(loaded.preprocessor.prepare_file(scan, mask).prepared)
         except Exception as exc:
             _scan_failed(scan, exc, args.debug)
             return 1
@@ -150,7 +136,7 @@ def interpolate(args: argparse.Namespace) -> int:
 
 def _interpolate(args: argparse.Namespace, loaded: LoadedModel, prepared: list[PreparedScan],
                  steps: int, modes: tuple[str, ...]) -> None:
-    g, tpl = loaded.params.generative, _template(loaded)
+    g, tpl = loaded.params.generative, loaded.template
     ends = [sampling.encode_mean(loaded.vae, torch.from_numpy(p.image)) for p in prepared]
     info: dict[str, Any] = {**_about(loaded), "space": tpl.space, "units": UNITS,
                             "inputs": [str(s) for s in args.scans], "steps": steps,
@@ -184,10 +170,7 @@ def _interpolate(args: argparse.Namespace, loaded: LoadedModel, prepared: list[P
 
 
 def impute(args: argparse.Namespace) -> int:
-    uri = command_model_uri(args.model)  # before any file is created
-    check_writable_dir(args.out)
-    loaded = load_for_command(uri, args.device,
-                              require_calibration=False)
+    loaded = model_for_command(args.model, args.device, (args.out,), require_calibration=False)
     name = stem(args.scan)
     outputs = [args.out / f"{name}_imputed{s}" for s in (".nii.gz", "_template.nii.gz",
                                                           ".json", ".png", ".html")]
@@ -210,7 +193,7 @@ def _impute(args: argparse.Namespace, loaded: LoadedModel, name: str, outputs: l
     brain = load_mask(args.brain_mask, img) if args.brain_mask else None
     imp = impute_scan(loaded, img, missing, brain, loaded.params.generative.impute)
     write_nifti(outputs[0], imp.filled, img.affine, img.header)
-    write_nifti(outputs[1], imp.template_filled, _template(loaded).affine)
+    write_nifti(outputs[1], imp.template_filled, loaded.template.affine)
     centre = [round(float(v)) for v in np.argwhere(missing).mean(0)]
     style = preview.style_for(imp.filled, loaded.params.report)
     pixels = preview.mosaic([
@@ -239,18 +222,15 @@ def loglik(args: argparse.Namespace) -> int:
     masks = list(args.brain_mask) if args.brain_mask else [None] * len(args.scans)
     if len(masks) != len(args.scans):
         raise UsageError(f"--brain-mask given {len(masks)} time(s) for {len(args.scans)} scan(s)")
-    uri = command_model_uri(args.model)  # before any file is created
-    if args.out is not None:
-        check_writable_dir(args.out)
-    loaded = load_for_command(uri, args.device, require_calibration=False)
+    loaded = model_for_command(args.model, args.device, () if args.out is None else (args.out,),
+                               require_calibration=False)
     g = loaded.params.generative
     k = g.iwae_samples if args.k is None else args.k
     rows, failures = [], 0
     print("scan\tlog_likelihood_nats\tbits_per_voxel\tk")
     for scan, mask in zip(args.scans, masks, strict=True):
         try:
-            prepared = prepare_file(loaded.params, loaded.head_atlas, loaded.scale, scan,
-                                         mask).prepared
+            prepared = loaded.preprocessor.prepare_file(scan, mask).prepared
             ll = sampling.log_likelihood(loaded.vae, Likelihood.of(loaded.params.model),
                                            torch.from_numpy(prepared.image), k, args.seed,
                                            g.iwae_batch)

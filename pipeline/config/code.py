@@ -13,8 +13,11 @@ Example:
     True
     >>> "pipeline.preprocess.prepare" in closure("pipeline.model.training")
     False
-    >>> dvc_code_deps("pipeline.stages.cohort")[:2]
-    ['pipeline/__init__.py', 'pipeline/cli.py']
+    >>> deps = dvc_code_deps("pipeline.stages.train")
+    >>> "pipeline/cli.py" in deps, "pipeline/stages/train.py" in deps
+    (True, True)
+    >>> [d for d in deps if d.startswith(("pipeline/evaluation", "pipeline/arguments"))]
+    []
 """
 
 from __future__ import annotations
@@ -126,16 +129,17 @@ def package_digest() -> str:
 
 
 def dvc_code_deps(stage_module: str) -> list[str]:
-    """The code dependencies of a DVC stage: the entry point, the stage's own module, and
-    every subpackage its closure reaches, as whole folders (paths from the project root)."""
-    found = {f"{PACKAGE}/__init__.py", module_file(ENTRY_POINT).relative_to(
-        PACKAGE_DIR.parent).as_posix()}
+    """The code dependencies of a DVC stage: the entry point's file, and every module of the
+    stage module's import closure with the data files of the packages among them (paths from
+    the project root). A module the stage never imports is no dependency: editing evaluation
+    code re-runs no training, editing a help text (:mod:`pipeline.arguments`) nothing."""
+    root = PACKAGE_DIR.parent
+    found = {module_file(ENTRY_POINT).relative_to(root).as_posix()}
     for name in closure(stage_module):
-        parts = name.split(".")
-        if len(parts) > 1 and parts[1] != "stages" and (PACKAGE_DIR / parts[1]).is_dir():
-            found.add(f"{PACKAGE}/{parts[1]}")
-        else:
-            found.add(module_file(name).relative_to(PACKAGE_DIR.parent).as_posix())
+        path = module_file(name)
+        found.add(path.relative_to(root).as_posix())
+        if path.name == "__init__.py":
+            found.update(f.relative_to(root).as_posix() for f in data_files(name))
     return sorted(found)
 
 

@@ -34,7 +34,7 @@ from pipeline.config.output_schema import ImputeParams
 from pipeline.generative.sampling import impute
 from pipeline.io.errors import ScanError
 from pipeline.modelstore.types import LoadedModel
-from pipeline.preprocess.prepare import prepare_scan, require_registration
+from pipeline.preprocess.prepare import require_registration
 from pipeline.preprocess.record import PreparedScan, native_brain, to_native, to_template
 
 FILL_WEIGHT_MIN = 1e-4  # surroundings fill: smallest Gaussian weight of known voxels used
@@ -102,8 +102,8 @@ def impute_scan(loaded: LoadedModel, img: nib.Nifti1Image, missing: np.ndarray,
     data = np.asarray(img.dataobj, dtype=np.float32)
     provisional = surroundings_fill(data, missing)
     timings["surroundings_fill"] = time.perf_counter() - t0
-    prepared = prepare_scan(nib.Nifti1Image(provisional, img.affine, header=img.header),
-                            brain_mask, loaded.params, loaded.head_atlas, loaded.scale)
+    prepared = loaded.preprocessor.prepare_scan(
+        nib.Nifti1Image(provisional, img.affine, header=img.header), brain_mask)
     timings.update(prepared.record.timings_s)
     require_registration(prepared.record, loaded.params.prepare.registration)
     t0 = time.perf_counter()

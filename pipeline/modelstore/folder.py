@@ -30,7 +30,7 @@ from pipeline.io.atomic import atomic_write, copy_file, sha256, write_arrays, wr
 from pipeline.io.errors import one_line
 from pipeline.modelstore import format as fmt
 from pipeline.modelstore.types import Calibration, ModelError
-from pipeline.space.template import TEMPLATE_FILE, load_template, save_template
+from pipeline.space.template import TEMPLATE_FILE, Template, save_template
 
 WEIGHTS = "weights.safetensors"
 MODEL_JSON = "model.json"
@@ -51,16 +51,15 @@ T = TypeVar("T")
 
 
 def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any],
-               head_atlas: Path | None) -> None:
-    """Write weights, template, ``model.json`` (and a copy of ``head_atlas``, if there is one)
-    into ``folder``, in the current format."""
+               head_atlas: Path | None, template: Template) -> None:
+    """Write weights, ``template``, ``model.json`` (and a copy of ``head_atlas``, if there is
+    one) into ``folder``, in the current format."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
     atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
-    save_template(load_template(params.template.resolution_mm, params.template.crop_shape),
-                  folder / TEMPLATE_FILE)
+    save_template(template, folder / TEMPLATE_FILE)
     body = {"format": fmt.FORMAT, **meta, "params": to_dict(params),
             "weights_sha256": sha256(folder / WEIGHTS),
             "template_sha256": sha256(folder / TEMPLATE_FILE)}

@@ -17,7 +17,7 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -42,8 +42,12 @@ from pipeline.modelstore.folder import (
     verified,
 )
 from pipeline.modelstore.types import Calibration, LoadedModel, ModelError, Normative, Thresholds
-from pipeline.preprocess.harmonise import StandardScale
+from pipeline.preprocess.harmonise import NONE, StandardScale
+from pipeline.preprocess.prepare import Preprocessor
 from pipeline.space.template import TEMPLATE_FILE, read_template
+
+if TYPE_CHECKING:
+    from pipeline.preprocess.headatlas import HeadAtlas
 
 log = logging.getLogger(__name__)
 MLMODEL = "MLmodel"  # an MLflow model's description file
@@ -75,27 +79,40 @@ def load_model(uri: str | Path, device: str = "cpu", require_calibration: bool =
                     "model.json only", uri_text)
     agrees(registry, WEIGHTS_SHA_TAG, meta.get("weights_sha256"), uri_text, "weights")
     weights = verified(folder / WEIGHTS, meta.get("weights_sha256"), uri_text, "weights")
-    safely(uri_text, "template", lambda: read_template(verified(
+    template = safely(uri_text, "template", lambda: read_template(verified(
         folder / TEMPLATE_FILE, meta.get("template_sha256"), uri_text, "template")))
     vae = build_vae(stored.model, stored.template.crop_shape)
     # safetensors holds raw tensors only: nothing in the file is ever executed
     safely(uri_text, "weights", lambda: vae.load_state_dict(load_file(str(weights),
                                                                        device="cpu")))
     vae.to(device).eval()
-    loaded = LoadedModel(vae=vae, params=stored, meta=meta, folder=folder, uri=uri_text)
-    if meta.get("head_atlas_sha256"):
-        from pipeline.preprocess import headatlas
-
-        loaded.head_atlas = safely(uri_text, "head atlas", lambda: headatlas.read(verified(
-            folder / HEAD_ATLAS_FILE, meta["head_atlas_sha256"], uri_text, "head atlas")))
-    if meta.get("harmonisation"):
-        loaded.scale = safely(uri_text, "harmonisation", lambda: StandardScale.from_json(
-            meta["harmonisation"]))
+    pre = Preprocessor.of(stored, template, _head_atlas(folder, meta, uri_text),
+                          _scale(meta, uri_text))
+    loaded = LoadedModel(vae=vae, params=stored, meta=meta, folder=folder, uri=uri_text,
+                         preprocessor=pre)
     if (folder / CALIBRATION_JSON).is_file():
         _attach_calibration(loaded, registry)
     elif require_calibration:
         loaded.calibrated()  # refuses, with the reason
     return loaded
+
+
+def _head_atlas(folder: Path, meta: dict[str, Any], uri_text: str) -> HeadAtlas | None:
+    """The model's head atlas (verified), if it has one."""
+    if not meta.get("head_atlas_sha256"):
+        return None
+    from pipeline.preprocess import headatlas
+
+    return safely(uri_text, "head atlas", lambda: headatlas.read(verified(
+        folder / HEAD_ATLAS_FILE, meta["head_atlas_sha256"], uri_text, "head atlas")))
+
+
+def _scale(meta: dict[str, Any], uri_text: str) -> StandardScale:
+    """The standard intensity scale ``prepare`` learned (none for older folders)."""
+    if not meta.get("harmonisation"):
+        return NONE
+    return safely(uri_text, "harmonisation",
+                  lambda: StandardScale.from_json(meta["harmonisation"]))
 
 
 def _attach_calibration(loaded: LoadedModel, registry: dict[str, str]) -> None:
@@ -232,3 +249,18 @@ def command_model_uri(given: str | None) -> str:
         except ModelError as exc:
             raise UsageError(f"model: {exc}") from exc
     return given
+
+
+def model_for_command(given: str | None, device_choice: str, outs: tuple[Path, ...] = (),
+                      require_calibration: bool = True, world: World = SINGLE_PROCESS
+                      ) -> LoadedModel:
+    """Every command's start: the model ``--model`` names (or the project's champion) is
+    resolved before any file is created, each of the output folders ``outs`` is created and
+    proved writable, and the model is loaded on the chosen device; anything wrong is a
+    :class:`UsageError` (exit 2)."""
+    from pipeline.io.atomic import check_writable_dir
+
+    uri = command_model_uri(given)
+    for out in outs:
+        check_writable_dir(out)
+    return load_for_command(uri, device_choice, require_calibration, world)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.schema import Params
-from pipeline.preprocess.harmonise import NONE, StandardScale
+from pipeline.preprocess.prepare import Preprocessor
+from pipeline.space.template import Template
 
 
 class ModelError(Exception):
@@ -87,16 +88,22 @@ class Calibration:
 
 @dataclass
 class LoadedModel:
-    """A verified model folder in memory: network, parameters, metadata, calibration."""
+    """A verified model folder in memory: network, parameters, metadata, calibration, and
+    the preprocessor (verified template, head atlas, standard scale) scans are prepared with
+    for it."""
 
     vae: Any
     params: Params
     meta: dict[str, Any]
     folder: Path
     uri: str
+    preprocessor: Preprocessor
     calibration: Calibration | None = None
-    head_atlas: Any = None
-    scale: StandardScale = NONE  # the standard intensity scale ``prepare`` learned
+
+    @property
+    def template(self) -> Template:
+        """The model's own template (read from its folder, checksum verified)."""
+        return self.preprocessor.template
 
     def reference_image(self) -> np.ndarray:
         """The image a scan is compared with by the domain check: the network's mean
@@ -104,10 +111,13 @@ class LoadedModel:
         mean = getattr(self.vae, "mean_image", None)
         if mean is not None:
             return np.asarray(mean[0, 0].detach().float().cpu().numpy())
-        from pipeline.space.template import load_template
+        return self.template.image
 
-        tp = self.params.template
-        return load_template(tp.resolution_mm, tp.crop_shape).image
+    def identity(self) -> dict[str, Any]:
+        """Which model this is, as outputs name it: URI, registered name, version, run."""
+        version = self.meta.get("mlflow", {})
+        return {"uri": self.uri, "name": version.get("registered_model"),
+                "version": version.get("version"), "run_id": version.get("run_id")}
 
     def trained_on(self) -> dict[str, Any]:
         return dict(self.meta.get("trained_on", {}))

@@ -9,25 +9,28 @@ brain mask warped back and refined by intensity is the mask (``"derived"``, less
 
 Example:
     >>> import numpy as np
-    >>> from pipeline.config.params import load_params
     >>> grid = np.meshgrid(*[np.linspace(-1, 1, 60)] * 3, indexing="ij")
     >>> stripped = np.where(sum(g ** 2 for g in grid) < 0.5, 100.0, 0.0)  # a bare brain
-    >>> mask, source = derive_brain_mask(stripped, np.diag([2.0, 2.0, 2.0, 1.0]),
-    ...                                  load_params(), None)
-    >>> source, bool((mask == (stripped > 0)).all())
-    ('stripped', True)
+    >>> is_skull_stripped(stripped, np.array([2.0, 2.0, 2.0]), max_volume_ml=2200.0)
+    True
+    >>> bool((stripped_foreground(stripped) == (stripped > 0)).all())
+    True
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 from nibabel.affines import voxel_sizes
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from pipeline.config.schema import Params
-from pipeline.preprocess.headatlas import HeadAtlas, extract_brain
+from pipeline.preprocess.headatlas import extract_brain
 from pipeline.preprocess.morphology import ball, foreground, largest_component
+
+if TYPE_CHECKING:
+    from pipeline.preprocess.prepare import Preprocessor
 
 _TISSUE_FRACTION_OF_OTSU = 0.5  # voxels darker than this share of the Otsu level are not tissue
 
@@ -57,42 +60,42 @@ def is_skull_stripped(data: np.ndarray, spacing: np.ndarray, max_volume_ml: floa
     return _volume_ml(stripped_foreground(data), spacing) <= max_volume_ml
 
 
-def derive_brain_mask(
-    data: np.ndarray, affine: np.ndarray, params: Params, atlas: HeadAtlas | None
-) -> tuple[np.ndarray, str]:
-    """Return ``(mask, source)`` for a canonical-orientation scan without a given mask.
+def derive_brain_mask(data: np.ndarray, affine: np.ndarray, pre: Preprocessor
+                      ) -> tuple[np.ndarray, str]:
+    """Return ``(mask, source)`` for a canonical-orientation scan without a given mask
+    (with the head atlas of ``pre`` when it has one).
 
     ``source`` is ``"stripped"`` (already skull-stripped), ``"atlas"`` or ``"derived"``.
     """
     spacing = voxel_sizes(affine)
-    bm = params.prepare.brain_mask
+    bm, atlas = pre.prepare.brain_mask, pre.head_atlas
     stripped = stripped_foreground(data)
     if _volume_ml(stripped, spacing) <= bm.stripped_max_volume_ml:
         return stripped, "stripped"
     head = foreground(data)
     if atlas is not None:
-        mask = extract_brain(data, head, affine, atlas, params)
+        mask = extract_brain(data, head, affine, atlas, pre.prepare, pre.seed)
         if mask.any():
             return mask, "atlas"
     rough = largest_component(ndimage.binary_erosion(head, ball(bm.skull_erosion_mm, spacing)))
     if not rough.any():
         rough = head
-    return _refine_with_template(data, affine, rough, head, spacing, params), "derived"
+    return _refine_with_template(data, affine, rough, head, spacing, pre), "derived"
 
 
 def _refine_with_template(data: np.ndarray, affine: np.ndarray, rough: np.ndarray,
-                          head: np.ndarray, spacing: np.ndarray, params: Params) -> np.ndarray:
+                          head: np.ndarray, spacing: np.ndarray, pre: Preprocessor
+                          ) -> np.ndarray:
     from pipeline.preprocess import registration
     from pipeline.space import geometry
-    from pipeline.space.template import load_template
 
-    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
+    tpl = pre.template
     tx, moving = registration.register_to_template(data, rough, affine, tpl,
-                                                   params.prepare.registration, params.seed)
+                                                   pre.prepare.registration, pre.seed)
     warped = geometry.from_sitk(geometry.resample(
         geometry.to_sitk(tpl.brain.astype(np.float32), tpl.affine), moving, tx.GetInverse()))
     prior = warped > 0.5
-    support = ndimage.binary_dilation(prior, ball(params.prepare.brain_mask.refine_dilation_mm,
+    support = ndimage.binary_dilation(prior, ball(pre.prepare.brain_mask.refine_dilation_mm,
                                                    spacing)) & head
     if not prior.any():
         return rough

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.config.data_schema import BrainMaskParams
-from pipeline.config.schema import Params
+from pipeline.config.data_schema import BrainMaskParams, PrepareParams
 from pipeline.preprocess import registration
 from pipeline.preprocess.morphology import foreground, largest_component
 from pipeline.space import geometry
@@ -115,9 +114,9 @@ def read(path: Path) -> HeadAtlas:
 
 
 def register_head(canon: np.ndarray, head_mask: np.ndarray, affine: np.ndarray,
-                  atlas: HeadAtlas, params: Params) -> sitk.AffineTransform:
+                  atlas: HeadAtlas, prepare: PrepareParams, seed: int) -> sitk.AffineTransform:
     """Affine (atlas points → scan points) aligning the scan's head with the atlas head."""
-    bm = params.prepare.brain_mask
+    bm = prepare.brain_mask
     fixed = geometry.to_sitk(atlas.head, atlas.grids.head.affine)
     fixed_mask = geometry.to_sitk(foreground(atlas.head).astype(np.uint8),
                                   atlas.grids.head.affine)
@@ -128,15 +127,15 @@ def register_head(canon: np.ndarray, head_mask: np.ndarray, affine: np.ndarray,
     transform.SetCenter(start.GetCenter())
     transform.SetTranslation(start.GetTranslation())
     registration.optimise_mi(registration.Pyramid(fixed), moving, transform, bm.atlas_levels_mm,
-                             bm.atlas_iterations, params.prepare.registration, params.seed)
+                             bm.atlas_iterations, prepare.registration, seed)
     return transform
 
 
 def extract_brain(canon: np.ndarray, head_mask: np.ndarray, affine: np.ndarray,
-                  atlas: HeadAtlas, params: Params) -> np.ndarray:
+                  atlas: HeadAtlas, prepare: PrepareParams, seed: int) -> np.ndarray:
     """Brain mask of a canonical scan with skull: the atlas probability warped back."""
-    tx = register_head(canon, head_mask, affine, atlas, params)
+    tx = register_head(canon, head_mask, affine, atlas, prepare, seed)
     ref = geometry.to_sitk(np.zeros(canon.shape, np.uint8), affine)
     prob = geometry.to_sitk(atlas.brain_probability, atlas.grids.brain.affine)
     warped = geometry.from_sitk(geometry.resample(prob, ref, tx.GetInverse()))
-    return largest_component(warped > params.prepare.brain_mask.atlas_probability)
+    return largest_component(warped > prepare.brain_mask.atlas_probability)

@@ -11,12 +11,15 @@ inside the brain: the brain's ``lower_percentile``/``upper_percentile`` intensit
 (:mod:`pipeline.preprocess.harmonise`).
 Everything needed to invert the mapping lands in a JSON-serialisable :class:`ScanRecord`.
 
+What a scan is prepared with (template, the ``prepare`` parameters, seed, head atlas,
+standard scale) is one frozen :class:`Preprocessor`: a loaded model carries its own, the
+``prepare`` stage builds one from the parameters.
+
 Example:
     >>> import numpy as np
-    >>> from pipeline.config.params import load_params
     >>> image = np.random.default_rng(0).normal(100, 10, (20, 20, 20)).astype(np.float32)
     >>> brain = np.ones(image.shape, bool); brain[:2] = False
-    >>> out, lo, hi = normalise(image, brain, load_params().prepare.normalise)
+    >>> out, lo, hi = normalise(image, brain, NormaliseParams(1.0, 99.0, [0.0, 1.5]))
     >>> float(out[~brain].max()), round(float(np.mean(out[brain] <= 1.0)), 2)
     (0.0, 0.99)
 """
@@ -31,22 +34,50 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 
-from pipeline.config.data_schema import NormaliseParams, RegistrationParams
-from pipeline.config.schema import Params
+from pipeline.config.data_schema import NormaliseParams, PrepareParams, RegistrationParams
 from pipeline.io.errors import ScanError
 from pipeline.io.nifti import load_mask, load_scan
 from pipeline.preprocess import registration
 from pipeline.preprocess.bias import correct_bias
 from pipeline.preprocess.brainmask import derive_brain_mask
-from pipeline.preprocess.harmonise import StandardScale, harmonise
+from pipeline.preprocess.harmonise import NONE, StandardScale, harmonise
 from pipeline.preprocess.record import PreparedScan, ScanRecord
 from pipeline.preprocess.resolution import match_resolution
 from pipeline.space import geometry
 from pipeline.space.grid import to_canonical
-from pipeline.space.template import Template, load_template
+from pipeline.space.template import Template
 
 if TYPE_CHECKING:
+    from pipeline.config.schema import Params
     from pipeline.preprocess.headatlas import HeadAtlas
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocessor:
+    """How scans are prepared for one model: its template, the ``prepare`` parameters and
+    seed it was prepared with, its head atlas (brain extraction of scans with skull; ``None``:
+    none) and its standard intensity ``scale`` (:data:`~pipeline.preprocess.harmonise.NONE`
+    while ``prepare`` is still learning it)."""
+
+    template: Template
+    prepare: PrepareParams
+    seed: int
+    head_atlas: HeadAtlas | None = None
+    scale: StandardScale = NONE
+
+    @classmethod
+    def of(cls, params: Params, template: Template, head_atlas: HeadAtlas | None = None,
+           scale: StandardScale = NONE) -> Preprocessor:
+        """The preprocessor of ``params`` (its ``prepare`` section and seed)."""
+        return cls(template, params.prepare, params.seed, head_atlas, scale)
+
+    def prepare_scan(self, img: nib.Nifti1Image, mask: np.ndarray | None) -> PreparedScan:
+        """:func:`prepare_scan` with this preprocessor."""
+        return prepare_scan(img, mask, self)
+
+    def prepare_file(self, scan: Path, mask_path: Path | None) -> Prepared:
+        """:func:`prepare_file` with this preprocessor."""
+        return prepare_file(self, scan, mask_path)
 
 
 def normalise(image: np.ndarray, brain: np.ndarray, params: NormaliseParams
@@ -61,13 +92,12 @@ def normalise(image: np.ndarray, brain: np.ndarray, params: NormaliseParams
 
 
 def _canonical_brain(canon: np.ndarray, canon_affine: np.ndarray, native_mask: np.ndarray | None,
-                     affine: np.ndarray, params: Params, atlas: HeadAtlas | None
-                     ) -> tuple[np.ndarray, str]:
+                     affine: np.ndarray, pre: Preprocessor) -> tuple[np.ndarray, str]:
     """The brain mask on the canonical grid and where it came from (given, or derived)."""
     if native_mask is not None:
         canon_mask, source = to_canonical(native_mask.astype(np.uint8), affine)[0] > 0, "given"
     else:
-        canon_mask, source = derive_brain_mask(canon, canon_affine, params, atlas)
+        canon_mask, source = derive_brain_mask(canon, canon_affine, pre)
     if canon_mask.sum() < 0.01 * canon_mask.size:
         raise ScanError("brain mask covers less than 1% of the image")
     return canon_mask, source
@@ -85,11 +115,12 @@ class _Registered:
 
 
 def _register(corrected: np.ndarray, canon_mask: np.ndarray, canon_affine: np.ndarray,
-              tpl: Template, params: Params, timings: dict[str, float]) -> _Registered:
+              pre: Preprocessor, timings: dict[str, float]) -> _Registered:
     """Affine registration to the template, resampling onto its crop and normalisation."""
     t0 = time.perf_counter()
+    tpl = pre.template
     tx, moving = registration.register_to_template(corrected, canon_mask, canon_affine, tpl,
-                                                   params.prepare.registration, params.seed)
+                                                   pre.prepare.registration, pre.seed)
     grid = registration.fixed_side(tpl).mask.image  # the template crop grid
     timings["registration"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -98,21 +129,27 @@ def _register(corrected: np.ndarray, canon_mask: np.ndarray, canon_affine: np.nd
         geometry.to_sitk(canon_mask.astype(np.float32), canon_affine), grid, tx)) > 0.5
     if not brain.any():
         raise ScanError("registration moved the brain outside the template field of view")
-    image, lo, hi = normalise(warped, brain, params.prepare.normalise)
+    image, lo, hi = normalise(warped, brain, pre.prepare.normalise)
     timings["resample_normalise"] = time.perf_counter() - t0
     return _Registered(tx, image, brain, registration.dice(brain, tpl.brain),
                        registration.containment(brain, tpl.brain), lo, hi)
 
 
-def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
-                 atlas: HeadAtlas | None, scale: StandardScale) -> PreparedScan:
+def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, pre: Preprocessor
+                 ) -> PreparedScan:
     """Prepare one validated scan (see :func:`pipeline.io.nifti.load_scan`).
 
-    ``mask`` is the scan's brain mask on its own grid, or ``None`` to derive one (with the
-    head ``atlas`` for a scan with skull, when the model has one; ``None``: no atlas);
-    ``scale`` is the model's standard intensity scale (``prepare`` learns it after preparing
-    the training scans with :data:`pipeline.preprocess.harmonise.NONE`, then applies it with
-    :func:`harmonised`).
+    Args:
+        img: the scan, validated.
+        mask: its brain mask on its own grid, or ``None`` to derive one (with the head atlas
+            of ``pre`` for a scan with skull, when there is one).
+        pre: the preprocessor; its ``scale`` is applied last (``prepare`` learns the scale
+            after preparing the training scans with
+            :data:`~pipeline.preprocess.harmonise.NONE`, then applies it with
+            :func:`harmonised`).
+
+    Returns:
+        The template-space input with the record that maps it back.
 
     SimpleITK runs single-threaded: its multi-threaded registration metric sums in a varying
     order, so the transform (and the map) changed in the last bits from run to run; on IXI
@@ -123,22 +160,21 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    tpl: Template = load_template(params.template.resolution_mm, params.template.crop_shape)
+    tpl: Template = pre.template
     data = np.asarray(img.dataobj, dtype=np.float32)
     affine = np.asarray(img.affine, dtype=np.float64)
     canon, canon_affine, ornt = to_canonical(data, affine)
-    canon_mask, mask_source = _canonical_brain(canon, canon_affine, mask, affine, params, atlas)
+    canon_mask, mask_source = _canonical_brain(canon, canon_affine, mask, affine, pre)
     timings["brain_mask"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     corrected, bias_stats = correct_bias(canon, canon_mask, canon_affine,
-                                         params.prepare.bias_field)
+                                         pre.prepare.bias_field)
     sigma = [0.0, 0.0, 0.0]
-    if params.prepare.match_resolution:
-        corrected, sigma = match_resolution(corrected, canon_affine,
-                                            params.template.resolution_mm)
+    if pre.prepare.match_resolution:
+        corrected, sigma = match_resolution(corrected, canon_affine, tpl.resolution_mm)
     timings["bias_field"] = time.perf_counter() - t0
-    r = _register(corrected, canon_mask, canon_affine, tpl, params, timings)
-    reg = params.prepare.registration
+    r = _register(corrected, canon_mask, canon_affine, pre, timings)
+    reg = pre.prepare.registration
     record = ScanRecord(
         native_shape=[int(s) for s in data.shape], native_affine=affine.tolist(),
         orientation=np.asarray(ornt).tolist(), canonical_shape=[int(s) for s in canon.shape],
@@ -153,12 +189,13 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, params: Params,
         timings_s={k: round(v, 3) for k, v in timings.items()})
     return harmonised(PreparedScan(image=r.image, brain=r.brain, record=record,
                                    canonical_image=canon, canonical_brain=canon_mask),
-                      scale, params)
+                      pre.scale, pre.prepare.normalise)
 
 
-def harmonised(prepared: PreparedScan, scale: StandardScale, params: Params) -> PreparedScan:
+def harmonised(prepared: PreparedScan, scale: StandardScale, norm: NormaliseParams
+               ) -> PreparedScan:
     """The prepared scan on the standard intensity ``scale``, its landmarks recorded."""
-    image, own = harmonise(prepared.image, prepared.brain, scale, params.prepare.normalise.clip)
+    image, own = harmonise(prepared.image, prepared.brain, scale, norm.clip)
     record = replace(prepared.record, harmonisation_landmarks=own)
     return replace(prepared, image=image, record=record)
 
@@ -181,8 +218,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
 
-def prepare_file(params: Params, atlas: HeadAtlas | None, scale: StandardScale, scan: Path,
-                 mask_path: Path | None) -> Prepared:
+def prepare_file(pre: Preprocessor, scan: Path, mask_path: Path | None) -> Prepared:
     """Load, validate and prepare one native scan; raise :class:`ScanError` for anything
     wrong with it (registration quality control included)."""
     warnings: list[str] = []
@@ -190,7 +226,7 @@ def prepare_file(params: Params, atlas: HeadAtlas | None, scale: StandardScale, 
     img = load_scan(scan, warnings)
     mask = load_mask(mask_path, img) if mask_path is not None else None
     timings = {"load": time.perf_counter() - t0}
-    prepared = prepare_scan(img, mask, params, atlas, scale)
+    prepared = prepare_scan(img, mask, pre)
     timings.update(prepared.record.timings_s)
-    require_registration(prepared.record, params.prepare.registration)
+    require_registration(prepared.record, pre.prepare.registration)
     return Prepared(img, prepared, timings, warnings)

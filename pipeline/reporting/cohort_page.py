@@ -1,7 +1,7 @@
 """The cohort page ``reports/index.html``: metrics, curves, comparison, every scan, a gallery.
 
 Example:
-    >>> rows = [CaseRow("sub-01", "test_healthy", 1.2, False, 0.0, 0, 0.0, "cases/sub-01.html")]
+    >>> rows = [CaseRow("sub-01", "test_healthy", 1.2, "normal", 0.0, 0, 0.0, "cases/sub-01.html")]
     >>> page = render_index({"voxel_auprc": 0.5, "score": "nll"}, rows, {"modality": "T1w"},
     ...                     {"roc": None, "pr": None}, [], {}, Markup(""))
     >>> "href='cases/sub-01.html'" in page and "1 scans listed, 0 called abnormal" in page
@@ -24,7 +24,7 @@ from pipeline.reporting import render, svg
 from pipeline.reporting.html import Cell, Table, Tile, cells
 from pipeline.reporting.html import render as render_page
 from pipeline.reporting.scan_report import CanonicalVolumes, heat_range
-from pipeline.scoring.domain import OUT_OF_DISTRIBUTION
+from pipeline.scoring.domain import ABNORMAL, NORMAL, OUT_OF_DISTRIBUTION
 from pipeline.space.grid import PLANE_AXIS
 
 METRICS = (  # (key in metrics.json, label, format)
@@ -52,6 +52,10 @@ BASELINES = {"intensity": "baseline: intensity thresholding",
              "autoencoder": "baseline: plain autoencoder (β = 0)"}
 
 
+# the cohort table's verdict cell: CSS class and sort key (the scans to look at first)
+VERDICT_CELLS = {OUT_OF_DISTRIBUTION: ("ood", "2"), ABNORMAL: ("abnormal", "1"), NORMAL: ("", "0")}
+
+
 @dataclass
 class CaseRow:
     """One scan of the cohort table."""
@@ -59,12 +63,11 @@ class CaseRow:
     name: str
     split: str
     scan_score: float
-    is_abnormal: bool
+    verdict: str                 # one of scoring.domain.VERDICTS, as its JSON records it
     flagged_ml: float
     n_findings: int
     peak: float
     link: str | None
-    out_of_distribution: bool = False
 
 
 def read_columns(path: Path, *names: str) -> list[list[float]]:
@@ -164,7 +167,7 @@ def _sites(metrics: dict[str, Any]) -> Table | None:
         ood = int(row.get("verdict") == OUT_OF_DISTRIBUTION)
         table.rows.append([Cell(f"{name} (another modality)", cls="name"), *cells(
             1, row.get("flagged_ml", ""), "", row.get("flagged_rim_ml", ""),
-            int(row.get("verdict") == "abnormal"), ood, "", "")])
+            int(row.get("verdict") == ABNORMAL), ood, "", "")])
     return table
 
 
@@ -172,9 +175,8 @@ def _cases(rows: Sequence[CaseRow]) -> Table:
     table = Table(["scan", "split", "scan score", "verdict", "flagged mL", "findings", "peak z"],
                   sortable=True)
     for r in rows:
-        verdict = Cell(OUT_OF_DISTRIBUTION, cls="ood", sort="2") if r.out_of_distribution \
-            else Cell("abnormal", cls="abnormal", sort="1") if r.is_abnormal \
-            else Cell("normal", sort="0")
+        cls, sort = VERDICT_CELLS.get(r.verdict, ("", ""))
+        verdict = Cell(r.verdict, cls=cls, sort=sort)
         table.rows.append([Cell(r.name, cls="name", link=r.link), Cell(r.split),
                            Cell(f"{r.scan_score:.3f}"), verdict, Cell(f"{r.flagged_ml:.2f}"),
                            Cell(str(r.n_findings)), Cell(f"{r.peak:.2f}")])
@@ -198,7 +200,7 @@ def render_index(metrics: dict[str, Any], rows: Sequence[CaseRow], trained: dict
     model = metrics.get("model", {})
     return render_page(
         "cohort.html.j2", title="vae-anomaly cohort report", metrics=metrics, model=model,
-        trained=trained, n_rows=len(rows), n_abnormal=sum(r.is_abnormal for r in rows),
+        trained=trained, n_rows=len(rows), n_abnormal=sum(r.verdict == ABNORMAL for r in rows),
         metrics_rows=_metrics_rows(metrics), charts=charts, comparison=_comparison(metrics),
         extra=_extra(metrics, extra_links), sites=_sites(metrics), cases=_cases(rows),
         gallery=list(gallery), generative=generative)

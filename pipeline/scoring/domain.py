@@ -41,8 +41,8 @@ import numpy as np
 
 from pipeline.config.scoring_schema import DomainParams
 
-OUT_OF_DISTRIBUTION = "out of distribution"
-VERDICTS = ("normal", "abnormal", OUT_OF_DISTRIBUTION)  # a scored scan's verdict
+NORMAL, ABNORMAL, OUT_OF_DISTRIBUTION = "normal", "abnormal", "out of distribution"
+VERDICTS = (NORMAL, ABNORMAL, OUT_OF_DISTRIBUTION)  # a scored scan's verdict
 MAD_TO_STD = 1.4826
 # statistic -> which side is out of range ("low": below the range, "high": above it)
 STATISTICS = {"tissue_contrast": "low", "reconstruction_error": "high"}

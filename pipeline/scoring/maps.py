@@ -133,9 +133,13 @@ def to_result(loaded: LoadedModel, prepared: PreparedScan, raw: RawScores, name:
                       domain=domain.judge(raw.domain, calib.domain))
 
 
-def score_prepared(loaded: LoadedModel, prepared: PreparedScan) -> ScanResult:
-    """Score one prepared scan with the calibrated primary score, on its native grid."""
+def score_maps(loaded: LoadedModel, prepared: PreparedScan, compare: list[str]
+               ) -> dict[str, ScanResult]:
+    """The calibrated primary map of a prepared scan and one map per ``compare`` type, each
+    on the scan's native grid and thresholded (the primary first)."""
     calib = loaded.calibrated()
-    raw = template_scores(loaded, prepared.image, prepared.brain, set(calib.score))
-    zmap = calibrated_maps(raw, calib, loaded.params.scoring)[calib.primary]
-    return to_result(loaded, prepared, raw, calib.primary, zmap, native_brain(prepared))
+    raw = template_scores(loaded, prepared.image, prepared.brain, {*calib.score, *compare})
+    zmaps = calibrated_maps(raw, calib, loaded.params.scoring, compare)
+    brain = native_brain(prepared)
+    return {name: to_result(loaded, prepared, raw, name, z, brain)
+            for name, z in zmaps.items()}

@@ -32,7 +32,7 @@ import numpy as np
 from pipeline.config.kinds import KINDS
 from pipeline.modelstore.types import LoadedModel
 from pipeline.preprocess.record import ScanRecord
-from pipeline.scoring.domain import OUT_OF_DISTRIBUTION, DomainVerdict
+from pipeline.scoring.domain import ABNORMAL, NORMAL, OUT_OF_DISTRIBUTION, DomainVerdict
 from pipeline.scoring.findings import Finding, find_located
 from pipeline.space.grid import voxel_volume_mm3
 
@@ -66,7 +66,7 @@ class ScanResult:
         """normal | abnormal | out of distribution (the map cannot be trusted)."""
         if self.domain is not None and not self.domain.in_distribution:
             return OUT_OF_DISTRIBUTION
-        return "abnormal" if self.is_abnormal else "normal"
+        return ABNORMAL if self.is_abnormal else NORMAL
 
 
 @dataclass
@@ -141,7 +141,6 @@ def summarise(source: str | Path, result: ScanResult, loaded: LoadedModel, recor
     """The summary of a scored scan: verdict, findings, model, registration, timings."""
     native_affine = np.asarray(record.native_affine)
     voxel_ml = voxel_volume_mm3(native_affine) / 1000.0
-    version = loaded.meta.get("mlflow", {})
     flagged = int(result.mask.sum())
     return ScanSummary(
         input=str(source), scan_score=result.scan_score, scan_threshold=result.scan_threshold,
@@ -150,8 +149,7 @@ def summarise(source: str | Path, result: ScanResult, loaded: LoadedModel, recor
         heatmap_units="mean of the healthy-calibrated z-scores of: " + _describe(result.score),
         findings=find_located(result.heatmap, result.mask, record,
                               loaded.params.report.midline_mm),
-        model={"uri": loaded.uri, "name": version.get("registered_model"),
-               "version": version.get("version"), "run_id": version.get("run_id")},
+        model=loaded.identity(),
         trained_on=loaded.trained_on(),
         registration={"dice_with_template_brain": record.registration_dice,
                       "ok": record.registration_ok, "brain_mask": record.mask_source},

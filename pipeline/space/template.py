@@ -3,9 +3,14 @@
 The crop is ``crop_shape`` voxels at ``resolution_mm``, centred on the template brain's bounding
 box, so every prepared scan has the same grid and the network's input size never changes.
 
+There is no process-wide template: :func:`build_template` makes one from nilearn's files
+(the ``prepare`` and ``train`` stages, once each), a model folder stores it
+(:func:`save_template`) and a loaded model carries its verified copy; whoever needs the
+template is handed it.
+
 Example:
-    >>> tpl = load_template(6.0, (32, 32, 32))   # built once from nilearn's files, then cached
-    >>> tpl.image.shape, tpl.brain.dtype, load_template(6.0, (32, 32, 32)) is tpl
+    >>> tpl = build_template(6.0, (32, 32, 32))
+    >>> tpl.image.shape, tpl.brain.dtype, tpl.space == template_space(6.0)
     ((32, 32, 32), dtype('bool'), True)
 """
 
@@ -37,7 +42,12 @@ class Template:
 
     @property
     def space(self) -> str:
-        return f"{TEMPLATE_NAME}, {self.resolution_mm:g} mm"
+        return template_space(self.resolution_mm)
+
+
+def template_space(resolution_mm: float) -> str:
+    """The name of the template space at ``resolution_mm`` (what models state they use)."""
+    return f"{TEMPLATE_NAME}, {resolution_mm:g} mm"
 
 
 def crop_affine(source_affine: np.ndarray, mask: np.ndarray, resolution_mm: float,
@@ -53,20 +63,14 @@ def crop_affine(source_affine: np.ndarray, mask: np.ndarray, resolution_mm: floa
     return affine
 
 
-_CACHE: dict[tuple[float, tuple[int, int, int]], Template] = {}
 TEMPLATE_FILE = "template.safetensors"
 
 
-def _key(resolution_mm: float, crop_shape: Sequence[int]) -> tuple[float, tuple[int, int, int]]:
-    return float(resolution_mm), (int(crop_shape[0]), int(crop_shape[1]), int(crop_shape[2]))
-
-
-def load_template(resolution_mm: float, crop_shape: Sequence[int]) -> Template:
-    """The template on the crop grid: from memory, else built from nilearn's files."""
-    key = _key(resolution_mm, crop_shape)
-    if key not in _CACHE:
-        _CACHE[key] = _build(*key)
-    return _CACHE[key]
+def build_template(resolution_mm: float, crop_shape: Sequence[int]) -> Template:
+    """The template on the crop grid, built from nilearn's MNI152 files (seconds: build it
+    once and hand it on)."""
+    shape = (int(crop_shape[0]), int(crop_shape[1]), int(crop_shape[2]))
+    return _build(float(resolution_mm), shape)
 
 
 def save_template(tpl: Template, path: Path) -> None:
@@ -79,18 +83,12 @@ def save_template(tpl: Template, path: Path) -> None:
 
 
 def read_template(path: Path) -> Template:
-    """Read a stored template and make it the one :func:`load_template` returns."""
+    """Read a stored template (its checksum is the caller's to verify)."""
     from safetensors.numpy import load_file
 
     a = load_file(str(path))
     tpl = Template(image=a["image"], brain=a["brain"] > 0, affine=a["affine"],
                    resolution_mm=float(a["resolution_mm"][0]))
-    return register(tpl)
-
-
-def register(tpl: Template) -> Template:
-    """Make ``tpl`` the one :func:`load_template` returns for its resolution and shape."""
-    _CACHE[_key(tpl.resolution_mm, tpl.shape)] = tpl
     return tpl
 
 

@@ -65,7 +65,7 @@ def run(params: Params) -> None:
 def register(params: Params, folder: Path, calib: Calibration) -> tracking.Registration:
     """The calibrated model folder as a new MLflow model version (MLflow model: the folder,
     a signature, the code) of the training run that made its weights."""
-    from pipeline.serving import mlflow_model
+    from pipeline.serving import packaging
 
     meta = json.loads((folder / MODEL_JSON).read_text())
     digests = file_digests(folder)
@@ -82,7 +82,7 @@ def register(params: Params, folder: Path, calib: Calibration) -> tracking.Regis
             tracking.VAL_ELBO_TAG: f"{meta['val_negative_elbo_nats']:.6f}", **digests}
     with tempfile.TemporaryDirectory(prefix="vae-anomaly-mlflow-model-") as tmp:
         staged = Path(tmp) / "model"
-        mlflow_model.save(folder, staged, {k: tags[k] for k in ("modality", "space", "cohort")})
+        packaging.save(folder, staged, {k: tags[k] for k in ("modality", "space", "cohort")})
         return tracking.register_calibrated(run_id, params.mlflow.registered_model, staged,
                                             describe(meta, calib), tags,
                                             # folders trained before it was recorded: none, so

@@ -54,7 +54,7 @@ from pipeline.model.objective import Likelihood
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import LoadedModel
 from pipeline.reporting import preview
-from pipeline.space.template import TEMPLATE_FILE, Template, read_template
+from pipeline.space.template import Template
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _iwae(loaded: LoadedModel, params: Params, images: list[np.ndarray]) -> dict
 
 def run(params: Params) -> dict[str, Any]:
     loaded = load_model(paths.model_dir(params.root))
-    tpl = read_template(loaded.folder / TEMPLATE_FILE)
+    tpl = loaded.template
     manifest = load_manifest(params)
     train = load_images(params, manifest["train"])[:, 0]
     healthy = manifest["test_healthy"]

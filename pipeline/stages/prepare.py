@@ -8,7 +8,7 @@ ground truth), ``head_atlas.safetensors`` (when the training scans have skull an
 every case) and ``split.json`` (its file paths relative to the project root, so the folder
 is the same wherever the project lives); plus the QC table ``reports/prepare_qc.json`` and page
 ``reports/prepare_qc.html``. Subjects run in parallel workers; each one's results are cached
-by content (:mod:`pipeline.cohort.preparation`), so an unchanged scan is never processed twice.
+by content (:mod:`pipeline.preparation.worker`), so an unchanged scan is never processed twice.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cohort.preparation import run_task
 from pipeline.cohort.store import case_path, load_template_case, split_file, stored_manifest
 from pipeline.cohort.subjects import list_subjects, split_subjects
 from pipeline.config import paths
@@ -31,19 +30,13 @@ from pipeline.config.params import to_dict
 from pipeline.config.schema import Params
 from pipeline.io.atomic import write_json
 from pipeline.io.nifti import write_nifti
+from pipeline.preparation.worker import run_task
 from pipeline.preprocess import harmonise, headatlas
 from pipeline.reporting.qc import worst_first, write_qc_html
-from pipeline.space.template import load_template
+from pipeline.space.template import Template, build_template
 
 log = logging.getLogger(__name__)
 _PARTS = ("train", "calibration", "test_healthy", "test_lesion")
-
-
-def _init_worker(template_arrays: dict[str, Any]) -> None:
-    """Give each worker the template without rebuilding it from nilearn's files."""
-    from pipeline.space.template import Template, register
-
-    register(Template(**template_arrays))
 
 
 def _tasks(params: Params) -> list[dict[str, Any]]:
@@ -55,18 +48,15 @@ def _tasks(params: Params) -> list[dict[str, Any]]:
             for part in ("train", "calibration", "test") for sid in split[part]]
 
 
-def _run_all(tasks: list[dict[str, Any]], params: Params, out: Path) -> list[dict[str, Any]]:
+def _run_all(tasks: list[dict[str, Any]], params: Params, tpl: Template, out: Path
+             ) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
-    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
-    init = {"image": tpl.image, "brain": tpl.brain, "affine": tpl.affine,
-            "resolution_mm": tpl.resolution_mm}
     cache = str(paths.prepare_cache_dir(params.root)) if params.prepare.cache else ""
-    args = (to_dict(params), str(out), cache)
+    args = (to_dict(params), tpl, str(out), cache)
     workers = max(1, params.prepare.workers)
     results: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(init,)) as pool, \
+    with ProcessPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(tasks), desc="prepare", unit="scan", disable=None) as bar:
         futures = [pool.submit(run_task, t, *args) for t in tasks]
         for f in futures:
@@ -102,13 +92,13 @@ def _qc(results: list[dict[str, Any]], entries: list[dict[str, Any]], n_failed: 
     return summary
 
 
-def _build_atlas(results: list[dict[str, Any]], params: Params, out: Path) -> int:
+def _build_atlas(results: list[dict[str, Any]], params: Params, tpl: Template, out: Path
+                 ) -> int:
     target = out / paths.HEAD_ATLAS_FILE
     parts = [r["atlas"] for r in results if r["atlas"] is not None]
     if len(parts) < params.prepare.brain_mask.atlas_min_scans:
         target.unlink(missing_ok=True)
         return 0
-    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
     atlas = headatlas.build(parts, headatlas.grids(tpl, params.prepare.brain_mask))
     assert atlas is not None
     headatlas.save(atlas, target)
@@ -154,7 +144,8 @@ def run(params: Params) -> dict[str, Any]:
     for sub in ("cases", "lesioned"):  # stale files of an earlier run must not linger
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True)
-    results = _run_all(_tasks(params), params, out)
+    tpl = build_template(params.template.resolution_mm, params.template.crop_shape)
+    results = _run_all(_tasks(params), params, tpl, out)
     entries = [e for r in results for e in r["entries"]]
     ok = [e for e in entries if "error" not in e and e["registration_ok"]]
     failed = [e for e in entries if "error" in e or not e["registration_ok"]]
@@ -165,7 +156,7 @@ def run(params: Params) -> dict[str, Any]:
     manifest: dict[str, Any] = {part: [e for e in ok if e["split"] == part] for part in _PARTS}
     manifest["failed"] = [{"id": e["id"], "image": e["image"],
                            "reason": e.get("error") or "registration failed QC"} for e in failed]
-    manifest["head_atlas_scans"] = _build_atlas(results, params, out)
+    manifest["head_atlas_scans"] = _build_atlas(results, params, tpl, out)
     _harmonise(manifest, params, out)
     write_json(split_file(params), stored_manifest(manifest, params.root))
     qc = _qc(results, entries, len(failed), params)

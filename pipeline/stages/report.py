@@ -37,7 +37,6 @@ from pipeline.reporting.reconstruction import MODELS, reconstruction_row, recons
 from pipeline.reporting.scan_report import CanonicalVolumes, ReportVolumes, render_scan_report
 from pipeline.scoring.outputs import ScanOutputs, extra_stem, scan_outputs
 from pipeline.scoring.result import ScanSummary
-from pipeline.space.template import TEMPLATE_FILE, read_template
 
 log = logging.getLogger(__name__)
 PREVIEWS = ("samples", "interpolation")  # the generative stage's PNGs on the cohort page
@@ -86,7 +85,7 @@ def _reconstructions(params: Params, manifest: dict[str, Any], loaded: LoadedMod
     """The cohort page's reconstruction section: the training figures of the VAE and the
     autoencoder, and a gallery of calibration scans with the model's reconstructions."""
     mean = load_images(params, manifest["train"])[:, 0].mean(0)
-    affine = read_template(loaded.folder / TEMPLATE_FILE).affine
+    affine = loaded.template.affine
     rows = []
     for case in manifest["calibration"][: params.report.reconstruction_scans]:
         image, brain = load_template_case(params, case["id"])
@@ -122,10 +121,9 @@ def run(params: Params) -> None:
                    render_scan_report(canonical, summary, healthy, rp))
         link = f"cases/{case['stem']}.html"
         rows.append(CaseRow(case["name"], case["split"], summary.scan_score,
-                            summary.is_abnormal, summary.flagged_volume_ml,
+                            summary.verdict, summary.flagged_volume_ml,
                             len(summary.findings),
-                            max((f.peak for f in summary.findings), default=0.0), link,
-                            summary.out_of_distribution))
+                            max((f.peak for f in summary.findings), default=0.0), link))
         if case["split"] == "extra":
             extra_links[case["name"]] = link
         if case["split"] == "test_healthy" and len(gallery) < rp.gallery_max:

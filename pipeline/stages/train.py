@@ -46,7 +46,7 @@ from pipeline.model.runtime import pick_device, seed_everything
 from pipeline.model.training import EpochStats, FitResult, fit
 from pipeline.modelstore import tracking
 from pipeline.modelstore.folder import WEIGHTS, WEIGHTS_SHA_TAG, save_model
-from pipeline.space.template import load_template
+from pipeline.space.template import build_template, template_space
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,9 @@ TIMING_KEYS = ("seconds", "volumes_per_s")  # MLflow only: never in DVC outputs
 
 def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
     """What a model was trained on, stated in every model version and report."""
-    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
     return {
         "modality": params.cohort.modality,
-        "space": tpl.space,
+        "space": template_space(params.template.resolution_mm),
         "cohort": params.cohort.name,
         "n_train": len(manifest["train"]),
         "n_calibration": len(manifest["calibration"]),
@@ -261,7 +260,8 @@ def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
         "harmonisation": json.loads((paths.prepared_dir(params.root) / paths.HARMONISATION_FILE)
                                     .read_text())}
     atlas = paths.prepared_dir(params.root) / paths.HEAD_ATLAS_FILE
-    save_model(folder, vae, params, meta, atlas if atlas.is_file() else None)
+    template = build_template(params.template.resolution_mm, params.template.crop_shape)
+    save_model(folder, vae, params, meta, atlas if atlas.is_file() else None, template)
     write_json(folder / "history.json", [{k: v for k, v in asdict(h).items()
                                           if k not in TIMING_KEYS} for h in result.history])
     _write_reports(params, result, where.suffix)

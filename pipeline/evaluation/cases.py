@@ -1,4 +1,5 @@
-"""A prepared case as :func:`pipeline.preprocess.prepare.prepare_scan` returned it, rebuilt.
+"""A prepared test case as :func:`pipeline.preprocess.prepare.prepare_scan` returned it,
+rebuilt, and the record evaluation keeps of each scored case.
 
 Evaluation scores the held-out test cases exactly as ``score`` scores a new scan; instead of
 preparing them again, their template-space volumes and :class:`ScanRecord` are read back from
@@ -12,24 +13,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from pipeline.cohort.store import case_path, load_template_case
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.io.nifti import load_mask, load_scan
+from pipeline.preprocess.prepare import Prepared
 from pipeline.preprocess.record import PreparedScan, ScanRecord
 from pipeline.scoring.result import ScanSummary
 from pipeline.space.grid import to_canonical
 
 
-def load_prepared(params: Params, case: dict[str, Any]
-                  ) -> tuple[PreparedScan, nib.Nifti1Image]:
-    """A prepared case with its native (canonical) image and brain mask re-attached.
-
-    Returns the prepared scan and the validated native image it came from.
-    """
+def load_prepared(params: Params, case: dict[str, Any]) -> Prepared:
+    """A prepared case with its native (canonical) image and brain mask re-attached, and
+    the validated native image it came from (no timings: they are not recorded)."""
     image, brain = load_template_case(params, case["id"])
     record = ScanRecord.from_json(json.loads(case_path(params, case["id"], ".json").read_text()))
     native = load_scan(case["image"])
@@ -39,7 +37,7 @@ def load_prepared(params: Params, case: dict[str, Any]
     canon_mask = to_canonical(mask.astype(np.uint8), affine)[0] > 0
     prepared = PreparedScan(image=image, brain=brain, record=record, canonical_image=canon,
                             canonical_brain=canon_mask)
-    return prepared, native
+    return Prepared(native, prepared, {})
 
 
 def evaluation_record(summary: ScanSummary, source: str, root: Path, **extra: Any

@@ -162,8 +162,8 @@ class Pooled:
         }
 
     def intervals(self, samples: int, bins: int, seed: int) -> dict[str, list[float]]:
-        """95 % bootstrap intervals over scans (:mod:`pipeline.scoring.bootstrap`)."""
-        from pipeline.scoring.bootstrap import intervals
+        """95 % bootstrap intervals over scans (:mod:`pipeline.evaluation.bootstrap`)."""
+        from pipeline.evaluation.bootstrap import intervals
 
         return intervals(self.scores, self.labels, self.preds, self.healthy_scan,
                          self.lesion_scan, samples, bins, seed)

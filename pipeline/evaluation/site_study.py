@@ -1,8 +1,9 @@
 """Evaluation under domain shift: simulated other sites, other modalities, real cases.
 
 Held-out test subjects (``evaluate.sites.scans`` of them, healthy scan and lesioned copy) are
-turned into each variant of :mod:`pipeline.cohort.sites` and scored from their native files
-exactly as ``score`` does (prepared again, harmonised, the primary map on the native grid);
+turned into each variant of :mod:`pipeline.evaluation.sites` and scored from their native files
+by the scoring service, exactly as ``score`` does (prepared again, harmonised, the primary
+map on the native grid);
 ``unmodified`` scores the same subjects as they are, the reference each variant is read
 against. Per variant: flagged mL per healthy scan (all of it, and in the brain's outer
 ``evaluate.rim_mm``), how many healthy scans are called abnormal or out of distribution, and
@@ -19,30 +20,27 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from pipeline.cohort.sites import SiteScan, make_variant
 from pipeline.config import paths
 from pipeline.config.schema import Params
+from pipeline.evaluation import metrics
+from pipeline.evaluation.sites import SiteScan, make_variant
+from pipeline.inference.scorer import Scorer
 from pipeline.io.errors import ScanError, one_line
 from pipeline.io.nifti import load_mask, load_scan
-from pipeline.modelstore.types import LoadedModel
-from pipeline.preprocess.prepare import prepare_scan, require_registration
-from pipeline.preprocess.record import native_brain
-from pipeline.scoring import metrics
-from pipeline.scoring.domain import OUT_OF_DISTRIBUTION
-from pipeline.scoring.maps import score_prepared
+from pipeline.scoring.domain import ABNORMAL, OUT_OF_DISTRIBUTION
 from pipeline.scoring.result import ScanResult
 from pipeline.space.grid import voxel_volume_mm3
 
 log = logging.getLogger(__name__)
 UNMODIFIED = "unmodified"
 DECIMALS = 4
+NOT_SCORED = "not scored"  # a domain case that failed before the model saw it (no verdict)
 
 
-def score_native(loaded: LoadedModel, scan: SiteScan) -> tuple[ScanResult, np.ndarray]:
+def score_native(scorer: Scorer, scan: SiteScan) -> tuple[ScanResult, np.ndarray]:
     """The primary result of a native scan and the native brain mask it was scored in."""
-    prepared = prepare_scan(scan.img, scan.mask, loaded.params, loaded.head_atlas, loaded.scale)
-    require_registration(prepared.record, loaded.params.prepare.registration)
-    return score_prepared(loaded, prepared), native_brain(prepared)
+    scored = scorer.score_prepared(scorer.prepare(scan.img, scan.mask))
+    return scored.primary, scored.brain
 
 
 def outcome(result: ScanResult, brain: np.ndarray, img: nib.Nifti1Image,
@@ -84,8 +82,8 @@ class VariantOutcomes:
         self.pooled = metrics.Pooled()
         self.failed: list[str] = []
 
-    def add(self, loaded: LoadedModel, scan: SiteScan, rim_mm: float) -> None:
-        result, brain = score_native(loaded, scan)
+    def add(self, scorer: Scorer, scan: SiteScan, rim_mm: float) -> None:
+        result, brain = score_native(scorer, scan)
         row = outcome(result, brain, scan.img, scan.truth, rim_mm)
         if scan.truth is None:
             self.healthy.append(row)
@@ -105,7 +103,7 @@ class VariantOutcomes:
                 "healthy_flagged_ml_max": max(r["flagged_ml"] for r in h),
                 "healthy_flagged_rim_ml_mean": round(float(np.mean(
                     [r["flagged_rim_ml"] for r in h])), 2),
-                "healthy_abnormal": sum(r["verdict"] == "abnormal" for r in h),
+                "healthy_abnormal": sum(r["verdict"] == ABNORMAL for r in h),
                 "healthy_out_of_distribution": sum(r["verdict"] == OUT_OF_DISTRIBUTION
                                                    for r in h),
                 "healthy_scans": h})
@@ -117,7 +115,7 @@ class VariantOutcomes:
         return out
 
 
-def evaluate_sites(loaded: LoadedModel, params: Params, manifest: dict[str, Any]
+def evaluate_sites(scorer: Scorer, params: Params, manifest: dict[str, Any]
                    ) -> dict[str, Any]:
     """Every variant of ``evaluate.sites`` (and ``unmodified``) on the same test subjects."""
     ev = params.evaluate
@@ -133,7 +131,7 @@ def evaluate_sites(loaded: LoadedModel, params: Params, manifest: dict[str, Any]
                     scan = _site_scan(case, is_lesion)
                     if name != UNMODIFIED:
                         scan = make_variant(name, scan, ev.sites)
-                    acc.add(loaded, scan, ev.rim_mm)
+                    acc.add(scorer, scan, ev.rim_mm)
                 except ScanError as exc:
                     acc.failed.append(f"{case['id']}: {one_line(exc)}")
         out[name] = acc.summary(ev.n_thresholds)
@@ -144,7 +142,7 @@ def evaluate_sites(loaded: LoadedModel, params: Params, manifest: dict[str, Any]
     return out
 
 
-def evaluate_domain_cases(loaded: LoadedModel, params: Params) -> dict[str, Any]:
+def evaluate_domain_cases(scorer: Scorer, params: Params) -> dict[str, Any]:
     """The verdict on each scan of ``evaluate.domain_cases`` (skipped when missing)."""
     out = {}
     for case in params.evaluate.domain_cases:
@@ -156,9 +154,9 @@ def evaluate_domain_cases(loaded: LoadedModel, params: Params) -> dict[str, Any]
             img = load_scan(image)
             mask = load_mask(paths.resolve(case.brain_mask, params.root), img) \
                 if case.brain_mask else None
-            result, brain = score_native(loaded, SiteScan(img, mask, None))
+            result, brain = score_native(scorer, SiteScan(img, mask, None))
             out[case.name] = outcome(result, brain, img, None, params.evaluate.rim_mm)
         except ScanError as exc:
-            out[case.name] = {"verdict": "failed", "error": one_line(exc)}
+            out[case.name] = {"verdict": NOT_SCORED, "error": one_line(exc)}
         log.info("domain case %s: %s", case.name, out[case.name]["verdict"])
     return out

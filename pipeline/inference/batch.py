@@ -29,17 +29,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.inference.options import Status
 from pipeline.io.atomic import write_json
 from pipeline.io.errors import ScanError, one_line
-from pipeline.preprocess.prepare import Prepared, prepare_file
+from pipeline.preprocess.prepare import Prepared, Preprocessor
 from pipeline.scoring.domain import VERDICTS
 
 if TYPE_CHECKING:  # not at run time: preparation workers import this module, and need no torch
-    from pipeline.config.schema import Params
     from pipeline.model.distributed import World
-    from pipeline.preprocess.harmonise import StandardScale
-    from pipeline.preprocess.headatlas import HeadAtlas
-    from pipeline.space.template import Template
 
 MANIFEST = "manifest.json"
 # How long a rank that has finished waits for the slowest one before the manifest is given
@@ -63,7 +60,7 @@ class Entry:
     """One input's line in the manifest."""
 
     input: str
-    status: str                       # scored | up_to_date | failed
+    status: Status
     rank: int
     outputs: dict[str, str] = field(default_factory=dict)
     error: str | None = None
@@ -89,14 +86,10 @@ PREFETCH = 2  # scans queued per worker: one in hand, one waiting, so no worker 
 _ORPHAN_CHECK_S = 0.5  # how often a worker checks that the scoring process still lives
 
 
-def _init_worker(params: Params, atlas: HeadAtlas | None, scale: StandardScale,
-                 template: Template, parent: int) -> None:
+def _init_worker(pre: Preprocessor, parent: int) -> None:
     import threading
 
-    from pipeline.space.template import register
-
-    register(template)  # the model's own template, not one rebuilt from nilearn's files
-    _WORKER.update(params=params, atlas=atlas, scale=scale)
+    _WORKER.update(pre=pre)  # the model's own preprocessor: its template, atlas and scale
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
@@ -119,24 +112,22 @@ class Failed:
     trace: str = ""
 
 
-def _prepare_safely(params: Params, atlas: HeadAtlas | None, scale: StandardScale,
-                    scan: Path, mask: Path | None) -> Prepared | Failed:
-    """:func:`prepare_file`, with a failure returned as a :class:`Failed`."""
+def _prepare_safely(pre: Preprocessor, scan: Path, mask: Path | None) -> Prepared | Failed:
+    """:meth:`Preprocessor.prepare_file`, with a failure returned as a :class:`Failed`."""
     import traceback
 
     try:
-        return prepare_file(params, atlas, scale, scan, mask)
+        return pre.prepare_file(scan, mask)
     except Exception as exc:
         return Failed(one_line(exc), "" if isinstance(exc, ScanError) else
                       traceback.format_exc())
 
 
 def _prepare_in_worker(scan: Path, mask: Path | None) -> Prepared | Failed:
-    return _prepare_safely(_WORKER["params"], _WORKER["atlas"], _WORKER["scale"], scan, mask)
+    return _prepare_safely(_WORKER["pre"], scan, mask)
 
 
-def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | None,
-                      scale: StandardScale, template: Template, workers: int
+def prepared_in_order(jobs: Iterable[Job], pre: Preprocessor, workers: int
                       ) -> Iterator[tuple[Job, Prepared | Failed]]:
     """Each job with its prepared scan (or why it failed), in order. With workers, up to
     ``PREFETCH × workers`` scans are prepared ahead in other processes. If the pool breaks
@@ -144,14 +135,14 @@ def prepared_in_order(jobs: Iterable[Job], params: Params, atlas: HeadAtlas | No
     have killed it, fails; the others go to a fresh pool."""
     if workers <= 0:
         for job in jobs:
-            yield job, _prepare_safely(params, atlas, scale, job.scan, job.mask)
+            yield job, _prepare_safely(pre, job.scan, job.mask)
         return
     todo = iter(jobs)
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker,
-                                   initargs=(params, atlas, scale, template, os.getpid()))
+                                   initargs=(pre, os.getpid()))
 
     pool = new_pool()
 
@@ -203,8 +194,7 @@ def write_manifest(out: Path, entries: list[Entry], world: World, model: dict[st
         # round robin: rank r's k-th entry is input k·size + r
         ordered = [e for row in itertools.zip_longest(*(rows for _, rows in gathered))
                    for e in row if e is not None]
-        counts = {s: sum(e.status == s for e in ordered) for s in ("scored", "up_to_date",
-                                                                   "failed")}
+        counts = {str(s): sum(e.status == s for e in ordered) for s in Status}
         counts.update({v.replace(" ", "_"): sum(e.verdict == v for e in ordered)
                        for v in VERDICTS})
         keys = sorted({key for key, _ in gathered})

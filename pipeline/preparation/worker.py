@@ -29,9 +29,9 @@ from pipeline.config.schema import Params
 from pipeline.io.atomic import copy_file, sha256, write_json
 from pipeline.io.errors import one_line
 from pipeline.io.nifti import load_mask, load_scan, write_nifti
-from pipeline.preprocess.harmonise import NONE
-from pipeline.preprocess.prepare import prepare_scan
+from pipeline.preprocess.prepare import Preprocessor, prepare_scan
 from pipeline.preprocess.record import PreparedScan, native_brain
+from pipeline.space.template import Template
 
 _ENTRIES = "entries.json"
 
@@ -59,8 +59,8 @@ def cache_key(case: dict[str, Any], params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _prepare_one(case: dict[str, Any], params: Params, work: Path, thumbs: dict[str, bytes],
-                 atlas_part: list[dict[str, np.ndarray]]
+def _prepare_one(case: dict[str, Any], params: Params, tpl: Template, work: Path,
+                 thumbs: dict[str, bytes], atlas_part: list[dict[str, np.ndarray]]
                  ) -> tuple[dict[str, Any], PreparedScan, nib.Nifti1Image]:
     """Prepare one scan into ``work``; return its entry, the result and the loaded scan."""
     from nibabel.affines import voxel_sizes
@@ -69,11 +69,11 @@ def _prepare_one(case: dict[str, Any], params: Params, work: Path, thumbs: dict[
     from pipeline.preprocess.brainmask import is_skull_stripped
     from pipeline.reporting import qc
     from pipeline.space import geometry
-    from pipeline.space.template import load_template
 
     img = load_scan(case["image"])
     mask = load_mask(case["mask"], img) if case["mask"] else None
-    prepared = prepare_scan(img, mask, params, None, NONE)  # harmonised by the stage
+    # no head atlas, no standard scale yet: the stage learns both from these results
+    prepared = prepare_scan(img, mask, Preprocessor.of(params, tpl))
     rec, cid = prepared.record, case["id"]
     affine = np.asarray(rec.template_affine)
     write_nifti(work / f"{cid}.nii.gz", prepared.image, affine)
@@ -86,7 +86,6 @@ def _prepare_one(case: dict[str, Any], params: Params, work: Path, thumbs: dict[
         write_nifti(work / f"{cid}_native_brain.nii.gz", native_brain(prepared), img.affine,
                     img.header, dtype=np.uint8)
         entry["mask"] = f"{cid}_native_brain.nii.gz"
-    tpl = load_template(params.template.resolution_mm, params.template.crop_shape)
     thumbs[cid] = qc.thumbnail(prepared.image, tpl.brain, params.prepare.qc_thumbnail_scale)
     canon, brain = prepared.canonical_image, prepared.canonical_brain
     bm = params.prepare.brain_mask
@@ -114,13 +113,13 @@ def _lesioned(case: dict[str, Any], img: nib.Nifti1Image, brain: np.ndarray, par
             "truth": f"{cid}_lesion.nii.gz", "lesions": lesions}
 
 
-def _compute(case: dict[str, Any], params: Params, work: Path) -> None:
+def _compute(case: dict[str, Any], params: Params, tpl: Template, work: Path) -> None:
     """Prepare a subject into ``work``: its files, thumbnails and ``entries.json``."""
     thumbs: dict[str, bytes] = {}
     atlas_part: list[dict[str, np.ndarray]] = []
     entries: list[dict[str, Any]] = []
     try:
-        entry, prepared, img = _prepare_one(case, params, work, thumbs, atlas_part)
+        entry, prepared, img = _prepare_one(case, params, tpl, work, thumbs, atlas_part)
     except Exception as exc:  # one bad scan must not stop the cohort
         write_json(work / _ENTRIES, [{**case, "error": one_line(exc)}])
         return
@@ -129,7 +128,7 @@ def _compute(case: dict[str, Any], params: Params, work: Path) -> None:
     if case["split"] == "test":
         lesion_case = _lesioned(case, img, native_brain(prepared), params, work)
         try:
-            lesion_entry = _prepare_one(lesion_case, params, work, thumbs, atlas_part)[0]
+            lesion_entry = _prepare_one(lesion_case, params, tpl, work, thumbs, atlas_part)[0]
             lesion_entry["image"] = f"{lesion_case['id']}_T1.nii.gz"
         except Exception as exc:
             lesion_entry = {**lesion_case, "image": f"{lesion_case['id']}_T1.nii.gz",
@@ -185,9 +184,10 @@ def _restore(entry_dir: Path, out: Path, case: dict[str, Any]) -> dict[str, Any]
             "atlas": atlas, "timings": timings}
 
 
-def run_task(case: dict[str, Any], params_dict: dict[str, Any], out: str, cache: str
-             ) -> dict[str, Any]:
-    """Prepare (or restore from ``cache``) one subject into ``out``; never raises."""
+def run_task(case: dict[str, Any], params_dict: dict[str, Any], tpl: Template, out: str,
+             cache: str) -> dict[str, Any]:
+    """Prepare (or restore from ``cache``) one subject into ``out`` with the template ``tpl``
+    (built once by the stage); never raises."""
     params = params_from_dict(params_dict)  # (prepare_scan runs SimpleITK on one thread)
     out_dir = Path(out)
     key = cache_key(case, params_dict)
@@ -198,7 +198,7 @@ def run_task(case: dict[str, Any], params_dict: dict[str, Any], out: str, cache:
     scratch.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{case['id']}.", dir=scratch))
     try:
-        _compute(case, params, work)
+        _compute(case, params, tpl, work)
         if entry_dir is not None:
             entry_dir.parent.mkdir(parents=True, exist_ok=True)
             try:

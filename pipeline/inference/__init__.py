@@ -1,0 +1,1 @@
+"""Scoring new scans: the one service under the CLI, the MLflow model and evaluation."""
