@@ -91,6 +91,16 @@ def make_project(root: Path, overrides: dict[str, Any]) -> Path:
     return root / "configs" / "params.yaml"
 
 
+def with_preset(root: Path, preset: str) -> Path:
+    """A copy of the repo's configs/ under ``root`` whose params.yaml chooses ``preset``."""
+    shutil.copytree(REPO / "configs", root / "configs")
+    path = root / "configs" / "params.yaml"
+    text = path.read_text()
+    assert "\npreset: demo\n" in text
+    path.write_text(text.replace("\npreset: demo\n", f"\npreset: {preset}\n"))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run cohort → prepare → train (VAE and autoencoder baseline) → calibrate → evaluate →
@@ -114,13 +124,25 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+TINY_PROJECT_FIXTURES = {"tiny_project", "in_project", "project_copy"}
+DVC_REPRO_FIXTURES = {"original", "clone"}  # integration/test_dvc.py: two `dvc repro` each
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses the tiny project (it ran the whole pipeline) is an integration
-    test: `pytest -m "not integration"` runs the unit tests alone."""
+    """Markers by location (declared in pyproject.toml): every test under tests/integration is
+    an integration test, so `pytest -m "not integration"` runs the unit tests alone; the tests
+    on the projects that `dvc repro` built are slow. A test elsewhere that uses the tiny project
+    (it ran the whole pipeline) is refused: it belongs under tests/integration."""
     for item in items:
-        if {"tiny_project", "in_project", "project_copy"} & set(getattr(item, "fixturenames",
-                                                                       ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if INTEGRATION in item.path.parents:
             item.add_marker(pytest.mark.integration)
+            if fixtures & DVC_REPRO_FIXTURES:
+                item.add_marker(pytest.mark.slow)
+        elif fixtures & TINY_PROJECT_FIXTURES:
+            raise pytest.UsageError(f"{item.nodeid} uses the tiny project: move it under "
+                                    f"tests/integration")
 
 
 def _enter(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -7,12 +7,14 @@ the brain.
 
 Example:
     >>> import numpy as np
-    >>> from pipeline.config.params import load_params
+    >>> from pipeline.config.data_schema import LesionParams
+    >>> lp = LesionParams(per_scan=[1, 3], diameter_mm=[6.0, 20.0], hypo_fraction=0.5,
+    ...     contrast_range=[0.35, 0.7], border_mm=2.0, irregularity=0.35)
     >>> grid = np.meshgrid(*[np.linspace(-1, 1, 48)] * 3, indexing="ij")
     >>> brain = sum(g ** 2 for g in grid) < 0.7
     >>> data = np.where(brain, 100.0, 0.0).astype(np.float32)
     >>> out, truth, lesions = insert_lesions(data, np.diag([2.0, 2.0, 2.0, 1.0]), brain,
-    ...                                      load_params().lesions, np.random.default_rng(0))
+    ...                                      lp, np.random.default_rng(0))
     >>> bool(truth.any()) and not (truth & ~brain).any(), len(lesions) >= 1
     (True, True)
 """

@@ -12,9 +12,17 @@ only some presets set is refused, naming the key and where to set it, since a va
 active preset alone holds could be shadowed by ``params.yaml``'s without anyone noticing.
 
 Example:
-    >>> params = load_params()        # the project's configs/params.yaml and its preset
-    >>> params.template.crop_shape == load_raw()["template"]["crop_shape"]
-    True
+    >>> import pathlib, tempfile
+    >>> configs = pathlib.Path(tempfile.mkdtemp()) / "configs"
+    >>> (configs / "presets").mkdir(parents=True)
+    >>> _ = (configs / "presets" / "small.yaml").write_text("train: {epochs: 40, batch_size: 4}")
+    >>> _ = (configs / "params.yaml").write_text("{preset: small, train: {epochs: 100}}")
+    >>> load_raw(configs / "params.yaml")["train"]   # params.yaml's key wins over the preset's
+    {'epochs': 100, 'batch_size': 4}
+    >>> load_params(configs / "params.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.config.params.ConfigError: missing key(s) ['calibrate', 'cohort', ...]
 """
 
 from __future__ import annotations

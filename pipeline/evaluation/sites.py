@@ -16,8 +16,10 @@ through the same resampling (nearest neighbour), so a lesioned copy's truth stay
 
 Example:
     >>> import nibabel as nib, numpy as np
-    >>> from pipeline.config.params import load_params
-    >>> sp = load_params().evaluate.sites
+    >>> from pipeline.config.scoring_schema import SitesParams
+    >>> sp = SitesParams(scans=2, variants=["resampled", "thick_slices", "derived_mask",
+    ...     "loose_mask", "gamma", "n4"], resampled_mm=1.0, thick_slice_mm=3.0, loose_mask_mm=2.0,
+    ...     gamma=1.4, n4_levels=2)
     >>> img = nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 20), np.float32) + 1,
     ...                       np.diag([2.0, 2.0, 2.0, 1.0]))
     >>> mask = np.zeros((20, 20, 20), bool); mask[5:15, 5:15, 5:15] = True

@@ -16,9 +16,10 @@ Every draw is seeded from the run's ``torch.Generator`` (one seed per patch), so
 resumed run see the same patches. MONAI is imported by training only; scoring never loads it.
 
 Example:
-    >>> import dataclasses, torch
-    >>> from pipeline.config.params import load_params
-    >>> sp = dataclasses.replace(load_params().train.site, probability=1.0)
+    >>> import torch
+    >>> from pipeline.config.model_schema import SiteParams
+    >>> sp = SiteParams(probability=1.0, low_resolution=[0.5, 1.0], blur_sigma_vox=[0.3, 1.0],
+    ...     noise_std=0.03, gamma=[0.7, 1.4], bias_field=0.15, rim_erosion_vox=2)
     >>> x = torch.zeros(2, 1, 16, 16, 16); x[:, :, 3:13, 3:13, 3:13] = 0.5
     >>> y = SiteSimulator(sp)(x, torch.Generator().manual_seed(0))
     >>> tuple(y.shape), bool((y[x == 0] == 0).all()), bool((y != x).any())

@@ -9,12 +9,14 @@ spread across IXI subjects instead of narrowing it.
 
 Example:
     >>> import numpy as np
-    >>> from pipeline.config.params import load_params
+    >>> from pipeline.config.data_schema import BiasFieldParams
+    >>> bp = BiasFieldParams(enabled=True, fit_spacing_mm=8.0, levels=1, iterations=50,
+    ...     control_points=4, convergence=0.001)
     >>> grid = np.meshgrid(*[np.linspace(-1, 1, 40)] * 3, indexing="ij")
     >>> brain = sum(g ** 2 for g in grid) < 0.6
     >>> biased = np.where(brain, 100.0 * np.exp(0.3 * grid[0]), 0.0).astype(np.float32)
     >>> corrected, stats = correct_bias(biased, brain, np.diag([3.0, 3.0, 3.0, 1.0]),
-    ...                                 load_params().prepare.bias_field)
+    ...                                 bp)
     >>> spread = lambda v: float(np.std(np.log(v[brain])))
     >>> spread(corrected) < 0.5 * spread(biased), stats["log_bias_p99"] > stats["log_bias_p1"]
     (True, True)

@@ -17,8 +17,9 @@ works on the in-memory template-space volumes that ``prepare`` already holds.
 
 Example:
     >>> import numpy as np
-    >>> from pipeline.config.params import load_params
-    >>> hp = load_params().prepare.harmonise
+    >>> from pipeline.config.data_schema import HarmoniseParams
+    >>> hp = HarmoniseParams(method="nyul", quantiles=[0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
+    ...     0.7, 0.8, 0.9, 0.95, 0.99])
     >>> rng = np.random.default_rng(0)
     >>> brain = np.ones((10, 10, 10), bool)
     >>> train = [(rng.random((10, 10, 10)).astype(np.float32), brain) for _ in range(3)]

@@ -9,10 +9,12 @@ of the brain each (``templates/reconstruction_section.html.j2``).
 
 Example:
     >>> import numpy as np
-    >>> from pipeline.config.params import load_params
+    >>> from pipeline.config.output_schema import ReportParams
+    >>> rp = ReportParams(convention="radiological", montage_slices=12, finding_views=3,
+    ...     max_findings=20, viewer_max_slices=48, display_mm=1.0, heat_range=[0.5, 2.5],
+    ...     midline_mm=4.0, gallery_max=48, max_cases=0, reconstruction_scans=3)
     >>> x = np.zeros((20, 24, 20), np.float32); x[4:16, 4:20, 4:16] = 0.8
-    >>> row = reconstruction_row("sub-01", x, x * 0.9, x * 0.7, x > 0, np.eye(4),
-    ...                          load_params().report)
+    >>> row = reconstruction_row("sub-01", x, x * 0.9, x * 0.7, x > 0, np.eye(4), rp)
     >>> len(row.tiles), round(row.mae, 3), round(row.mean_image_mae, 3)
     (4, 0.08, 0.24)
 """

@@ -10,16 +10,23 @@ healthy brain voxels, the scan threshold the ``1 - scan_fpr`` quantile of health
 scores. One threshold pair is fitted per map: the primary combination and each compared type.
 
 Example:
-    >>> import dataclasses
-    >>> from pipeline.config.params import load_params
+    >>> from pipeline.config.scoring_schema import (CalibrateParams, DomainParams,
+    ...                                             RestorationParams, ScoringParams)
     >>> from pipeline.scoring.raw import RawScores
-    >>> p, rng = load_params(), np.random.default_rng(0)
-    >>> sp = dataclasses.replace(p.scoring, score=["nll", "intensity_normative"], compare=[])
+    >>> sp = ScoringParams(score=["nll", "intensity_normative"], compare=[], residual="abs",
+    ...     mc_samples=4, smoothing_sigma_vox=1.0, grad_smoothing_sigma_vox=1.0,
+    ...     restoration=RestorationParams(steps=40, step_size=0.5, consistency=0.05),
+    ...     std_smoothing_sigma_vox=2.0, std_floor_fraction=0.5, erode_brain_vox=1,
+    ...     median_filter_vox=0, min_component_voxels=5, scan_statistic="top_voxels",
+    ...     scan_top_voxels=10, precision="auto")
+    >>> cp = CalibrateParams(voxel_fpr=0.001, scan_fpr=0.05, domain=DomainParams(tolerance=5.0,
+    ...     min_spread_fraction=0.02))
+    >>> rng = np.random.default_rng(0)
     >>> region = np.ones((8, 8, 8), bool)
     >>> scans = [RawScores(maps={"nll": rng.random((8, 8, 8)).astype(np.float32),
     ...                          "intensity_normative": rng.random((8, 8, 8)).astype(np.float32)},
     ...                    region=region) for _ in range(5)]
-    >>> calib = fit_calibration(scans, sp, p.calibrate)
+    >>> calib = fit_calibration(scans, sp, cp)
     >>> calib.primary, calib.threshold > 0, len(calib.healthy_scan_scores())
     ('nll+intensity_normative', True, 5)
 """

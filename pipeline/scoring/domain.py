@@ -20,8 +20,8 @@ deviation, floored at ``min_spread_fraction`` of the median). A scan outside eit
 trusted rather than calling the scan normal or abnormal.
 
 Example:
-    >>> from pipeline.config.params import load_params
-    >>> dp = load_params().calibrate.domain
+    >>> from pipeline.config.scoring_schema import DomainParams
+    >>> dp = DomainParams(tolerance=5.0, min_spread_fraction=0.02)
     >>> healthy = [{"tissue_contrast": 0.85 + 0.01 * i, "reconstruction_error": 0.045}
     ...            for i in range(-3, 4)]
     >>> ranges = fit_ranges(healthy, dp)

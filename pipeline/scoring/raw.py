@@ -20,14 +20,21 @@ the intensity against healthy scans: an atlas, no VAE).
 
 Example:
     >>> import torch
-    >>> from pipeline.config.params import load_params
+    >>> from pipeline.config.scoring_schema import RestorationParams, ScoringParams
     >>> from pipeline.model.network import ConvVAE
     >>> from pipeline.model.objective import Likelihood
+    >>> sp = ScoringParams(score=["restoration"], compare=["residual", "nll", "elbo_grad", "combi",
+    ...     "restoration", "intensity", "intensity_normative"], residual="abs", mc_samples=4,
+    ...     smoothing_sigma_vox=1.0, grad_smoothing_sigma_vox=1.0,
+    ...     restoration=RestorationParams(steps=40, step_size=0.5, consistency=0.05),
+    ...     std_smoothing_sigma_vox=2.0, std_floor_fraction=0.5, erode_brain_vox=1,
+    ...     median_filter_vox=0, min_component_voxels=5, scan_statistic="top_voxels",
+    ...     scan_top_voxels=10, precision="auto")
     >>> vae = ConvVAE([4, 8], latent_channels=2).eval()
     >>> image = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
     >>> brain = np.zeros(image.shape, bool); brain[3:13, 3:13, 3:13] = True
     >>> raw = raw_scores(vae, Likelihood("gaussian", 0.1), image, brain, {"residual", "combi"},
-    ...                  load_params().scoring)
+    ...                  sp)
     >>> sorted(raw.maps), raw.maps["combi"].shape, float(raw.maps["combi"][~brain].max())
     (['combi', 'residual'], (16, 16, 16), 0.0)
 """

@@ -109,17 +109,22 @@ def test_versions_are_immutable_and_champion_moves_only_on_a_better_elbo(
 def test_the_fast_read_follows_only_the_tested_schema(tmp_path: Path, store: str) -> None:
     """The installed MLflow's schema head is the tested revision; a database that reports
     another revision is left to MLflow's client."""
+    import importlib.resources
     import sqlite3
 
     import mlflow
+    from alembic.config import Config
     from alembic.script import ScriptDirectory
-    from mlflow.store.db.utils import _get_alembic_config
+    from mlflow.store import db_migrations
 
     from pipeline.modelstore import registry, tracking
     from pipeline.modelstore.folder import VERSION_FILES
 
     db = tmp_path / "mlflow.db"
-    heads = ScriptDirectory.from_config(_get_alembic_config(f"sqlite:///{db}")).get_heads()
+    migrations = Config()  # MLflow's migration scripts, as its own alembic config names them
+    migrations.set_main_option("script_location",
+                               str(importlib.resources.files(db_migrations)))
+    heads = ScriptDirectory.from_config(migrations).get_heads()
     assert set(heads) <= registry.TESTED_SCHEMA_REVISIONS
     with mlflow.start_run(experiment_id=store) as run:
         pass

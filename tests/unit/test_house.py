@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from pipeline.config import code
 
-REPO = Path(__file__).resolve().parents[1]
 # bottom to top: a module may import its own package and the packages below it
 LAYERS = ("io", "config", "space", "preprocess", "model", "modelstore", "scoring",
           "generative", "reporting", "inference", "cohort", "preparation", "evaluation",
@@ -89,6 +89,7 @@ def _copy_of_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     shutil.copytree(code.PACKAGE_DIR, root, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(code, "PACKAGE_DIR", root)
     code.direct_imports.cache_clear()
+    # private: pipeline.config.code offers no public way to clear its closure cache
     code._closure.cache_clear()
     return root
 

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from pipeline.cli import main
-
-pytestmark = pytest.mark.integration
 
 
 def _healthy_test_scan(root: Path) -> tuple[Path, Path]:

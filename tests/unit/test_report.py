@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import oblique_affine, phantom
+from conftest import REPO, oblique_affine, phantom
 from markupsafe import Markup
 
 from pipeline.config.params import load_params
@@ -24,7 +24,7 @@ from pipeline.scoring.result import ScanSummary
 from pipeline.space.geometry import affine_transform_to_json
 from pipeline.space.grid import to_canonical
 
-REPORT = load_params(Path(__file__).resolve().parents[1] / "configs" / "params.yaml").report
+REPORT = load_params(REPO / "configs" / "params.yaml").report
 BROWSER_REQUIRED = os.environ.get("VAE_ANOMALY_REQUIRE_BROWSER") == "1"
 
 
@@ -162,6 +162,7 @@ def _index_page(tmp_path: Path) -> Path:
     return page
 
 
+@pytest.mark.browser
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     from browser import Browser, unavailable
 
@@ -206,22 +207,3 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
                 # lowest score first, then highest; the hostile name shows as plain text
                 assert order == ["c'<img src=x onerror=alert(1)>", "a-scan"]
 
-
-def test_pipeline_reports_render_in_headless_chromium(tiny_project: Path) -> None:
-    """The report stage's cohort page and a case report of the tiny project, in a browser."""
-    from browser import Browser, unavailable
-
-    if (reason := unavailable()) is not None:
-        if BROWSER_REQUIRED:
-            pytest.fail(f"a browser is required (VAE_ANOMALY_REQUIRE_BROWSER=1): {reason}")
-        pytest.skip(reason)
-    reports = tiny_project / "reports"
-    index = (reports / "index.html").read_text()
-    links = re.findall(r"href='(cases/[^']+\.html)'", index)
-    assert links and all((reports / link).is_file() for link in links)
-    assert "Healthy test scans: where the map fires" in index
-    with Browser() as b:
-        for page in (reports / "index.html", reports / links[0]):
-            result = b.load(page)
-            assert result.console_errors == [], page.name
-            assert result.images and all(i["ok"] for i in result.images), page.name

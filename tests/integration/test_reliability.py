@@ -233,7 +233,7 @@ def test_scoring_needs_no_network(in_project: Path, tmp_path: Path,
 
 
 def test_no_shell_is_ever_built_from_file_names() -> None:
-    root = Path(__file__).resolve().parents[1] / "pipeline"
+    root = REPO / "pipeline"
     for path in root.rglob("*.py"):
         text = path.read_text()
         for needle in ("shell=True", "os.system(", "os.popen(", "import subprocess"):
@@ -284,6 +284,7 @@ def test_half_precision_overflow_is_rescored_in_float32(in_project: Path) -> Non
         score_prepared(at("fp16", nan_model), prepared)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_maps_are_repeatable_and_close_to_the_cpu_maps(in_project: Path) -> None:
     """Same GPU: bit-identical (cuDNN deterministic); GPU (bf16/fp16 auto) vs CPU float32:

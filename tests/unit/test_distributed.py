@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import REPO
 from safetensors.torch import load_file
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_two_gloo_ranks_hold_identical_weights(tmp_path: Path) -> None:
