@@ -25,7 +25,7 @@ import numpy as np
 from common import publish
 
 from pipeline.cohort.lesions import insert_lesions
-from pipeline.cohort.store import load_manifest, load_template_case
+from pipeline.cohort.store import Case, Part, load_manifest, load_template_case
 from pipeline.config import paths
 from pipeline.config.kinds import KINDS
 from pipeline.config.params import load_params
@@ -46,12 +46,12 @@ def _lesioned(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, params: 
     return np.where(brain, out, 0.0).astype(np.float32), truth
 
 
-def _maps(loaded: Any, cases: list[dict[str, Any]], params: Any, affine: np.ndarray
+def _maps(loaded: Any, cases: list[Case], params: Any, affine: np.ndarray
           ) -> tuple[list[Any], list[Any], list[np.ndarray]]:
     kinds = set(params.scoring.compare)
     healthy, lesioned, truths = [], [], []
     for i, case in enumerate(cases):
-        image, brain = load_template_case(params, case["id"])
+        image, brain = load_template_case(params, case.id)
         healthy.append(template_scores(loaded, image, brain, kinds))
         sick, truth = _lesioned(image, brain, affine, params, i)
         lesioned.append(template_scores(loaded, sick, brain, kinds))
@@ -93,7 +93,7 @@ def main() -> int:
     folder = args.model or str(paths.trained_model_dir(params.root))
     loaded = load_model(folder, require_calibration=False)
     loaded.params = dataclasses.replace(loaded.params, scoring=params.scoring)
-    cases = load_manifest(params)["calibration"][: args.scans or None]
+    cases = load_manifest(params)[Part.CALIBRATION][: args.scans or None]
     affine = read_template(loaded.folder / TEMPLATE_FILE).affine
     healthy, lesioned, truths = _maps(loaded, cases, params, affine)
     z = _z_maps(healthy, lesioned, params.scoring)

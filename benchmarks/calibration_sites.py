@@ -23,7 +23,7 @@ import numpy as np
 from common import publish
 
 from pipeline.cohort.lesions import insert_lesions
-from pipeline.cohort.store import load_manifest, load_template_case
+from pipeline.cohort.store import Case, Part, load_manifest, load_template_case
 from pipeline.config import paths
 from pipeline.config.params import load_params
 from pipeline.evaluation.site_study import UNMODIFIED, VariantOutcomes
@@ -36,18 +36,18 @@ from pipeline.scoring.calibration import fit_calibration, healthy_raw_scores
 SEED = 20261201  # the synthetic lesions of the calibration scans: the same for every model
 
 
-def _calibrated(model: Path, params: Any, cases: list[dict[str, Any]]) -> Any:
+def _calibrated(model: Path, params: Any, cases: list[Case]) -> Any:
     loaded = load_model(model, require_calibration=False)
     sp = params.scoring
-    pairs = (load_template_case(params, c["id"]) for c in cases)
+    pairs = (load_template_case(params, c.id) for c in cases)
     raws = healthy_raw_scores(loaded, pairs, {*sp.score})
     loaded.calibration = fit_calibration(raws, sp, params.calibrate)
     return loaded
 
 
-def _scans(case: dict[str, Any], params: Any, i: int) -> tuple[SiteScan, SiteScan]:
-    img = load_scan(case["image"])
-    mask = load_mask(case["mask"], img)
+def _scans(case: Case, params: Any, i: int) -> tuple[SiteScan, SiteScan]:
+    img = load_scan(case.image)
+    mask = load_mask(case.mask, img)
     data, truth, _ = insert_lesions(np.asarray(img.dataobj), img.affine, mask, params.lesions,
                                     np.random.default_rng([SEED, i]))
     sick = type(img)(data.astype(np.float32), img.affine, img.header)
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--name", default="calibration_sites", help="result file name")
     args = ap.parse_args()
     params = load_params()
-    cases = load_manifest(params)["calibration"]
+    cases = load_manifest(params)[Part.CALIBRATION]
     half = len(cases) - min(args.scans, len(cases) // 2)
     loaded = _calibrated(args.model or paths.model_dir(params.root), params, cases[:half])
     scored = [_scans(c, params, i) for i, c in enumerate(cases[half:])]

@@ -22,7 +22,7 @@ import logging
 import torch
 from common import publish
 
-from pipeline.cohort.store import load_brains, load_images, load_manifest
+from pipeline.cohort.store import Part, load_brains, load_images, load_manifest
 from pipeline.config.params import load_params
 from pipeline.model.network import build_vae
 from pipeline.model.runtime import seed_everything
@@ -45,7 +45,7 @@ def main() -> None:
         denoise=dataclasses.replace(params.train.denoise, std=0.0), iwae_samples=0,
         early_stopping_patience=0)
     params = dataclasses.replace(params, train=tp)
-    ids = load_manifest(params)["train"][: args.scans]
+    ids = load_manifest(params)[Part.TRAIN][: args.scans]
     scans = torch.from_numpy(load_images(params, ids))
     brains = torch.from_numpy(load_brains(params, ids))
     seed_everything(params.seed)

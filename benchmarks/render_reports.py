@@ -26,9 +26,8 @@ from pipeline.config.params import load_params
 from pipeline.io.atomic import write_text
 from pipeline.modelstore.loading import load_model
 from pipeline.reporting.scan_report import CanonicalVolumes, render_scan_report
-from pipeline.scoring.outputs import scan_outputs
 from pipeline.scoring.result import ScanSummary
-from pipeline.stages.report import _cases, _volumes
+from pipeline.stages.report import case_volumes, report_cases
 
 
 def main() -> int:
@@ -38,18 +37,16 @@ def main() -> int:
     t_start = time.perf_counter()
     params = load_params()
     healthy = load_model(paths.model_dir(params.root)).healthy_scan_scores()
-    cases = _cases(params, load_manifest(params))
+    cases = report_cases(params, load_manifest(params))
     if not cases:
         raise SystemExit("no evaluated cases: run `vae-anomaly evaluate` first")
-    ev = paths.evaluation_dir(params.root)
     seconds, sizes = [], []
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        for n, case in enumerate(itertools.islice(itertools.cycle(cases), args.n)):
+        for n, (case, files) in enumerate(itertools.islice(itertools.cycle(cases), args.n)):
             t = time.perf_counter()
-            files = scan_outputs(ev, case["stem"])
             summary = ScanSummary.from_json(json.loads(files.json.read_text()))
-            vols = _volumes(case["image"], files, case["truth"])
+            vols = case_volumes(case.image, files, case.truth)
             page = render_scan_report(CanonicalVolumes(vols), summary, healthy, params.report)
             target = write_text(Path(out) / f"{n}.html", page)
             seconds.append(time.perf_counter() - t)

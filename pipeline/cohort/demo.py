@@ -27,7 +27,7 @@ _GRID_OBLIQUE_DEG = 8.0        # obliquity of the native grid itself
 _SCANNER_SCALE = (300.0, 1200.0)  # arbitrary scanner intensity units
 
 
-def _source() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def template_source() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from nilearn import datasets
 
     t1 = datasets.load_mni152_template(resolution=1)
@@ -104,7 +104,7 @@ def make_subject(rng: np.random.Generator, image: np.ndarray, brain: np.ndarray,
 
 def generate_cohort(folder: Path, params: Params) -> list[str]:
     """Write the demo cohort to ``folder``; return the subject ids."""
-    image, brain, src_affine = _source()
+    image, brain, src_affine = template_source()
     ids = []
     rows = []
     for i in range(params.demo.n_subjects):

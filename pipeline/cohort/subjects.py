@@ -1,10 +1,11 @@
 """Cohort folders: which scans (and brain masks) make up the healthy cohort, and its split.
 
 Example:
-    >>> from pipeline.config.params import load_params
-    >>> split = split_subjects([f"sub-{i:02d}" for i in range(20)], load_params())
-    >>> sorted(split), sum(len(v) for v in split.values())
-    (['calibration', 'test', 'train'], 20)
+    >>> from pipeline.config.data_schema import SplitParams
+    >>> fractions = SplitParams(calibration_fraction=0.2, test_fraction=0.2)
+    >>> split = split_subjects([f"sub-{i:02d}" for i in range(20)], fractions, seed=0)
+    >>> sorted(split), [len(split[k]) for k in ("train", "calibration", "test")]
+    (['calibration', 'test', 'train'], [12, 4, 4])
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config.data_schema import SplitParams
 from pipeline.config.schema import Params
 
 
@@ -49,12 +51,12 @@ def list_subjects(params: Params) -> list[Subject]:
     return subjects
 
 
-def split_subjects(ids: list[str], params: Params) -> dict[str, list[str]]:
+def split_subjects(ids: list[str], split: SplitParams, seed: int) -> dict[str, list[str]]:
     """Seeded subject-level split into ``train`` / ``calibration`` / ``test``."""
-    rng = np.random.default_rng(params.seed)
+    rng = np.random.default_rng(seed)
     order = [ids[i] for i in rng.permutation(len(ids))]
-    n_test = max(1, round(params.split.test_fraction * len(ids)))
-    n_cal = max(1, round(params.split.calibration_fraction * len(ids)))
+    n_test = max(1, round(split.test_fraction * len(ids)))
+    n_cal = max(1, round(split.calibration_fraction * len(ids)))
     return {
         "test": sorted(order[:n_test]),
         "calibration": sorted(order[n_test: n_test + n_cal]),

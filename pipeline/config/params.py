@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import paths
-from pipeline.config.schema import Params
+from pipeline.config.schema import ModelConfig, Params
 from pipeline.config.validate import problems
 from pipeline.io.errors import UsageError
 
@@ -92,6 +92,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = value
     return out
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Validate the parameter sections a model folder stores (strictly: every key of
+    :class:`~pipeline.config.schema.ModelConfig`, nothing else)."""
+    config: ModelConfig = _build(ModelConfig, data)
+    found = problems(config)
+    if found:
+        raise ConfigError("; ".join(found))
+    return config
 
 
 def params_from_dict(data: dict[str, Any], root: Path | None = None) -> Params:
@@ -183,7 +193,7 @@ def load_params(path: Path | None = None) -> Params:
     return params_from_dict(load_raw(path), root=path.resolve().parent.parent)
 
 
-def to_dict(params: Params) -> dict[str, Any]:
+def to_dict(params: Params | ModelConfig) -> dict[str, Any]:
     """Plain mapping of ``params`` (without the root), e.g. for MLflow or a model folder."""
     data = dataclasses.asdict(params)
     data.pop("root", None)

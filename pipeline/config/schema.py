@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from pipeline.config import paths
@@ -40,6 +40,27 @@ from pipeline.config.scoring_schema import (
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """What a model folder stores of the parameters, and a loaded model carries: how scans
+    are prepared for it (``seed``, ``template``, ``prepare``), its network (``model``), how
+    it was trained (``train``, its provenance), how it scores (``scoring``) and the defaults
+    of what it writes for people (``report``, ``generative``). The experiment around it
+    (cohort, split, synthetic lesions, evaluation, tracking) stays with the project."""
+
+    seed: int
+    template: TemplateParams
+    prepare: PrepareParams
+    model: ModelParams
+    train: TrainParams
+    scoring: ScoringParams
+    report: ReportParams
+    generative: GenerativeParams
+
+
+MODEL_SECTIONS = tuple(f.name for f in fields(ModelConfig))
+
+
+@dataclass(frozen=True)
 class Params:
     preset: str
     seed: int
@@ -61,3 +82,7 @@ class Params:
 
     def cohort_folder(self) -> Path:
         return paths.resolve(self.cohort.folder, self.root)
+
+    def model_config(self) -> ModelConfig:
+        """The sections a model trained with these parameters keeps (:class:`ModelConfig`)."""
+        return ModelConfig(**{name: getattr(self, name) for name in MODEL_SECTIONS})

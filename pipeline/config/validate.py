@@ -17,10 +17,12 @@ import itertools
 
 from pipeline.config.constraints import violations
 from pipeline.config.kinds import KINDS, MODEL_KINDS
-from pipeline.config.schema import Params
+from pipeline.config.schema import ModelConfig, Params
+
+Config = Params | ModelConfig  # a project's parameters, or the sections a model keeps
 
 
-def downsampling(p: Params) -> int:
+def downsampling(p: Config) -> int:
     """Input size / latent map size of the configured network."""
     m = p.model
     if m.architecture == "classic":
@@ -28,7 +30,7 @@ def downsampling(p: Params) -> int:
     return m.stem * 2 ** (len(m.channels) - 1)
 
 
-def _network(p: Params) -> list[str]:
+def _network(p: Config) -> list[str]:
     m, t = p.model, p.train
     per_level = "model.strides" if m.architecture == "classic" else "model.blocks"
     levels = m.strides if m.architecture == "classic" else m.blocks
@@ -50,7 +52,7 @@ def _network(p: Params) -> list[str]:
     return out
 
 
-def _scoring(p: Params) -> list[str]:
+def _scoring(p: Config) -> list[str]:
     score = p.scoring.score
     if any(n in MODEL_KINDS for n in score) and all(KINDS[n].normative for n in score):
         return []
@@ -58,11 +60,21 @@ def _scoring(p: Params) -> list[str]:
             f"model's {list(MODEL_KINDS)}; got {score}"]
 
 
-def _others(p: Params) -> list[str]:
+def _project(p: Params) -> list[str]:
+    """The rules of the sections only a project has (split, cohort)."""
     out = []
     if p.split.calibration_fraction + p.split.test_fraction >= 1:
         out.append("split.calibration_fraction + split.test_fraction must be < 1 (scans must "
                    "be left for training)")
+    if p.cohort.image_pattern.count("*") != 1:
+        out.append(f"cohort.image_pattern must contain exactly one '*' (the subject id), got "
+                   f"{p.cohort.image_pattern!r}")
+    return out
+
+
+def _shared(p: Config) -> list[str]:
+    """The rules of the sections a model keeps too, beyond the network and the score."""
+    out = []
     low, high = p.report.heat_range
     if not low < high:
         out.append(f"report.heat_range must be [low, high] with low < high, got "
@@ -71,14 +83,15 @@ def _others(p: Params) -> list[str]:
     if len(q) < 2 or any(b <= a for a, b in itertools.pairwise(q)):
         out.append(f"prepare.harmonise.quantiles must be at least two increasing values in "
                    f"(0, 1), got {q}")
-    if p.cohort.image_pattern.count("*") != 1:
-        out.append(f"cohort.image_pattern must contain exactly one '*' (the subject id), got "
-                   f"{p.cohort.image_pattern!r}")
     return out
 
 
-def problems(p: Params) -> list[str]:
-    """Everything wrong with ``p``; empty when it is valid. Cross-key rules are checked only
-    once every single value is within its own rule."""
+def problems(p: Config) -> list[str]:
+    """Everything wrong with ``p`` (a project's parameters or a model's sections); empty
+    when it is valid. Cross-key rules are checked only once every single value is within
+    its own rule."""
     single = violations(p)
-    return single or [*_network(p), *_scoring(p), *_others(p)]
+    if single:
+        return single
+    own = _project(p) if isinstance(p, Params) else []
+    return [*_network(p), *_scoring(p), *_shared(p), *own]

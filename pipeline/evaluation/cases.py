@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cohort.store import case_path, load_template_case
+from pipeline.cohort.store import Case, CaseFile, case_path, load_template_case
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.io.nifti import load_mask, load_scan
@@ -25,14 +25,15 @@ from pipeline.scoring.result import ScanSummary
 from pipeline.space.grid import to_canonical
 
 
-def load_prepared(params: Params, case: dict[str, Any]) -> Prepared:
+def load_prepared(params: Params, case: Case) -> Prepared:
     """A prepared case with its native (canonical) image and brain mask re-attached, and
     the validated native image it came from (no timings: they are not recorded)."""
-    image, brain = load_template_case(params, case["id"])
-    record = ScanRecord.from_json(json.loads(case_path(params, case["id"], ".json").read_text()))
-    native = load_scan(case["image"])
+    image, brain = load_template_case(params, case.id)
+    record = ScanRecord.from_json(json.loads(case_path(params, case.id, CaseFile.RECORD)
+                                             .read_text()))
+    native = load_scan(case.image)
     affine = np.asarray(native.affine)
-    mask = load_mask(case["mask"], native)  # given, or the derived mask prepare saved
+    mask = load_mask(case.mask, native)  # given, or the derived mask prepare saved
     canon = to_canonical(np.asarray(native.dataobj, np.float32), affine)[0]
     canon_mask = to_canonical(mask.astype(np.uint8), affine)[0] > 0
     prepared = PreparedScan(image=image, brain=brain, record=record, canonical_image=canon,

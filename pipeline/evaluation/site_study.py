@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from pipeline.cohort.store import Case, Manifest, Part
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.evaluation import metrics
@@ -59,18 +60,18 @@ def outcome(result: ScanResult, brain: np.ndarray, img: nib.Nifti1Image,
             "domain": {k: v["value"] for k, v in domain.get("statistics", {}).items()}}
 
 
-def _subjects(params: Params, manifest: dict[str, Any]) -> list[tuple[dict, dict | None]]:
+def _subjects(params: Params, manifest: Manifest) -> list[tuple[Case, Case | None]]:
     """(healthy case, its lesioned copy) of the first ``evaluate.sites.scans`` subjects."""
-    lesioned = {c.get("subject"): c for c in manifest["test_lesion"]}
-    pairs = [(c, lesioned.get(c.get("subject", c["id"]))) for c in manifest["test_healthy"]]
+    lesioned = {c.subject: c for c in manifest[Part.TEST_LESION]}
+    pairs = [(c, lesioned.get(c.subject or c.id)) for c in manifest[Part.TEST_HEALTHY]]
     n = params.evaluate.sites.scans
     return pairs[:n] if n else pairs
 
 
-def _site_scan(case: dict[str, Any], lesion: bool) -> SiteScan:
-    img = load_scan(case["image"])
-    mask = load_mask(case["mask"], img) if case.get("mask") else None
-    truth = load_mask(case["truth"], img) if lesion else None
+def _site_scan(case: Case, lesion: bool) -> SiteScan:
+    img = load_scan(case.image)
+    mask = load_mask(case.mask, img) if case.mask else None
+    truth = load_mask(case.truth, img) if lesion else None
     return SiteScan(img, mask, truth)
 
 
@@ -115,7 +116,7 @@ class VariantOutcomes:
         return out
 
 
-def evaluate_sites(scorer: Scorer, params: Params, manifest: dict[str, Any]
+def evaluate_sites(scorer: Scorer, params: Params, manifest: Manifest
                    ) -> dict[str, Any]:
     """Every variant of ``evaluate.sites`` (and ``unmodified``) on the same test subjects."""
     ev = params.evaluate
@@ -133,7 +134,7 @@ def evaluate_sites(scorer: Scorer, params: Params, manifest: dict[str, Any]
                         scan = make_variant(name, scan, ev.sites)
                     acc.add(scorer, scan, ev.rim_mm)
                 except ScanError as exc:
-                    acc.failed.append(f"{case['id']}: {one_line(exc)}")
+                    acc.failed.append(f"{case.id}: {one_line(exc)}")
         out[name] = acc.summary(ev.n_thresholds)
         log.info("site %-13s healthy flagged %s mL (rim %s), abnormal %s, OOD %s; lesioned "
                  "AUPRC %s", name, out[name].get("healthy_flagged_ml_mean"),

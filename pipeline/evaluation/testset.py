@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.cohort.store import healthy_images, load_manifest
+from pipeline.cohort.store import Case, Part, healthy_images, load_manifest
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.config.scoring_schema import ExtraCase
@@ -74,7 +74,7 @@ class HeldOutSet:
         self.pooled: dict[str, metrics.Pooled] = {}
         self.seconds: list[float] = []
         self.healthy_ll: dict[str, float] = {}
-        self.out_of_distribution = {"test_healthy": 0, "test_lesion": 0}
+        self.out_of_distribution = {str(Part.TEST_HEALTHY): 0, str(Part.TEST_LESION): 0}
         self.lesioned_ll: dict[str, tuple[str, float]] = {}
 
     def _maps(self, source: str | Path, got: Prepared, name: str, stored: str,
@@ -91,23 +91,23 @@ class HeldOutSet:
             maps[AUTOENCODER] = self.ae.score_prepared(got.prepared).primary
         return case.scored.primary, maps, case.scored.brain, case.summary
 
-    def add(self, case: dict[str, Any], part: str) -> None:
+    def add(self, case: Case, part: Part) -> None:
         """Score one test case exactly as ``score`` would, keep its outputs, pool its maps."""
         root = self.params.root
         t0 = time.perf_counter()
         got = load_prepared(self.params, case)
         ll = self._loglik(got.prepared)
         _, maps, brain, summary = self._maps(
-            case["image"], got, stem(case["image"]), stored=paths.stored(case["image"], root),
-            case=case["id"], split=part, truth=paths.stored(case["truth"], root),
+            case.image, got, stem(case.image), stored=paths.stored(case.image, root),
+            case=case.id, split=str(part), truth=paths.stored(case.truth, root),
             log_likelihood=ll)
         self.seconds.append(time.perf_counter() - t0)
         self.out_of_distribution[part] += summary.out_of_distribution
-        if part == "test_healthy":
-            self.healthy_ll[case.get("subject", case["id"])] = float(ll["nats"])
+        if part == Part.TEST_HEALTHY:
+            self.healthy_ll[case.subject or case.id] = float(ll["nats"])
         else:
-            self.lesioned_ll[case["id"]] = (case.get("subject", ""), float(ll["nats"]))
-        truth = load_mask(case["truth"], got.img) if part == "test_lesion" else None
+            self.lesioned_ll[case.id] = (case.subject, float(ll["nats"]))
+        truth = load_mask(case.truth, got.img) if part == Part.TEST_LESION else None
         for name, r in maps.items():
             acc = self.pooled.setdefault(name, metrics.Pooled())
             if truth is None:

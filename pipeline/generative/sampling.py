@@ -128,10 +128,8 @@ def impute(vae: VAE, image: torch.Tensor, missing: torch.Tensor,
     Iterated reconstruction (missing-data imputation of Rezende, Mohamed & Wierstra 2014,
     §5, with the posterior mean): each of ``params.steps`` steps moves the missing voxels
     ``params.step_size`` of the way to the reconstruction of the current image; the rest of
-    the scan stays fixed and conditions the encoder. On lesioned IXI calibration scans one
-    full step gave a 15 % lower error than the training mean image, while gradient steps on
-    −ELBO (through the encoder and the KL term) drifted away from healthy tissue (README
-    "Generative model").
+    the scan stays fixed and conditions the encoder. Why full steps and not gradient steps on
+    −ELBO: docs/explanation/generative.md (the figures: docs/results).
     """
     region = missing > 0
     x = image.clone()

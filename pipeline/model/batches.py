@@ -11,19 +11,8 @@ gets another site's look (``train.site``, :mod:`pipeline.model.sites`).
 
 Example:
     >>> import torch
-    >>> from pipeline.config.model_schema import (AugmentParams, DenoiseParams, SiteParams,
-    ...                                           TrainParams)
-    >>> tp = TrainParams(epochs=40, steps_per_epoch=30, batch_size=2, patch_size=16,
-    ...     patch_min_brain=0.0, learning_rate=0.003, weight_decay=0.0, lr_schedule="onecycle",
-    ...     warmup_fraction=0.1, grad_clip_norm=0.0, beta=1.0, kl_schedule="linear",
-    ...     kl_warmup_epochs=5, kl_cycle_epochs=10, free_bits=0.05, early_stopping_patience=10,
-    ...     early_stopping_min_delta=0.0, iwae_samples=8, iwae_every=10, device="auto", amp=True,
-    ...     channels_last=False, compile=False, gpu_cache_fraction=0.5, checkpoint_every=10,
-    ...     threads=0, augment=AugmentParams(flip=True, rotation_deg=0.0, translation_vox=0.0,
-    ...     scale=0.0, intensity_scale=0.0, intensity_shift=0.0, gamma=0.0, bias_field=0.0),
-    ...     site=SiteParams(probability=0.0, low_resolution=[0.5, 1.0], blur_sigma_vox=[0.3, 1.0],
-    ...     noise_std=0.03, gamma=[0.7, 1.4], bias_field=0.15, rim_erosion_vox=2),
-    ...     denoise=DenoiseParams(std=0.0, cell_vox=8))
+    >>> from pipeline.config.examples import train_params
+    >>> tp = train_params(batch_size=2, patch_size=16)
     >>> data, gen = torch.rand(3, 1, 32, 32, 32), torch.Generator().manual_seed(0)
     >>> b = next(batches(data, torch.ones(32, 32, 32, dtype=torch.bool), tp, 5, gen))
     >>> tuple(b.target.shape), len(b.origins), torch.equal(b.inputs, b.target)

@@ -23,10 +23,15 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def pick_device(choice: str) -> torch.device:
-    """``auto``: the GPU when there is one; ``cuda`` without a GPU is an error."""
+class NoDeviceError(RuntimeError):
+    """The device asked for is not there."""
+
+
+def pick_device(choice: str, what: str = "train.device") -> torch.device:
+    """``auto``: the GPU when there is one; ``cuda`` without a GPU is an error naming
+    ``what`` asked for it."""
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA device is available")
+        raise NoDeviceError(f"{what} cuda requested but no CUDA device is available")
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
@@ -68,8 +73,8 @@ def cpu_has_native_bf16() -> bool:
 
 def score_dtype(precision: str, device: torch.device) -> torch.dtype:
     """Compute dtype of a scoring pass (``scoring.precision``): ``auto`` is bf16 on GPUs that
-    support it, fp16 on older GPUs, bf16 on CPUs that have native bf16 instructions (twice
-    as fast as float32 there: README "Performance") and float32 on other CPUs."""
+    support it, fp16 on older GPUs, bf16 on CPUs that have native bf16 instructions (faster than float32 there:
+    docs/results, performance) and float32 on other CPUs."""
     if precision == "auto":
         if device.type != "cuda":
             return torch.bfloat16 if cpu_has_native_bf16() else torch.float32

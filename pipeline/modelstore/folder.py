@@ -1,8 +1,9 @@
 """Model folders (weights + JSON, never pickle): write, verify, load.
 
 A model folder holds ``weights.safetensors``, ``template.safetensors`` (the template crop the
-scans are registered to), ``model.json`` (its format, the full parameters it was prepared and
-trained with, what it was trained on, the SHA-256 of weights and template),
+scans are registered to), ``model.json`` (its format, the parameter sections a model keeps:
+:class:`~pipeline.config.schema.ModelConfig`; what it was trained on, its training
+provenance, the SHA-256 of weights and template),
 ``head_atlas.safetensors`` when the training scans had skull and masks (brain extraction of
 scans with skull), and, once calibrated, ``calibration.safetensors`` + ``calibration.json``.
 Every file is checked against its recorded SHA-256 on load (and, for a registered version,
@@ -25,7 +26,7 @@ import numpy as np
 
 from pipeline.config.params import to_dict
 from pipeline.config.paths import HEAD_ATLAS_FILE
-from pipeline.config.schema import Params
+from pipeline.config.schema import ModelConfig, Params
 from pipeline.io.atomic import atomic_write, copy_file, sha256, write_arrays, write_json
 from pipeline.io.errors import one_line
 from pipeline.modelstore import format as fmt
@@ -60,7 +61,7 @@ def save_model(folder: Path, vae: Any, params: Params, meta: dict[str, Any],
     state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
     atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
     save_template(template, folder / TEMPLATE_FILE)
-    body = {"format": fmt.FORMAT, **meta, "params": to_dict(params),
+    body = {"format": fmt.FORMAT, **meta, "params": to_dict(params.model_config()),
             "weights_sha256": sha256(folder / WEIGHTS),
             "template_sha256": sha256(folder / TEMPLATE_FILE)}
     (folder / HEAD_ATLAS_FILE).unlink(missing_ok=True)
@@ -115,12 +116,12 @@ def verified(path: Path, expected: str | None, uri_text: str, what: str) -> Path
     return path
 
 
-def update_meta(folder: Path, params: Params) -> None:
-    """Rewrite ``model.json`` in the current format with these parameters (weights
+def update_meta(folder: Path, config: ModelConfig) -> None:
+    """Rewrite ``model.json`` in the current format with this configuration (weights
     untouched)."""
     meta = fmt.migrate_meta(json.loads((folder / MODEL_JSON).read_text()))
     meta.pop("migrated_from", None)  # written anew: the current format
-    meta["params"] = to_dict(params)
+    meta["params"] = to_dict(config)
     write_json(folder / MODEL_JSON, meta)
 
 

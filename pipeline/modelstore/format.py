@@ -1,17 +1,21 @@
 """Model folder formats: the version a folder declares, and the one step that migrates it.
 
-``model.json`` names its format. Folders of the current format (:data:`FORMAT`) are read
-strictly: every parameter must be there, and anything missing or unknown refuses the model
-with the key named. Folders of format 1 (``vae-anomaly/1``, written before formats were
-versioned, and older folders without a ``format``) are migrated here, and only here: their
-parameters are completed with the values those models were built and trained with, and
-their calibration's threshold names and layout are brought to the current ones.
+``model.json`` names its format. Folders of the current format (:data:`FORMAT`, 3) store
+only the parameter sections a model keeps (:class:`~pipeline.config.schema.ModelConfig`)
+and are read strictly: every key must be there, and anything missing or unknown refuses the
+model with the key named; nothing is filled in. Older folders are migrated here, and only
+here: format 2 (the whole experiment's parameters) keeps its model sections, completed with
+the keys added since (:data:`ADDED_TO_V2`); format 1 (``vae-anomaly/1``, and folders
+without a ``format``) is completed with the values those models were built and trained
+with, and its calibration's threshold names and layout are brought to the current ones.
 
 Example:
     >>> old = {"format": "vae-anomaly/1", "params": {"train": {"augment_flip": True}}}
     >>> meta = migrate_meta(old)
     >>> meta["format"], source_format(meta), meta["params"]["train"]["augment"]["flip"]
-    ('vae-anomaly/2', 'vae-anomaly/1', True)
+    ('vae-anomaly/3', 'vae-anomaly/1', True)
+    >>> "evaluate" in meta["params"]
+    False
     >>> migrate_thresholds("vae-anomaly/1", {"voxel": 3.0, "scan": 4.0})
     {'threshold': 3.0, 'scan_threshold': 4.0}
 """
@@ -21,10 +25,13 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config.params import deep_merge
+from pipeline.config.schema import MODEL_SECTIONS
 from pipeline.modelstore.types import ModelError
 
-FORMAT = "vae-anomaly/2"
+FORMAT = "vae-anomaly/3"
+WHOLE_PARAMS_FORMAT = "vae-anomaly/2"  # stored every section of the experiment's parameters
 LEGACY_FORMAT = "vae-anomaly/1"
+FORMATS = (FORMAT, WHOLE_PARAMS_FORMAT, LEGACY_FORMAT)
 
 # Keys added after model folders of format 1 were written, with the values that reproduce
 # how those models were built and trained, so older model folders stay loadable.
@@ -44,8 +51,6 @@ LEGACY_DEFAULTS: dict[str, Any] = {
                 "mc_samples": 0, "grad_smoothing_sigma_vox": 1.0, "median_filter_vox": 0,
                 "restoration": {"steps": 0, "step_size": 0.5, "consistency": 0.05},
                 "scan_statistic": "top_voxels", "precision": "fp32"},
-    "evaluate": {"autoencoder_baseline": False, "extra_cases": [], "bootstrap_samples": 0,
-                 "bootstrap_bins": 2048},
     "report": {"convention": "radiological", "finding_views": 3, "max_findings": 20,
                "viewer_max_slices": 48, "display_mm": 1.0, "heat_range": [0.5, 2.5],
                "midline_mm": 4.0, "gallery_max": 48, "reconstruction_scans": 3},
@@ -67,10 +72,6 @@ ADDED_TO_V2: dict[str, Any] = {
     "train": {"site": {"probability": 0.0, "low_resolution": [1.0, 1.0],
                        "blur_sigma_vox": [0.0, 0.0], "noise_std": 0.0, "gamma": [1.0, 1.0],
                        "bias_field": 0.0, "rim_erosion_vox": 0}},
-    "calibrate": {"domain": {"tolerance": 5.0, "min_spread_fraction": 0.02}},
-    "evaluate": {"rim_mm": 4.0, "domain_cases": [], "sites": {
-        "scans": 0, "variants": [], "resampled_mm": 1.0, "thick_slice_mm": 3.0,
-        "loose_mask_mm": 2.0, "gamma": 1.0, "n4_levels": 1}},
 }
 _LEGACY_RENAMED = {"augment_flip": "flip", "augment_intensity": "intensity_scale"}
 
@@ -93,18 +94,25 @@ def _v1_params(data: dict[str, Any]) -> dict[str, Any]:
 def folder_format(meta: dict[str, Any]) -> str:
     """The format a ``model.json`` declares (folders written before formats existed: 1)."""
     fmt = str(meta.get("format", LEGACY_FORMAT))
-    if fmt not in (FORMAT, LEGACY_FORMAT):
-        raise ModelError(f"unknown model folder format {fmt!r} (this version reads {FORMAT} "
-                         f"and {LEGACY_FORMAT})")
+    if fmt not in FORMATS:
+        raise ModelError(f"unknown model folder format {fmt!r} (this version reads "
+                         f"{', '.join(FORMATS)})")
     return fmt
+
+
+def _model_sections(params: dict[str, Any]) -> dict[str, Any]:
+    """The sections of a whole parameter tree that a model keeps."""
+    return {k: v for k, v in params.items() if k in MODEL_SECTIONS}
 
 
 def migrate_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """``model.json`` in the current format (the input when it already is)."""
-    if folder_format(meta) == FORMAT:
-        return {**meta, "params": deep_merge(ADDED_TO_V2, dict(meta.get("params", {})))}
-    return {**meta, "format": FORMAT, "migrated_from": LEGACY_FORMAT,
-            "params": _v1_params(dict(meta.get("params", {})))}
+    fmt, params = folder_format(meta), dict(meta.get("params", {}))
+    if fmt == FORMAT:
+        return meta
+    whole = deep_merge(ADDED_TO_V2, params) if fmt == WHOLE_PARAMS_FORMAT else \
+        _v1_params(params)
+    return {**meta, "format": FORMAT, "migrated_from": fmt, "params": _model_sections(whole)}
 
 
 def source_format(meta: dict[str, Any]) -> str:
@@ -117,7 +125,7 @@ _V1_THRESHOLD_KEYS = {"voxel": "threshold", "scan": "scan_threshold"}
 
 def migrate_thresholds(fmt: str, entry: dict[str, Any]) -> dict[str, Any]:
     """One map's thresholds of ``calibration.json`` with the current field names."""
-    if fmt == FORMAT:
+    if fmt != LEGACY_FORMAT:  # the calibration layout has not changed since format 2
         return entry
     return {_V1_THRESHOLD_KEYS.get(k, k): v for k, v in entry.items()}
 
@@ -126,7 +134,7 @@ def migrate_calibration(fmt: str, info: dict[str, Any]) -> dict[str, Any]:
     """``calibration.json`` in the current layout: ``score`` and per-map ``thresholds``,
     and the ``precision`` of the calibration pass (format 1 before it was recorded:
     float32). The earliest layout (one residual map) is converted too."""
-    if fmt == FORMAT:
+    if fmt != LEGACY_FORMAT:
         return info
     info = {"precision": "float32", **info}
     if "thresholds" not in info:  # the first calibrations: one residual map

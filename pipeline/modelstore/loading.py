@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipeline.config import paths
-from pipeline.config.params import params_from_dict
+from pipeline.config.params import model_config_from_dict
 from pipeline.config.paths import HEAD_ATLAS_FILE
-from pipeline.config.schema import Params
+from pipeline.config.schema import ModelConfig, Params
 from pipeline.io.errors import UsageError, one_line
 from pipeline.model.distributed import SINGLE_PROCESS, World
 from pipeline.model.network import build_vae
@@ -54,11 +54,12 @@ MLMODEL = "MLmodel"  # an MLflow model's description file
 CALIBRATION_KEYS = ("score", "thresholds", "precision")  # required in calibration.json
 
 
-def _read_meta(folder: Path, uri_text: str) -> tuple[dict[str, Any], Params]:
-    """``model.json`` in the current format and the parameters it holds (strictly checked)."""
+def _read_meta(folder: Path, uri_text: str) -> tuple[dict[str, Any], ModelConfig]:
+    """``model.json`` in the current format and the configuration it holds (strictly
+    checked)."""
     try:
         meta = fmt.migrate_meta(json.loads((folder / MODEL_JSON).read_text()))
-        return meta, params_from_dict(meta["params"], root=paths.project_root())
+        return meta, model_config_from_dict(meta["params"])
     except ModelError as exc:
         raise ModelError(f"{uri_text}: {exc}") from exc
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -212,11 +213,13 @@ def load_for_command(uri: str, device_choice: str, require_calibration: bool = T
     GPU, ``cuda:LOCAL_RANK``); anything wrong is a :class:`UsageError` (exit 2)."""
     import torch
 
-    device = "cuda" if device_choice == "cuda" or (
-        device_choice == "auto" and torch.cuda.is_available()) else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda requested but no CUDA device is available")
-    if device == "cuda":  # same scan, same GPU, same map (README "Determinism")
+    from pipeline.model.runtime import NoDeviceError, pick_device
+
+    try:
+        device = pick_device(device_choice, "--device").type
+    except NoDeviceError as exc:
+        raise UsageError(str(exc)) from exc
+    if device == "cuda":  # same scan, same GPU, same map (docs/explanation/reliability.md)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         if world.distributed:

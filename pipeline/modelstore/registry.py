@@ -1,7 +1,7 @@
 """Model URIs → local folders: the MLflow registry, read without MLflow where that is safe.
 
-Importing MLflow and opening its SQLAlchemy store costs about 2 s, close to half of a
-``vae-anomaly score`` process on a 2-core CPU (README "Performance"). When the tracking
+Importing MLflow and opening its SQLAlchemy store costs seconds, a large part of a
+``vae-anomaly score`` process (docs/results, performance). When the tracking
 store is the embedded SQLite file and the model version's artifacts are on the local disk,
 :func:`fetch` reads the registry read-only with the standard library's ``sqlite3`` and
 returns the artifact folder itself (nothing is copied). That read depends on MLflow's private

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config.schema import Params
+from pipeline.config.schema import ModelConfig
 from pipeline.preprocess.prepare import Preprocessor
 from pipeline.space.template import Template
 
@@ -93,7 +93,7 @@ class LoadedModel:
     for it."""
 
     vae: Any
-    params: Params
+    params: ModelConfig          # the parameter sections the model keeps
     meta: dict[str, Any]
     folder: Path
     uri: str

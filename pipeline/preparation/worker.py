@@ -23,6 +23,16 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from pipeline.cohort.store import (
+    CASES_DIR,
+    LESIONED_DIR,
+    TEST_SUBJECTS,
+    Case,
+    CaseFile,
+    LesionedFile,
+    Part,
+    lesioned_id,
+)
 from pipeline.config.code import closure_digest
 from pipeline.config.params import params_from_dict
 from pipeline.config.schema import Params
@@ -47,7 +57,7 @@ def cache_key(case: dict[str, Any], params: dict[str, Any]) -> str:
     relevant = {k: params[k] for k in ("seed", "template")}
     relevant["prepare"] = {k: v for k, v in params["prepare"].items()
                            if k not in ("workers", "cache")}
-    if case["split"] == "test":
+    if case["split"] == TEST_SUBJECTS:
         relevant["lesions"] = params["lesions"]
     try:
         files = [sha256(p) if p else "" for p in (case["image"], case["mask"])]
@@ -76,20 +86,20 @@ def _prepare_one(case: dict[str, Any], params: Params, tpl: Template, work: Path
     prepared = prepare_scan(img, mask, Preprocessor.of(params, tpl))
     rec, cid = prepared.record, case["id"]
     affine = np.asarray(rec.template_affine)
-    write_nifti(work / f"{cid}.nii.gz", prepared.image, affine)
-    write_nifti(work / f"{cid}_brain.nii.gz", prepared.brain, affine, dtype=np.uint8)
-    write_json(work / f"{cid}.json", rec.to_json())
+    write_nifti(work / CaseFile.IMAGE.name_for(cid), prepared.image, affine)
+    write_nifti(work / CaseFile.BRAIN.name_for(cid), prepared.brain, affine, dtype=np.uint8)
+    write_json(work / CaseFile.RECORD.name_for(cid), rec.to_json())
     entry = {**case, "mask_source": rec.mask_source, "registration_dice": rec.registration_dice,
              "registration_containment": rec.registration_containment,
              "registration_ok": rec.registration_ok, "bias_field": rec.bias_field}
     if rec.mask_source != "given":  # keep the derived mask for evaluation
-        write_nifti(work / f"{cid}_native_brain.nii.gz", native_brain(prepared), img.affine,
+        write_nifti(work / CaseFile.NATIVE_BRAIN.name_for(cid), native_brain(prepared), img.affine,
                     img.header, dtype=np.uint8)
-        entry["mask"] = f"{cid}_native_brain.nii.gz"
+        entry["mask"] = CaseFile.NATIVE_BRAIN.name_for(cid)
     thumbs[cid] = qc.thumbnail(prepared.image, tpl.brain, params.prepare.qc_thumbnail_scale)
     canon, brain = prepared.canonical_image, prepared.canonical_brain
     bm = params.prepare.brain_mask
-    if (case["split"] == "train" and rec.registration_ok and rec.mask_source == "given"
+    if (case["split"] == Part.TRAIN and rec.registration_ok and rec.mask_source == "given"
             and not is_skull_stripped(canon, voxel_sizes(np.asarray(rec.canonical_affine)),
                                       bm.stripped_max_volume_ml)):
         atlas_part.append(headatlas.contribution(
@@ -106,11 +116,12 @@ def _lesioned(case: dict[str, Any], img: nib.Nifti1Image, brain: np.ndarray, par
     rng = np.random.default_rng([params.seed, zlib.crc32(case["subject"].encode())])
     data, truth, lesions = insert_lesions(np.asarray(img.dataobj), img.affine, brain,
                                           params.lesions, rng)
-    cid = f"{case['subject']}-lesion"
-    write_nifti(work / f"{cid}_T1.nii.gz", data, img.affine, img.header)
-    write_nifti(work / f"{cid}_lesion.nii.gz", truth, img.affine, img.header, dtype=np.uint8)
-    return {**case, "id": cid, "split": "test_lesion", "image": str(work / f"{cid}_T1.nii.gz"),
-            "truth": f"{cid}_lesion.nii.gz", "lesions": lesions}
+    cid = lesioned_id(case["subject"])
+    scan, truth_file = (work / f.name_for(cid) for f in LesionedFile)
+    write_nifti(scan, data, img.affine, img.header)
+    write_nifti(truth_file, truth, img.affine, img.header, dtype=np.uint8)
+    return {**case, "id": cid, "split": Part.TEST_LESION, "image": str(scan),
+            "truth": truth_file.name, "lesions": lesions}
 
 
 def _compute(case: dict[str, Any], params: Params, tpl: Template, work: Path) -> None:
@@ -123,35 +134,35 @@ def _compute(case: dict[str, Any], params: Params, tpl: Template, work: Path) ->
     except Exception as exc:  # one bad scan must not stop the cohort
         write_json(work / _ENTRIES, [{**case, "error": one_line(exc)}])
         return
-    entries.append({**entry, "split": "test_healthy" if case["split"] == "test"
+    entries.append({**entry, "split": Part.TEST_HEALTHY if case["split"] == TEST_SUBJECTS
                     else case["split"]})
-    if case["split"] == "test":
+    if case["split"] == TEST_SUBJECTS:
         lesion_case = _lesioned(case, img, native_brain(prepared), params, work)
         try:
             lesion_entry = _prepare_one(lesion_case, params, tpl, work, thumbs, atlas_part)[0]
-            lesion_entry["image"] = f"{lesion_case['id']}_T1.nii.gz"
+            lesion_entry["image"] = LesionedFile.SCAN.name_for(lesion_case["id"])
         except Exception as exc:
-            lesion_entry = {**lesion_case, "image": f"{lesion_case['id']}_T1.nii.gz",
+            lesion_entry = {**lesion_case, "image": LesionedFile.SCAN.name_for(lesion_case["id"]),
                             "error": one_line(exc)}
         entries.append(lesion_entry)
     for name, png in thumbs.items():
-        (work / f"{name}_qc.png").write_bytes(png)
+        (work / CaseFile.QC.name_for(name)).write_bytes(png)
     if atlas_part:
         np.savez(work / "atlas.npz", head=atlas_part[0]["head"], brain=atlas_part[0]["brain"])
     write_json(work / _ENTRIES, entries)
 
 
-def _rebased(entry: dict[str, Any], case: dict[str, Any], out: Path) -> dict[str, Any]:
+def rebased(entry: dict[str, Any], case: dict[str, Any], out: Path) -> dict[str, Any]:
     """An entry's file paths in this project: the subject's own scan and mask as this run's
     ``case`` names them (a cache entry may come from another project sharing the cache), the
     lesioned copy, its ground truth and a derived mask in the output folder ``out``."""
     e = dict(entry)
-    lesion = e.get("split") == "test_lesion"
-    e["image"] = str(out / "lesioned" / Path(e["image"]).name) if lesion else case["image"]
+    lesion = e.get("split") == Part.TEST_LESION
+    e["image"] = str(out / LESIONED_DIR / Path(e["image"]).name) if lesion else case["image"]
     if e.get("truth"):
-        e["truth"] = str(out / "lesioned" / Path(e["truth"]).name)
-    derived = str(e.get("mask", "")).endswith("_native_brain.nii.gz")
-    e["mask"] = str(out / "cases" / Path(e["mask"]).name) if derived else case["mask"]
+        e["truth"] = str(out / LESIONED_DIR / Path(e["truth"]).name)
+    derived = str(e.get("mask", "")).endswith(CaseFile.NATIVE_BRAIN.value)
+    e["mask"] = str(out / CASES_DIR / Path(e["mask"]).name) if derived else case["mask"]
     return e
 
 
@@ -166,29 +177,31 @@ def _restore(entry_dir: Path, out: Path, case: dict[str, Any]) -> dict[str, Any]
     thumbs: dict[str, bytes] = {}
     timings: dict[str, dict[str, float]] = {}
     for f in entry_dir.iterdir():
-        if f.name.endswith("_qc.png"):
-            thumbs[f.name[: -len("_qc.png")]] = f.read_bytes()
-        elif f.name.endswith(("_T1.nii.gz", "_lesion.nii.gz")):
-            copy_file(f, out / "lesioned" / f.name)
-        elif f.name.endswith(".nii.gz"):
-            copy_file(f, out / "cases" / f.name)
-        elif f.name.endswith(".json") and f.name != _ENTRIES:
+        if f.name.endswith(CaseFile.QC.value):
+            thumbs[f.name[: -len(CaseFile.QC.value)]] = f.read_bytes()
+        elif f.name.endswith(tuple(k.value for k in LesionedFile)):
+            copy_file(f, out / LESIONED_DIR / f.name)
+        elif f.name.endswith(CaseFile.IMAGE.value):
+            copy_file(f, out / CASES_DIR / f.name)
+        elif f.name.endswith(CaseFile.RECORD.value) and f.name != _ENTRIES:
             record = json.loads(f.read_text())
-            timings[f.name[: -len(".json")]] = record.pop("timings_s", {})
-            write_json(out / "cases" / f.name, record)
+            timings[f.name[: -len(CaseFile.RECORD.value)]] = record.pop("timings_s", {})
+            write_json(out / CASES_DIR / f.name, record)
     atlas = None
     if (entry_dir / "atlas.npz").is_file():
         with np.load(entry_dir / "atlas.npz") as z:
             atlas = {k: z[k] for k in z.files}
-    return {"entries": [_rebased(e, case, out) for e in entries], "thumbs": thumbs,
+    return {"entries": [rebased(e, case, out) for e in entries], "thumbs": thumbs,
             "atlas": atlas, "timings": timings}
 
 
-def run_task(case: dict[str, Any], params_dict: dict[str, Any], tpl: Template, out: str,
+def run_task(subject: Case, params_dict: dict[str, Any], tpl: Template, out: str,
              cache: str) -> dict[str, Any]:
     """Prepare (or restore from ``cache``) one subject into ``out`` with the template ``tpl``
-    (built once by the stage); never raises."""
+    (built once by the stage); never raises. The result's ``entries`` are the cases it
+    gave, as the cache stores them (with ``error`` where a scan failed)."""
     params = params_from_dict(params_dict)  # (prepare_scan runs SimpleITK on one thread)
+    case = subject.to_json()  # the cache's own format
     out_dir = Path(out)
     key = cache_key(case, params_dict)
     entry_dir = Path(cache) / key[:2] / key if cache else None

@@ -48,7 +48,7 @@ from pipeline.space.grid import to_canonical
 from pipeline.space.template import Template
 
 if TYPE_CHECKING:
-    from pipeline.config.schema import Params
+    from pipeline.config.schema import ModelConfig, Params
     from pipeline.preprocess.headatlas import HeadAtlas
 
 
@@ -66,8 +66,8 @@ class Preprocessor:
     scale: StandardScale = NONE
 
     @classmethod
-    def of(cls, params: Params, template: Template, head_atlas: HeadAtlas | None = None,
-           scale: StandardScale = NONE) -> Preprocessor:
+    def of(cls, params: Params | ModelConfig, template: Template,
+           head_atlas: HeadAtlas | None = None, scale: StandardScale = NONE) -> Preprocessor:
         """The preprocessor of ``params`` (its ``prepare`` section and seed)."""
         return cls(template, params.prepare, params.seed, head_atlas, scale)
 
@@ -152,8 +152,8 @@ def prepare_scan(img: nib.Nifti1Image, mask: np.ndarray | None, pre: Preprocesso
         The template-space input with the record that maps it back.
 
     SimpleITK runs single-threaded: its multi-threaded registration metric sums in a varying
-    order, so the transform (and the map) changed in the last bits from run to run; on IXI
-    one thread was no slower for a whole ``score`` process (6.1 s vs 6.5 s).
+    order, so the transform (and the map) changed in the last bits from run to run; one
+    thread was no slower for a whole ``score`` process (docs/results, performance).
     """
     import SimpleITK as sitk
 

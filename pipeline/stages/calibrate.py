@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.cohort.store import healthy_images, load_manifest
+from pipeline.cohort.store import Part, healthy_images, load_manifest
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.io.errors import UsageError
@@ -41,14 +41,13 @@ log = logging.getLogger(__name__)
 def run(params: Params) -> None:
     trained = paths.trained_model_dir(params.root)
     loaded = load_model(trained, require_calibration=False)
-    # scoring/calibration parameters may change without retraining: use the current ones
-    loaded.params = dataclasses.replace(loaded.params, scoring=params.scoring,
-                                        calibrate=params.calibrate)
+    # scoring parameters may change without retraining: use the current ones
+    loaded.params = dataclasses.replace(loaded.params, scoring=params.scoring)
     manifest = load_manifest(params)
     sp = params.scoring
     raws = healthy_raw_scores(loaded, healthy_images(params, manifest), {*sp.score, *sp.compare})
     calib = fit_calibration(raws, sp, params.calibrate)
-    calib.info["cases"] = [c["id"] for c in manifest["calibration"]]
+    calib.info["cases"] = [c.id for c in manifest[Part.CALIBRATION]]
     calib.info["precision"] = dtype_name(score_dtype(sp.precision,
                                                      next(loaded.vae.parameters()).device))
     out = paths.model_dir(params.root)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cohort.store import load_manifest
+from pipeline.cohort.store import Part, load_manifest
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.evaluation import metrics
@@ -71,7 +71,7 @@ def run(params: Params) -> dict[str, Any]:
     manifest = load_manifest(params)
     paths.evaluation_dir(params.root).mkdir(parents=True, exist_ok=True)
     tests = HeldOutSet(loaded, autoencoder_baseline(params), params)
-    for part in ("test_healthy", "test_lesion"):
+    for part in (Part.TEST_HEALTHY, Part.TEST_LESION):
         for case in manifest[part]:
             tests.add(case, part)
     table = tests.table()
@@ -83,8 +83,8 @@ def run(params: Params) -> dict[str, Any]:
         **table[calib.primary], "score": calib.primary,
         "best_dice_n_thresholds": ev.n_thresholds, "threshold": calib.threshold,
         "voxel_fpr_target": params.calibrate.voxel_fpr,
-        "n_test_healthy": len(manifest["test_healthy"]),
-        "n_test_lesion": len(manifest["test_lesion"]),
+        "n_test_healthy": len(manifest[Part.TEST_HEALTHY]),
+        "n_test_lesion": len(manifest[Part.TEST_LESION]),
         "lesion_voxel_fraction": float(np.concatenate(primary.labels).mean()),
         "model": loaded.meta.get("mlflow", {}), "cohort": params.cohort.name,
         "score_types": table, "extra_cases": extra,

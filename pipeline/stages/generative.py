@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from nibabel.affines import voxel_sizes
 
-from pipeline.cohort.store import load_images, load_manifest, load_template_case
+from pipeline.cohort.store import Case, Part, load_images, load_manifest, load_template_case
 from pipeline.config import paths
 from pipeline.config.kinds import PATH_MODES
 from pipeline.config.schema import Params
@@ -101,7 +101,7 @@ def _samples(loaded: LoadedModel, params: Params, tpl: Template, train: np.ndarr
 
 
 def _interpolation(loaded: LoadedModel, params: Params, tpl: Template,
-                   cases: list[dict[str, Any]], held_out: list[tuple[np.ndarray, np.ndarray]]
+                   cases: list[Case], held_out: list[tuple[np.ndarray, np.ndarray]]
                    ) -> dict[str, Any] | None:
     if len(cases) < 2:
         return None
@@ -109,7 +109,7 @@ def _interpolation(loaded: LoadedModel, params: Params, tpl: Template,
     inputs = held_out[:2]
     ends = [encode_mean(loaded.vae, torch.from_numpy(img)) for img, _ in inputs]
     style = preview.style_for(inputs[0][0], params.report)
-    out: dict[str, Any] = {"a": cases[0]["id"], "b": cases[1]["id"],
+    out: dict[str, Any] = {"a": cases[0].id, "b": cases[1].id,
                            "steps": g.interpolation_steps, "paths": {},
                            "inputs_change": round(mean_abs_diff(inputs[0][0], inputs[1][0],
                                                                 tpl.brain), 5)}
@@ -141,14 +141,14 @@ def _cube(brain: np.ndarray, affine: np.ndarray, edge_mm: float, rng: np.random.
     return cube
 
 
-def _imputation(loaded: LoadedModel, params: Params, cases: list[dict[str, Any]],
+def _imputation(loaded: LoadedModel, params: Params, cases: list[Case],
                 train_mean: np.ndarray) -> dict[str, Any] | None:
     ch = params.generative.checks
     rows = []
     for i, case in enumerate(cases[:ch.impute_scans]):
-        img = load_scan(case["image"])
+        img = load_scan(case.image)
         truth = np.asarray(img.dataobj, np.float32)
-        brain = load_mask(case["mask"], img)
+        brain = load_mask(case.mask, img)
         missing = _cube(brain, img.affine, ch.impute_cube_mm,
                         np.random.default_rng(params.seed + i))
         imp = impute_scan(loaded, img, missing, brain, params.generative.impute)
@@ -157,9 +157,9 @@ def _imputation(loaded: LoadedModel, params: Params, cases: list[dict[str, Any]]
                   "template_mean": np.abs(imp.native_values(train_mean) - truth)[at].mean(),
                   "surroundings": np.abs(imp.native_values(imp.prepared.image)
                                          - truth)[at].mean()}
-        rows.append({"case": case["id"], "voxels": int(at.sum()),
+        rows.append({"case": case.id, "voxels": int(at.sum()),
                      **{f"mae_{k}": round(float(v / a), 5) for k, v in errors.items()}})
-        log.info("imputation %s: MAE %s (%.1f s)", case["id"], rows[-1],
+        log.info("imputation %s: MAE %s (%.1f s)", case.id, rows[-1],
                  sum(imp.timings_s.values()))
     if not rows:
         return None
@@ -189,9 +189,9 @@ def run(params: Params) -> dict[str, Any]:
     loaded = load_model(paths.model_dir(params.root))
     tpl = loaded.template
     manifest = load_manifest(params)
-    train = load_images(params, manifest["train"])[:, 0]
-    healthy = manifest["test_healthy"]
-    held_out = [load_template_case(params, c["id"]) for c in healthy]  # (image, brain)
+    train = load_images(params, manifest[Part.TRAIN])[:, 0]
+    healthy = manifest[Part.TEST_HEALTHY]
+    held_out = [load_template_case(params, c.id) for c in healthy]  # (image, brain)
     test = [image for image, _ in held_out]
     result: dict[str, Any] = {"model": loaded.meta.get("mlflow", {}),
                               "cohort": params.cohort.name, "space": tpl.space}

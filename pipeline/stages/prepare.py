@@ -18,12 +18,25 @@ import logging
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.cohort.store import case_path, load_template_case, split_file, stored_manifest
+from pipeline.cohort.store import (
+    CASES_DIR,
+    LESIONED_DIR,
+    SUBJECT_SPLITS,
+    Case,
+    CaseFile,
+    Manifest,
+    Part,
+    case_path,
+    load_template_case,
+    split_file,
+    stored_manifest,
+)
 from pipeline.cohort.subjects import list_subjects, split_subjects
 from pipeline.config import paths
 from pipeline.config.params import to_dict
@@ -32,23 +45,24 @@ from pipeline.io.atomic import write_json
 from pipeline.io.nifti import write_nifti
 from pipeline.preparation.worker import run_task
 from pipeline.preprocess import harmonise, headatlas
+from pipeline.preprocess.record import ScanRecord
 from pipeline.reporting.qc import worst_first, write_qc_html
 from pipeline.space.template import Template, build_template
 
 log = logging.getLogger(__name__)
-_PARTS = ("train", "calibration", "test_healthy", "test_lesion")
 
 
-def _tasks(params: Params) -> list[dict[str, Any]]:
+def _tasks(params: Params) -> list[Case]:
+    """One task per subject, its split the subject's (``test``: healthy and lesioned)."""
     subjects = list_subjects(params)
-    split = split_subjects([s.id for s in subjects], params)
+    split = split_subjects([s.id for s in subjects], params.split, params.seed)
     by_id = {s.id: s for s in subjects}
-    return [{"id": sid, "subject": sid, "split": part, "image": str(by_id[sid].image),
-             "mask": str(by_id[sid].mask) if by_id[sid].mask else "", "truth": ""}
-            for part in ("train", "calibration", "test") for sid in split[part]]
+    return [Case(sid, sid, part, str(by_id[sid].image),
+                 str(by_id[sid].mask) if by_id[sid].mask else "")
+            for part in SUBJECT_SPLITS for sid in split[part]]
 
 
-def _run_all(tasks: list[dict[str, Any]], params: Params, tpl: Template, out: Path
+def _run_all(tasks: list[Case], params: Params, tpl: Template, out: Path
              ) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
@@ -105,23 +119,24 @@ def _build_atlas(results: list[dict[str, Any]], params: Params, tpl: Template, o
     return atlas.n_scans
 
 
-def _harmonise(manifest: dict[str, Any], params: Params, out: Path) -> None:
+def _harmonise(manifest: Manifest, params: Params, out: Path) -> None:
     """Learn the standard intensity scale on the training cases and put every case on it
-    (image rewritten, the case's landmarks added to its record)."""
+    (image rewritten, the case's landmarks added to its typed record, as
+    :func:`pipeline.preprocess.prepare.harmonised` does for a scan being scored)."""
     hp = params.prepare.harmonise
-    scale = harmonise.learn((load_template_case(params, c["id"]) for c in manifest["train"]),
+    scale = harmonise.learn((load_template_case(params, c.id) for c in manifest[Part.TRAIN]),
                             hp)
     write_json(out / paths.HARMONISATION_FILE, scale.to_json())
     if scale.method == "none":
         return
-    for case in (c for part in _PARTS for c in manifest[part]):
-        image, brain = load_template_case(params, case["id"])
-        record_path = case_path(params, case["id"], ".json")
-        record = json.loads(record_path.read_text())
+    for case in (c for part in Part for c in manifest[part]):
+        image, brain = load_template_case(params, case.id)
+        record_path = case_path(params, case.id, CaseFile.RECORD)
+        record = ScanRecord.from_json(json.loads(record_path.read_text()))
         image, own = harmonise.harmonise(image, brain, scale, params.prepare.normalise.clip)
-        write_nifti(case_path(params, case["id"], ".nii.gz"), image,
-                    np.asarray(record["template_affine"]))
-        write_json(record_path, {**record, "harmonisation_landmarks": own})
+        write_nifti(case_path(params, case.id, CaseFile.IMAGE), image,
+                    np.asarray(record.template_affine))
+        write_json(record_path, replace(record, harmonisation_landmarks=own).to_json())
 
 
 def _log_timings(results: list[dict[str, Any]]) -> None:
@@ -137,11 +152,11 @@ def _log_timings(results: list[dict[str, Any]]) -> None:
                  ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: Params) -> Manifest:
     t0 = time.perf_counter()
     out = paths.prepared_dir(params.root)
     split_file(params).unlink(missing_ok=True)  # written last: its presence marks a whole run
-    for sub in ("cases", "lesioned"):  # stale files of an earlier run must not linger
+    for sub in (CASES_DIR, LESIONED_DIR):  # stale files of an earlier run must not linger
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True)
     tpl = build_template(params.template.resolution_mm, params.template.crop_shape)
@@ -153,10 +168,11 @@ def run(params: Params) -> dict[str, Any]:
         log.warning("excluded %s: %s", e["image"], e.get("error") or
                     f"registration QC (Dice {e['registration_dice']:.3f}, inside "
                     f"{e['registration_containment']:.3f})")
-    manifest: dict[str, Any] = {part: [e for e in ok if e["split"] == part] for part in _PARTS}
-    manifest["failed"] = [{"id": e["id"], "image": e["image"],
-                           "reason": e.get("error") or "registration failed QC"} for e in failed]
-    manifest["head_atlas_scans"] = _build_atlas(results, params, tpl, out)
+    manifest = Manifest(
+        {part: [Case.from_json(e) for e in ok if e["split"] == part] for part in Part},
+        [{"id": e["id"], "image": e["image"], "reason": e.get("error") or
+          "registration failed QC"} for e in failed],
+        _build_atlas(results, params, tpl, out))
     _harmonise(manifest, params, out)
     write_json(split_file(params), stored_manifest(manifest, params.root))
     qc = _qc(results, entries, len(failed), params)

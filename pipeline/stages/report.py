@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from markupsafe import Markup
 
-from pipeline.cohort.store import load_images, load_manifest, load_template_case
+from pipeline.cohort.store import (
+    EXTRA,
+    Case,
+    Manifest,
+    Part,
+    load_images,
+    load_manifest,
+    load_template_case,
+)
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.generative.sampling import decode_mean, encode_mean
@@ -42,7 +50,8 @@ log = logging.getLogger(__name__)
 PREVIEWS = ("samples", "interpolation")  # the generative stage's PNGs on the cohort page
 
 
-def _volumes(image: str, files: ScanOutputs, truth: str | None) -> ReportVolumes:
+def case_volumes(image: str, files: ScanOutputs, truth: str) -> ReportVolumes:
+    """The volumes of a scored case's report (``truth``: its lesion mask, ``""``: none)."""
     img = load_scan(image)
     optional = {k: read_array(files.image(k)) if files.image(k).is_file() else None
                 for k in ("reconstruction", "restoration")}
@@ -51,23 +60,22 @@ def _volumes(image: str, files: ScanOutputs, truth: str | None) -> ReportVolumes
                          optional["restoration"], load_mask(truth, img) if truth else None)
 
 
-def _cases(params: Params, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """(name, split, image, truth, evaluation stem) of every scan evaluate scored."""
-    out = [{"name": c["id"], "split": part, "image": c["image"], "truth": c["truth"],
-            "stem": stem(c["image"])}
-           for part in ("test_healthy", "test_lesion") for c in manifest[part]]
+def report_cases(params: Params, manifest: Manifest) -> list[tuple[Case, ScanOutputs]]:
+    """Every scan evaluate scored (the test cases, then the real lesion cases) with its
+    outputs in ``data/evaluation``."""
+    ev = paths.evaluation_dir(params.root)
+    out = [(c, scan_outputs(ev, stem(c.image)))
+           for part in (Part.TEST_HEALTHY, Part.TEST_LESION) for c in manifest[part]]
     if params.report.max_cases:
         out = out[: params.report.max_cases]
-    ev = paths.evaluation_dir(params.root)
     for c in params.evaluate.extra_cases:
-        info_file = scan_outputs(ev, extra_stem(c.name)).json
-        if info_file.is_file():
-            info = json.loads(info_file.read_text())
+        files = scan_outputs(ev, extra_stem(c.name))
+        if files.json.is_file():
+            info = json.loads(files.json.read_text())
             truth = info.get("truth")
-            out.append({"name": c.name, "split": "extra",
-                        "image": str(paths.resolve(info["input"], params.root)),
-                        "truth": str(paths.resolve(truth, params.root)) if truth else None,
-                        "stem": extra_stem(c.name)})
+            out.append((Case(c.name, "", EXTRA, str(paths.resolve(info["input"], params.root)),
+                             truth=str(paths.resolve(truth, params.root)) if truth else ""),
+                        files))
     return out
 
 
@@ -81,17 +89,17 @@ def _generative(params: Params, metrics: dict[str, Any]) -> Markup:
     return generative_section(gen, metrics, images)
 
 
-def _reconstructions(params: Params, manifest: dict[str, Any], loaded: LoadedModel) -> Markup:
+def _reconstructions(params: Params, manifest: Manifest, loaded: LoadedModel) -> Markup:
     """The cohort page's reconstruction section: the training figures of the VAE and the
     autoencoder, and a gallery of calibration scans with the model's reconstructions."""
-    mean = load_images(params, manifest["train"])[:, 0].mean(0)
+    mean = load_images(params, manifest[Part.TRAIN])[:, 0].mean(0)
     affine = loaded.template.affine
     rows = []
-    for case in manifest["calibration"][: params.report.reconstruction_scans]:
-        image, brain = load_template_case(params, case["id"])
+    for case in manifest[Part.CALIBRATION][: params.report.reconstruction_scans]:
+        image, brain = load_template_case(params, case.id)
         x = torch.from_numpy(image)
         rec = decode_mean(loaded.vae, encode_mean(loaded.vae, x)[None])[0].numpy()
-        rows.append(reconstruction_row(case["id"], image, rec, mean, brain, affine,
+        rows.append(reconstruction_row(case.id, image, rec, mean, brain, affine,
                                        params.report))
     reports = paths.reports_dir(params.root)
     training = {suffix: json.loads(f.read_text()) for _, suffix in MODELS
@@ -113,21 +121,20 @@ def run(params: Params) -> None:
     gallery: list[Tile] = []
     extra_links: dict[str, str] = {}
     manifest = load_manifest(params)
-    for case in _cases(params, manifest):
-        files = scan_outputs(paths.evaluation_dir(params.root), case["stem"])
+    for case, files in report_cases(params, manifest):
         summary = ScanSummary.from_json(json.loads(files.json.read_text()))
-        canonical = CanonicalVolumes(_volumes(case["image"], files, case["truth"]))
-        write_text(out / f"{case['stem']}.html",
+        canonical = CanonicalVolumes(case_volumes(case.image, files, case.truth))
+        write_text(out / f"{files.name}.html",
                    render_scan_report(canonical, summary, healthy, rp))
-        link = f"cases/{case['stem']}.html"
-        rows.append(CaseRow(case["name"], case["split"], summary.scan_score,
+        link = f"cases/{files.name}.html"
+        rows.append(CaseRow(case.id, case.split, summary.scan_score,
                             summary.verdict, summary.flagged_volume_ml,
                             len(summary.findings),
                             max((f.peak for f in summary.findings), default=0.0), link))
-        if case["split"] == "extra":
-            extra_links[case["name"]] = link
-        if case["split"] == "test_healthy" and len(gallery) < rp.gallery_max:
-            caption = f"{case['name']}: {summary.flagged_volume_ml:.2f} mL"
+        if case.split == EXTRA:
+            extra_links[case.id] = link
+        if case.split == Part.TEST_HEALTHY and len(gallery) < rp.gallery_max:
+            caption = f"{case.id}: {summary.flagged_volume_ml:.2f} mL"
             gallery.append(gallery_tile(canonical, summary.threshold, rp, caption, link))
     metrics = json.loads((reports / "metrics.json").read_text())
     curves = {"roc": read_curve(reports / "plots" / "roc.csv", "fpr", "tpr"),

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from pipeline.cohort.store import load_brains, load_images, load_manifest
+from pipeline.cohort.store import Manifest, Part, load_brains, load_images, load_manifest
 from pipeline.config import paths
 from pipeline.config.code import closure_digest
 from pipeline.config.params import flatten, to_dict
@@ -61,15 +61,15 @@ PLOT_COLUMNS = ("epoch", "train_loss", "val_negative_elbo", "val_reconstruction"
 TIMING_KEYS = ("seconds", "volumes_per_s")  # MLflow only: never in DVC outputs
 
 
-def trained_on(params: Params, manifest: dict[str, Any]) -> dict[str, Any]:
+def trained_on(params: Params, manifest: Manifest) -> dict[str, Any]:
     """What a model was trained on, stated in every model version and report."""
     return {
         "modality": params.cohort.modality,
         "space": template_space(params.template.resolution_mm),
         "cohort": params.cohort.name,
-        "n_train": len(manifest["train"]),
-        "n_calibration": len(manifest["calibration"]),
-        "n_test_healthy": len(manifest["test_healthy"]),
+        "n_train": len(manifest[Part.TRAIN]),
+        "n_calibration": len(manifest[Part.CALIBRATION]),
+        "n_test_healthy": len(manifest[Part.TEST_HEALTHY]),
         "split_seed": params.seed,
         "preprocessing": "canonical RAS, N4 bias field correction, affine registration to "
                          "MNI152, brain-masked, robust-percentile intensity normalisation, "
@@ -93,9 +93,9 @@ def fingerprint(params: Params, train: torch.Tensor, val: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def validation_key(info: dict[str, Any], manifest: dict[str, Any], params: Params) -> str:
+def validation_key(info: dict[str, Any], manifest: Manifest, params: Params) -> str:
     """Identifies the validation scans and their space (champion comparisons need both)."""
-    ids = sorted(c["id"] for c in manifest["calibration"])
+    ids = sorted(c.id for c in manifest[Part.CALIBRATION])
     body = json.dumps([info["cohort"], info["space"], params.template.crop_shape, ids])
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
@@ -197,9 +197,9 @@ def _run(params: Params, resume: bool, world: distributed.World, where: Variant)
         torch.set_num_threads(params.train.threads)
     manifest = load_manifest(params)
     seed_everything(params.seed)
-    train = torch.from_numpy(load_images(params, manifest["train"]))
-    val = torch.from_numpy(load_images(params, manifest["calibration"]))
-    val_brain = torch.from_numpy(load_brains(params, manifest["calibration"]))
+    train = torch.from_numpy(load_images(params, manifest[Part.TRAIN]))
+    val = torch.from_numpy(load_images(params, manifest[Part.CALIBRATION]))
+    val_brain = torch.from_numpy(load_brains(params, manifest[Part.CALIBRATION]))
     vae = build_vae(params.model, params.template.crop_shape)
     info = trained_on(params, manifest)
     device = pick_device(params.train.device)
@@ -245,7 +245,7 @@ def _run(params: Params, resume: bool, world: distributed.World, where: Variant)
 
 
 def _finish(params: Params, vae: Any, result: FitResult, info: dict[str, Any],
-            manifest: dict[str, Any], run_id: str, where: Variant) -> None:
+            manifest: Manifest, run_id: str, where: Variant) -> None:
     import mlflow
 
     folder = where.model_dir

@@ -91,8 +91,10 @@ def test_a_model_folder_from_before_harmonisation_loads_without_it(in_project: P
     shutil.copytree(in_project / "models" / "vae", folder)
     meta = json.loads((folder / "model.json").read_text())
     meta.pop("harmonisation")
-    for section, key in (("prepare", "harmonise"), ("train", "site"), ("calibrate", "domain"),
-                         ("evaluate", "sites"), ("evaluate", "rim_mm")):
+    # a folder of format 2 stored the whole experiment's parameters, before these keys existed
+    meta["format"] = "vae-anomaly/2"
+    meta["params"]["evaluate"] = {"extra_cases": [{"image": "../shared/data/x.nii.gz"}]}
+    for section, key in (("prepare", "harmonise"), ("train", "site")):
         meta["params"][section].pop(key)
     (folder / "model.json").write_text(json.dumps(meta))
     calib = json.loads((folder / "calibration.json").read_text())
@@ -101,4 +103,5 @@ def test_a_model_folder_from_before_harmonisation_loads_without_it(in_project: P
     loaded = load_model(folder)
     assert loaded.preprocessor.scale is NONE and loaded.params.prepare.harmonise.method == "none"
     assert loaded.params.train.site.probability == 0.0
+    assert not hasattr(loaded.params, "evaluate")  # the experiment's sections are dropped
     assert loaded.calibrated().domain == {}

@@ -30,10 +30,17 @@ import pytest
 import yaml
 from conftest import REPO, TINY_OVERRIDES, make_project
 
-from pipeline.cohort.store import load_manifest, split_file, stored_manifest
+from pipeline.cohort.store import (
+    Case,
+    Manifest,
+    Part,
+    load_manifest,
+    split_file,
+    stored_manifest,
+)
 from pipeline.config import paths
 from pipeline.config.params import load_params
-from pipeline.preparation.worker import _rebased
+from pipeline.preparation.worker import rebased
 
 REPRO_TIMEOUT_S = 1800
 COMMAND_TIMEOUT_S = 300
@@ -69,14 +76,14 @@ def test_stored_paths_are_relative_to_the_project_root(tmp_path: Path) -> None:
 def test_a_manifest_reads_relative_and_old_absolute_paths(tmp_path: Path) -> None:
     params = load_params(make_project(tmp_path, TINY_OVERRIDES))
     scan, outside = tmp_path / "data" / "cohort" / "t1" / "s_T1.nii.gz", "/old/place/o.nii.gz"
-    manifest = {"train": [{"id": "s", "image": str(scan), "mask": "", "truth": ""}],
-                "test_lesion": [{"id": "o", "image": outside, "mask": outside,
-                                 "truth": "", "lesions": [{"x": 1}]}],
-                "failed": [], "head_atlas_scans": 3}
+    lesioned = Case("o", "o", Part.TEST_LESION, outside, outside, info={"lesions": [{"x": 1}]})
+    manifest = Manifest({Part.TRAIN: [Case("s", "s", Part.TRAIN, str(scan))],
+                         Part.CALIBRATION: [], Part.TEST_HEALTHY: [],
+                         Part.TEST_LESION: [lesioned]}, [], 3)
     stored = stored_manifest(manifest, params.root)
-    assert stored["train"][0] == {"id": "s", "image": "data/cohort/t1/s_T1.nii.gz", "mask": "",
-                                  "truth": ""}
-    assert stored["test_lesion"] == manifest["test_lesion"] and stored["head_atlas_scans"] == 3
+    assert stored["train"][0] == {"id": "s", "subject": "s", "split": "train",
+                                  "image": "data/cohort/t1/s_T1.nii.gz", "mask": "", "truth": ""}
+    assert stored["test_lesion"] == [lesioned.to_json()] and stored["head_atlas_scans"] == 3
     split_file(params).parent.mkdir(parents=True)
     split_file(params).write_text(json.dumps(stored))
     assert load_manifest(params) == manifest  # relative: resolved; absolute: as it was
@@ -91,7 +98,7 @@ def test_a_shared_cache_entry_names_this_projects_scans(tmp_path: Path) -> None:
                "split": "test_healthy"},
               {**case, "id": "s-lesion", "split": "test_lesion", "image": "s-lesion_T1.nii.gz",
                "truth": "s-lesion_lesion.nii.gz", "mask": "s-lesion_native_brain.nii.gz"}]
-    healthy, lesion = (_rebased(e, case, out) for e in cached)
+    healthy, lesion = (rebased(e, case, out) for e in cached)
     assert (healthy["image"], healthy["mask"]) == (case["image"], case["mask"])
     assert lesion["image"] == str(out / "lesioned" / "s-lesion_T1.nii.gz")
     assert lesion["truth"] == str(out / "lesioned" / "s-lesion_lesion.nii.gz")

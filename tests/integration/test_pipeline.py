@@ -58,16 +58,22 @@ def test_evaluate_compares_every_score_type_with_the_baselines(tiny_project: Pat
 
 
 def test_extra_lesion_case_is_prepared_and_scored(project_copy: Path) -> None:
+    import dataclasses
+
     in_project = project_copy
     from pipeline.config.scoring_schema import ExtraCase
+    from pipeline.evaluation.testset import HeldOutSet
     from pipeline.modelstore.loading import load_model
-    from pipeline.stages.evaluate import _extra_case
 
     loaded = load_model(in_project / "models" / "vae")
     image = sorted((in_project / "data" / "prepared" / "lesioned").glob("*_T1.nii.gz"))[0]
     truth = image.with_name(image.name.replace("_T1", "_lesion"))
     case = ExtraCase(name="real", image=str(image), lesion_mask=str(truth), brain_mask="")
-    out = _extra_case(loaded, None, case, in_project, ["residual", "intensity"], 20, 4.0)
+    params = load_params(in_project / "configs" / "params.yaml")
+    params = dataclasses.replace(
+        params, scoring=dataclasses.replace(params.scoring, compare=["residual", "intensity"]),
+        evaluate=dataclasses.replace(params.evaluate, n_thresholds=20, rim_mm=4.0))
+    out = HeldOutSet(loaded, None, params).extra_case(case)
     assert out is not None and out["lesion_volume_ml"] > 0
     assert out["verdict"] in ("normal", "abnormal", "out of distribution")
     assert 0 <= out["flagged_rim_ml"] <= out["flagged_outside_lesions_ml"]
@@ -77,11 +83,8 @@ def test_extra_lesion_case_is_prepared_and_scored(project_copy: Path) -> None:
     info = json.loads((in_project / "data" / "evaluation" / "extra-real.json").read_text())
     assert info["split"] == "extra" and info["truth"] == str(truth)
     # the report stage renders it, known lesions outlined, linked from the cohort page
-    import dataclasses
-
     from pipeline.stages import report
 
-    params = load_params(in_project / "configs" / "params.yaml")
     params = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate,
                                                                       extra_cases=[case]))
     metrics_file = in_project / "reports" / "metrics.json"
@@ -93,7 +96,7 @@ def test_extra_lesion_case_is_prepared_and_scored(project_copy: Path) -> None:
     assert "href='cases/extra-real.html'" in (in_project / "reports" / "index.html").read_text()
     missing = ExtraCase(name="gone", image="nowhere.nii.gz", lesion_mask="x.nii.gz",
                         brain_mask="")
-    assert _extra_case(loaded, None, missing, in_project, [], 20, 4.0) is None
+    assert HeldOutSet(loaded, None, params).extra_case(missing) is None
 
 
 def test_the_champion_is_a_calibrated_mlflow_model(in_project: Path, tmp_path: Path) -> None:
@@ -314,7 +317,10 @@ def test_folders_of_format_1_are_migrated_and_new_ones_refused_when_malformed(
     assert new is not None
     stats = new.stats["nll"]
     meta = json.loads((folder / MODEL_JSON).read_text())
-    assert meta["format"] == "vae-anomaly/2"
+    assert meta["format"] == "vae-anomaly/3"
+    # only what the model keeps: no evaluation paths, no tracking or cohort settings
+    assert set(meta["params"]) == {"seed", "template", "prepare", "model", "train", "scoring",
+                                   "report", "generative"}
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     meta_missing = json.loads(json.dumps(meta))

@@ -6,14 +6,14 @@ import nibabel as nib
 import numpy as np
 from conftest import phantom
 
-from pipeline.cohort.demo import _source, make_subject
+from pipeline.cohort.demo import make_subject, template_source
 from pipeline.cohort.lesions import insert_lesions
 from pipeline.config.params import load_params
 
 
 def test_demo_subjects_are_seeded_and_varied() -> None:
     params = load_params()
-    image, brain, affine = _source()
+    image, brain, affine = template_source()
     a = make_subject(np.random.default_rng([1, 0]), image, brain, affine, params.demo)
     b = make_subject(np.random.default_rng([1, 0]), image, brain, affine, params.demo)
     c = make_subject(np.random.default_rng([1, 1]), image, brain, affine, params.demo)
