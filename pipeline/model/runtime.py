@@ -73,8 +73,8 @@ def cpu_has_native_bf16() -> bool:
 
 def score_dtype(precision: str, device: torch.device) -> torch.dtype:
     """Compute dtype of a scoring pass (``scoring.precision``): ``auto`` is bf16 on GPUs that
-    support it, fp16 on older GPUs, bf16 on CPUs that have native bf16 instructions (faster than float32 there:
-    docs/results, performance) and float32 on other CPUs."""
+    support it, fp16 on older GPUs, bf16 on CPUs that have native bf16 instructions (faster
+    than float32 there: docs/results, performance) and float32 on other CPUs."""
     if precision == "auto":
         if device.type != "cuda":
             return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
