@@ -2,13 +2,10 @@
 tie several keys together. Every refusal names the key(s) and what is allowed.
 
 Example:
-    >>> from pipeline.config.params import load_raw, params_from_dict
-    >>> raw = load_raw()
-    >>> raw["train"]["epochs"] = 0
-    >>> params_from_dict(raw)
-    Traceback (most recent call last):
-    ...
-    pipeline.config.params.ConfigError: train.epochs must be >= 1, got 0
+    >>> from pipeline.config.constraints import violations
+    >>> from pipeline.config.examples import train_params
+    >>> violations(train_params(epochs=0), "train.")
+    ['train.epochs must be >= 1, got 0']
 """
 
 from __future__ import annotations

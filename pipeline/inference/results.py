@@ -31,7 +31,7 @@ class Scored:
 
 
 @dataclass(frozen=True)
-class Case:
+class ScoredCase:
     """A scored scan whose outputs are written: its maps, its summary and its files."""
 
     scored: Scored

@@ -33,7 +33,7 @@ from pipeline.inference.batch import (
 )
 from pipeline.inference.options import MODEL_CONVENTION, ScoreOptions, Status
 from pipeline.inference.plan import Plan, fingerprint
-from pipeline.inference.results import Case, RunResult, ScanOutcome, Scored, failed
+from pipeline.inference.results import RunResult, ScanOutcome, Scored, ScoredCase, failed
 from pipeline.io.atomic import all_or_nothing
 from pipeline.io.errors import ScanError
 from pipeline.model.distributed import SINGLE_PROCESS, World
@@ -87,7 +87,7 @@ class Scorer:
     def score_case(self, source: str | Path, got: Prepared, files: ScanOutputs,
                    options: ScoreOptions, compare: tuple[str, ...] = (),
                    restate: Callable[[ScanSummary], ScanSummary] = _same,
-                   images: bool = False) -> Case:
+                   images: bool = False) -> ScoredCase:
         """Score a prepared scan, summarise it (``restate`` adds what the caller records) and
         write its files (the report when ``options.report``, the reconstruction images when
         ``images``); if writing fails, none of the scan's files is left."""
@@ -101,7 +101,7 @@ class Scorer:
         page = self._report(got, r, summary, options) if options.report else None
         with all_or_nothing(files.every()):
             write_outputs(files, r, got.img, summary, html=page, images=images)
-        return Case(scored, summary, files)
+        return ScoredCase(scored, summary, files)
 
     def _report(self, got: Prepared, r: ScanResult, summary: ScanSummary,
                 options: ScoreOptions) -> str:
