@@ -39,12 +39,13 @@ import torch  # noqa: F401
 from pipeline.inference.options import ScoreOptions
 from pipeline.inference.scorer import Scorer
 from pipeline.modelstore.loading import model_for_command
+from pipeline.reporting.scan_report import render_result
 from pipeline.scoring.outputs import scan_outputs
 t1 = time.perf_counter()
 scan, model, device, out = Path(sys.argv[1]), sys.argv[2] or None, sys.argv[3], sys.argv[4]
 runs = {sub: ScoreOptions(out=Path(out, sub), report=sub == "b") for sub in ("a", "b")}
 loaded = model_for_command(model, device, tuple(o.out for o in runs.values()))
-scorer = Scorer(loaded)
+scorer = Scorer(loaded, render=render_result)
 t2 = time.perf_counter()
 got = loaded.preprocessor.prepare_file(scan, None)
 steps = {"imports": t1 - t0, "model_load": t2 - t1, **got.timings}

@@ -22,7 +22,8 @@ from pipeline.inference.scorer import Scorer
 from pipeline.io.errors import UsageError, shown
 from pipeline.model import distributed
 from pipeline.modelstore.loading import model_for_command
-from pipeline.scoring.domain import OUT_OF_DISTRIBUTION
+from pipeline.reporting.scan_report import render_result
+from pipeline.scoring.domain import ABNORMAL, NORMAL, OUT_OF_DISTRIBUTION
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -48,7 +49,7 @@ def score_command(args: argparse.Namespace) -> int:
     world = distributed.from_env()
     model = model_for_command(args.model, args.device, outs=(args.out,), world=world)
     progress = Progress(len(scans))
-    run = Scorer(model, world).score_files(scans, masks, options, progress.done)
+    run = Scorer(model, world, render_result).score_files(scans, masks, options, progress.done)
     return report_run(run, len(scans))
 
 
@@ -60,10 +61,11 @@ def report_run(run: RunResult, n_inputs: int) -> int:
     if manifest["error"]:
         print(f"error: {manifest['error']} (see {shown(run.manifest_path)})", file=sys.stderr)
     if n_inputs > 1:
-        c = manifest["counts"]
-        print(f"{n_inputs} inputs: {c['scored']} scored, {c['up_to_date']} up to date, "
-              f"{c['failed']} failed; {c['normal']} normal, {c['abnormal']} abnormal, "
-              f"{c['out_of_distribution']} out of distribution ({shown(run.manifest_path)})")
+        status, verdict = manifest["counts"]["status"], manifest["counts"]["verdict"]
+        print(f"{n_inputs} inputs: {status[Status.SCORED]} scored, {status[Status.UP_TO_DATE]} "
+              f"up to date, {status[Status.FAILED]} failed; {verdict[NORMAL]} normal, "
+              f"{verdict[ABNORMAL]} abnormal, {verdict[OUT_OF_DISTRIBUTION]} out of "
+              f"distribution ({shown(run.manifest_path)})")
     return run.exit_status
 
 

@@ -194,9 +194,9 @@ def write_manifest(out: Path, entries: list[Entry], world: World, model: dict[st
         # round robin: rank r's k-th entry is input k·size + r
         ordered = [e for row in itertools.zip_longest(*(rows for _, rows in gathered))
                    for e in row if e is not None]
-        counts = {str(s): sum(e.status == s for e in ordered) for s in Status}
-        counts.update({v.replace(" ", "_"): sum(e.verdict == v for e in ordered)
-                       for v in VERDICTS})
+        # one spelling: each status and verdict counted under the value the entries hold
+        counts = {"status": {str(s): sum(e.status == s for e in ordered) for s in Status},
+                  "verdict": {v: sum(e.verdict == v for e in ordered) for v in VERDICTS}}
         keys = sorted({key for key, _ in gathered})
         manifest = {"model": model, "world_size": world.size, "counts": counts,
                     "error": None if len(keys) == 1 else

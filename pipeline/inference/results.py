@@ -70,7 +70,8 @@ class RunResult:
         """0 when every input of the run was scored or up to date, else 1."""
         if self.manifest is None:
             return 0
-        return 1 if self.manifest["counts"][Status.FAILED] or self.manifest["error"] else 0
+        failures = self.manifest["counts"]["status"][Status.FAILED]
+        return 1 if failures or self.manifest["error"] else 0
 
 
 def failed(scan: Path, index: int, exc: BaseException) -> ScanOutcome:

@@ -5,7 +5,10 @@ Every caller scores through a :class:`Scorer`: the ``score`` command (files, bat
 test cases, simulated sites, real lesion cases). One prepared scan is scored, summarised and
 written in one place (:meth:`Scorer.score_case`), so what ``evaluate`` measures is what
 ``score`` writes. As nnU-Net v2's predictor and anomalib's ``Engine.predict`` do, the
-service holds the model and returns results; the command line only parses and prints.
+service holds the model and returns results; the command line only parses and prints. The
+HTML report is drawn by a renderer the caller hands over
+(:func:`pipeline.reporting.scan_report.render_result`), so evaluation, which writes no
+reports, does not depend on the report's code.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pipeline.inference.options import MODEL_CONVENTION, ScoreOptions, Status
 from pipeline.inference.plan import Plan, fingerprint
 from pipeline.inference.results import RunResult, ScanOutcome, Scored, ScoredCase, failed
 from pipeline.io.atomic import all_or_nothing
-from pipeline.io.errors import ScanError
+from pipeline.io.errors import ScanError, UsageError
 from pipeline.model.distributed import SINGLE_PROCESS, World
 from pipeline.modelstore.types import LoadedModel
 from pipeline.preprocess.prepare import Prepared, require_registration
@@ -44,9 +47,19 @@ from pipeline.scoring.maps import score_maps
 from pipeline.scoring.outputs import ScanOutputs, write_outputs
 from pipeline.scoring.result import ScanResult, ScanSummary, summarise
 
+Renderer = Callable[[nib.Nifti1Image, ScanResult, ScanSummary, list[float], ReportParams],
+                    str]
+
 
 def _same(summary: ScanSummary) -> ScanSummary:
     return summary
+
+
+def without_reports(*_: object) -> str:
+    """The renderer of a scorer built without one: asking it for a report is an error."""
+    raise UsageError("this scorer writes no HTML reports: build it with a renderer "
+                     "(pipeline.reporting.scan_report.render_result) or score with "
+                     "report=False")
 
 
 def _nothing(outcome: ScanOutcome) -> None:
@@ -59,10 +72,12 @@ class Scorer:
     Args:
         model: the verified model (with its preprocessor and calibration).
         world: this process's place under ``torchrun`` (a single process by default).
+        render: draws a scan's HTML report (:func:`without_reports`: none may be asked for).
     """
 
-    def __init__(self, model: LoadedModel, world: World = SINGLE_PROCESS) -> None:
-        self.model, self.world = model, world
+    def __init__(self, model: LoadedModel, world: World = SINGLE_PROCESS,
+                 render: Renderer = without_reports) -> None:
+        self.model, self.world, self.render = model, world, render
 
     def prepare(self, img: nib.Nifti1Image, mask: np.ndarray | None) -> PreparedScan:
         """Prepare a loaded native scan with the model's preprocessor; a registration that
@@ -105,17 +120,9 @@ class Scorer:
 
     def _report(self, got: Prepared, r: ScanResult, summary: ScanSummary,
                 options: ScoreOptions) -> str:
-        from pipeline.reporting.scan_report import (
-            CanonicalVolumes,
-            ReportVolumes,
-            render_scan_report,
-        )
-
         t0 = time.perf_counter()
-        vols = ReportVolumes(np.asarray(got.img.dataobj), got.img.affine, r.heatmap, r.mask,
-                             r.reconstruction, r.restoration)
-        page = render_scan_report(CanonicalVolumes(vols), summary,
-                                  self.model.healthy_scan_scores(), self.look(options))
+        page = self.render(got.img, r, summary, self.model.healthy_scan_scores(),
+                           self.look(options))
         summary.timings_s["report"] = time.perf_counter() - t0
         return page
 
@@ -125,6 +132,8 @@ class Scorer:
         """Score this rank's share of ``scans`` (each with its brain mask or ``None``) into
         ``options.out``, preparing ahead in worker processes, and write the run's manifest
         (rank 0, for every rank). ``on_outcome`` hears of each input as it ends."""
+        if options.report and self.render is without_reports:
+            without_reports()  # refused before any file is written
         plan = Plan.of(self.model, scans, masks, options, self.world)
         done = {o.index: o for o in plan.settled}
         for o in plan.settled:

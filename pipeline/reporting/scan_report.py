@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 from nibabel.affines import voxel_sizes
 
@@ -22,7 +23,7 @@ from pipeline.reporting.html import Table, Tile, cells
 from pipeline.reporting.html import render as render_page
 from pipeline.scoring.domain import DomainVerdict
 from pipeline.scoring.findings import Finding
-from pipeline.scoring.result import ScanSummary
+from pipeline.scoring.result import ScanResult, ScanSummary
 from pipeline.space.grid import PLANE_AXIS, PLANES, to_canonical
 
 CONVENTION = {
@@ -234,3 +235,23 @@ def render_scan_report(c: CanonicalVolumes, summary: ScanSummary, healthy: list[
         truth=c.get("truth") is not None,
         montage=_montage(c, styles["overlay"], rp.montage_slices), viewers=viewers,
     )
+
+
+def render_result(img: nib.Nifti1Image, result: ScanResult, summary: ScanSummary,
+                  healthy: list[float], rp: ReportParams) -> str:
+    """The report of a scan just scored, from its native image and result in memory (what
+    the scoring service is given as its renderer).
+
+    Args:
+        img: the scan as it was read.
+        result: its primary result on the scan's grid.
+        summary: its summary, as its JSON records it.
+        healthy: the scan scores of the healthy calibration scans.
+        rp: the report's settings.
+
+    Returns:
+        The self-contained HTML page.
+    """
+    vols = ReportVolumes(np.asarray(img.dataobj), img.affine, result.heatmap, result.mask,
+                         result.reconstruction, result.restoration)
+    return render_scan_report(CanonicalVolumes(vols), summary, healthy, rp)

@@ -55,6 +55,7 @@ class VaeAnomalyModel(PythonModel):
         from pipeline.inference.options import ScoreOptions
         from pipeline.inference.scorer import Scorer
         from pipeline.io.atomic import check_writable_dir
+        from pipeline.reporting.scan_report import render_result
 
         p = {spec.name: spec.default for spec in PARAMS.params} | dict(params or {})
         frame = _frame(model_input)
@@ -64,7 +65,7 @@ class VaeAnomalyModel(PythonModel):
         options = ScoreOptions(out=Path(str(p["out"])), report=bool(p["report"]),
                                force=bool(p["force"]))
         check_writable_dir(options.out)
-        run = Scorer(self._model(str(p["device"]))).score_files(
+        run = Scorer(self._model(str(p["device"])), render=render_result).score_files(
             scans, masks, options, Progress(len(scans)).done)
         return pd.DataFrame([_row(o) for o in run.outcomes], columns=OUTPUTS.input_names())
 

@@ -75,12 +75,12 @@ def test_score_corpus_of_bad_inputs(in_project: Path, tmp_path: Path,
                       for suffix in ("_anomaly.nii.gz", "_anomaly_mask.nii.gz", ".json"))
     assert sorted(p.name for p in out.iterdir()) == sorted([*expected, "manifest.json"])
     manifest = json.loads((out / "manifest.json").read_text())
-    counts = manifest["counts"]
+    counts = {**manifest["counts"]["status"], **manifest["counts"]["verdict"]}
     assert {k: counts[k] for k in ("scored", "up_to_date", "failed")} == {
         "scored": len(fine), "up_to_date": 0, "failed": len(bad)}
     # the same brain in another encoding (type, scale, orientation) is no other domain
     assert counts["normal"] + counts["abnormal"] == len(fine)
-    assert counts["out_of_distribution"] == 0
+    assert counts["out of distribution"] == 0
     for p in fine:
         name = p.name.removesuffix(".nii.gz")
         heat = nib.load(out / f"{name}_anomaly.nii.gz")

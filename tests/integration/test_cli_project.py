@@ -22,8 +22,34 @@ def test_a_folder_is_scored_scan_by_scan_with_a_summary(in_project: Path, tmp_pa
     assert main(["score", str(folder), "--out", str(out), "--no-report"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [Path(e["input"]).parent for e in manifest["inputs"]] == [folder, folder]
-    assert manifest["counts"]["scored"] == 2
+    assert manifest["counts"]["status"]["scored"] == 2
     assert "2 inputs: 2 scored" in capsys.readouterr().out
+
+
+def test_the_scoring_service_returns_typed_outcomes_and_refuses_reports_it_cannot_draw(
+        in_project: Path, tmp_path: Path) -> None:
+    """The service the CLI, the MLflow model and evaluate share: typed outcomes in input
+    order (the summary in memory, equal to the JSON written); a scorer built without a
+    renderer refuses a report before it writes anything."""
+    from pipeline.inference.options import ScoreOptions, Status
+    from pipeline.inference.scorer import Scorer
+    from pipeline.io.errors import UsageError
+    from pipeline.modelstore.loading import load_model
+
+    model = load_model(in_project / "models" / "vae")
+    scan = sorted((in_project / "data" / "prepared" / "lesioned").glob("*_T1.nii.gz"))[0]
+    with pytest.raises(UsageError, match="no HTML reports"):
+        Scorer(model).score_files([scan], [None], ScoreOptions(out=tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+    missing = tmp_path / "missing.nii.gz"
+    run = Scorer(model).score_files([scan, missing], [None, None],
+                                    ScoreOptions(out=tmp_path / "out", report=False))
+    ok, failed = run.outcomes
+    assert (ok.status, failed.status, run.exit_status) == (Status.SCORED, Status.FAILED, 1)
+    assert ok.summary is not None and failed.summary is None and failed.error
+    written = json.loads(ok.outputs["json"].read_text())
+    assert written["scan_score"] == ok.summary.to_json()["scan_score"]
+    assert written["verdict"] == ok.verdict
 
 
 def test_training_runs_are_named_by_kind_and_cohort_and_say_what_they_ran(

@@ -42,7 +42,7 @@ def test_a_scan_of_another_contrast_is_out_of_distribution(in_project: Path, tmp
     assert any(w.startswith("out of distribution") for w in ood["warnings"])
     assert "Out of distribution." in (out / "other_T2.html").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"]["out_of_distribution"] == 1
+    assert manifest["counts"]["verdict"]["out of distribution"] == 1
     assert [e["verdict"] for e in manifest["inputs"]][1] == "out of distribution"
     assert "out of distribution" in capsys.readouterr().err
 
