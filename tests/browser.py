@@ -36,6 +36,19 @@ def find_chromedriver() -> str | None:
     return shutil.which("chromedriver")
 
 
+def require_browser() -> None:
+    """Skip the calling test when no browser can be driven here, or fail it when one is
+    required (``VAE_ANOMALY_REQUIRE_BROWSER=1``: CI, where chromium is installed)."""
+    import os
+
+    import pytest
+
+    if (reason := unavailable()) is not None:
+        if os.environ.get("VAE_ANOMALY_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"a browser is required (VAE_ANOMALY_REQUIRE_BROWSER=1): {reason}")
+        pytest.skip(reason)
+
+
 def unavailable() -> str | None:
     """Why no browser can be driven here (None when one can)."""
     if importlib.util.find_spec("selenium") is None:

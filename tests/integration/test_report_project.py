@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 
-BROWSER_REQUIRED = os.environ.get("VAE_ANOMALY_REQUIRE_BROWSER") == "1"
-
 
 @pytest.mark.browser
 def test_pipeline_reports_render_in_headless_chromium(tiny_project: Path) -> None:
     """The report stage's cohort page and a case report of the tiny project, in a browser."""
-    from browser import Browser, unavailable
+    from browser import Browser, require_browser
 
-    if (reason := unavailable()) is not None:
-        if BROWSER_REQUIRED:
-            pytest.fail(f"a browser is required (VAE_ANOMALY_REQUIRE_BROWSER=1): {reason}")
-        pytest.skip(reason)
+    require_browser()
     reports = tiny_project / "reports"
     index = (reports / "index.html").read_text()
     links = re.findall(r"href='(cases/[^']+\.html)'", index)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from pipeline.space.geometry import affine_transform_to_json
 from pipeline.space.grid import to_canonical
 
 REPORT = load_params(REPO / "configs" / "params.yaml").report
-BROWSER_REQUIRED = os.environ.get("VAE_ANOMALY_REQUIRE_BROWSER") == "1"
 
 
 def _blob(shape: tuple[int, ...], centre: tuple[int, int, int], radius: float) -> np.ndarray:
@@ -164,12 +162,9 @@ def _index_page(tmp_path: Path) -> Path:
 
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
-    from browser import Browser, unavailable
+    from browser import Browser, require_browser
 
-    if (reason := unavailable()) is not None:
-        if BROWSER_REQUIRED:
-            pytest.fail(f"a browser is required (VAE_ANOMALY_REQUIRE_BROWSER=1): {reason}")
-        pytest.skip(reason)
+    require_browser()
     from PIL import Image
 
     vols, info = _synthetic_case()
