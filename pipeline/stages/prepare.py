@@ -136,7 +136,9 @@ def _harmonise(manifest: Manifest, params: Params, out: Path) -> None:
         image, own = harmonise.harmonise(image, brain, scale, params.prepare.normalise.clip)
         write_nifti(case_path(params, case.id, CaseFile.IMAGE), image,
                     np.asarray(record.template_affine))
-        write_json(record_path, replace(record, harmonisation_landmarks=own).to_json())
+        stored = replace(record, harmonisation_landmarks=own).to_json()
+        stored.pop("timings_s")  # wall-clock time never goes into data/prepared
+        write_json(record_path, stored)
 
 
 def _log_timings(results: list[dict[str, Any]]) -> None:
