@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.inference.batch import MANIFEST
 from pipeline.inference.options import AUTO, MODEL_CONVENTION, ScoreOptions, Status
 from pipeline.inference.results import RunResult, ScanOutcome
 from pipeline.inference.scorer import Scorer
@@ -105,5 +104,3 @@ class Progress:
             print(f"[{self.count}/{self.total}] {o.verdict or o.status}: {shown(o.input)}",
                   flush=True)
 
-
-__all__ = ["MANIFEST", "expand_folders", "options_of", "report_run", "score_command"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.code import package_digest
-from pipeline.inference.batch import Job, default_workers, share
+from pipeline.inference.batch import MANIFEST, Job, default_workers, share
 from pipeline.inference.options import AUTO, ScoreOptions, Status
 from pipeline.inference.results import ScanOutcome, failed
 from pipeline.io.errors import ScanError
@@ -26,7 +26,7 @@ from pipeline.scoring.outputs import ScanOutputs, check_output_paths, scan_outpu
 from pipeline.scoring.provenance import model_fingerprint, scan_provenance, up_to_date
 from pipeline.scoring.result import ScanSummary
 
-MANIFEST_STEM = "manifest"  # the manifest's own name is no scan's output name
+MANIFEST_STEM = Path(MANIFEST).name.removesuffix(".json")  # no scan's output name
 
 
 def fingerprint(model: LoadedModel) -> str:
@@ -44,9 +44,11 @@ def options_record(model: LoadedModel, options: ScoreOptions) -> dict[str, Any]:
 
 @dataclass
 class Plan:
-    """This rank's inputs: settled at once, or jobs for the model."""
+    """This rank's inputs: settled at once, or jobs for the model; ``fingerprint`` is the
+    model's, as the scans' provenance and the manifest record it."""
 
     out: Path
+    fingerprint: str
     jobs: list[Job]
     settled: list[ScanOutcome]
 
@@ -55,7 +57,7 @@ class Plan:
            options: ScoreOptions, world: World) -> Plan:
         names = output_names(scans)
         record, fp = options_record(model, options), fingerprint(model)
-        plan = cls(options.out, [], [])
+        plan = cls(options.out, fp, [], [])
         for i in share(len(scans), world):
             scan, name = scans[i], names[i]
             try:
@@ -63,7 +65,7 @@ class Plan:
                     raise name
                 files = plan.files(name)
                 check_output_paths(files)  # never read or write through a link
-                prov = _provenance(scan, masks[i], fp, record)
+                prov = _provenance(scan, masks[i], plan.fingerprint, record)
                 if prov is not None and not options.force and up_to_date(files.json, prov):
                     verdict, kept = _kept(files)
                     plan.settled.append(ScanOutcome(scan, Status.UP_TO_DATE, i,

@@ -35,7 +35,7 @@ from pipeline.inference.batch import (
     write_manifest,
 )
 from pipeline.inference.options import MODEL_CONVENTION, ScoreOptions, Status
-from pipeline.inference.plan import Plan, fingerprint
+from pipeline.inference.plan import Plan
 from pipeline.inference.results import RunResult, ScanOutcome, Scored, ScoredCase, failed
 from pipeline.io.atomic import all_or_nothing
 from pipeline.io.errors import ScanError, UsageError
@@ -144,7 +144,8 @@ class Scorer:
             done[outcome.index] = outcome
             on_outcome(outcome)
         mine = [done[i] for i in sorted(done)]
-        return RunResult(mine, self._manifest(mine, scans, options), options.out / MANIFEST)
+        return RunResult(mine, self._manifest(mine, scans, options, plan.fingerprint),
+                         options.out / MANIFEST)
 
     def _score_job(self, job: Job, got: Prepared | Failed, plan: Plan, options: ScoreOptions
                    ) -> ScanOutcome:
@@ -165,10 +166,9 @@ class Scorer:
                 traceback.print_exc()
             return failed(job.scan, job.index, exc)
 
-    def _manifest(self, mine: list[ScanOutcome], scans: list[Path], options: ScoreOptions
-                  ) -> dict | None:
+    def _manifest(self, mine: list[ScanOutcome], scans: list[Path], options: ScoreOptions,
+                  fp: str) -> dict | None:
         """Gather every rank's entries; rank 0 writes and returns the manifest."""
-        fp = fingerprint(self.model)
         model = {"uri": self.model.uri, "version": self.model.identity()["version"],
                  "fingerprint": fp}
         run_key = hashlib.sha256(json.dumps([fp, [str(p) for p in scans]]).encode()

@@ -40,7 +40,7 @@ from pipeline.io.atomic import copy_file, sha256, write_json
 from pipeline.io.errors import one_line
 from pipeline.io.nifti import load_mask, load_scan, write_nifti
 from pipeline.preprocess.prepare import Preprocessor, prepare_scan
-from pipeline.preprocess.record import PreparedScan, native_brain
+from pipeline.preprocess.record import PreparedScan, native_brain, without_timings
 from pipeline.space.template import Template
 
 _ENTRIES = "entries.json"
@@ -184,8 +184,8 @@ def _restore(entry_dir: Path, out: Path, case: dict[str, Any]) -> dict[str, Any]
         elif f.name.endswith(CaseFile.IMAGE.value):
             copy_file(f, out / CASES_DIR / f.name)
         elif f.name.endswith(CaseFile.RECORD.value) and f.name != _ENTRIES:
-            record = json.loads(f.read_text())
-            timings[f.name[: -len(CaseFile.RECORD.value)]] = record.pop("timings_s", {})
+            record, timings[f.name[: -len(CaseFile.RECORD.value)]] = without_timings(
+                json.loads(f.read_text()))
             write_json(out / CASES_DIR / f.name, record)
     atlas = None
     if (entry_dir / "atlas.npz").is_file():

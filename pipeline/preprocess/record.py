@@ -51,6 +51,15 @@ class ScanRecord:
         return cls(**data)
 
 
+WALL_CLOCK = "timings_s"  # the record's field that data/prepared never holds
+
+
+def without_timings(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """A record's JSON as ``data/prepared`` keeps it (no wall-clock time) and its timings."""
+    rest = dict(data)
+    return rest, rest.pop(WALL_CLOCK, {})
+
+
 @dataclass
 class PreparedScan:
     """Template-space input and brain mask, plus the native (canonical) arrays."""

@@ -45,7 +45,7 @@ from pipeline.io.atomic import write_json
 from pipeline.io.nifti import write_nifti
 from pipeline.preparation.worker import run_task
 from pipeline.preprocess import harmonise, headatlas
-from pipeline.preprocess.record import ScanRecord
+from pipeline.preprocess.record import ScanRecord, without_timings
 from pipeline.reporting.qc import worst_first, write_qc_html
 from pipeline.space.template import Template, build_template
 
@@ -136,9 +136,8 @@ def _harmonise(manifest: Manifest, params: Params, out: Path) -> None:
         image, own = harmonise.harmonise(image, brain, scale, params.prepare.normalise.clip)
         write_nifti(case_path(params, case.id, CaseFile.IMAGE), image,
                     np.asarray(record.template_affine))
-        stored = replace(record, harmonisation_landmarks=own).to_json()
-        stored.pop("timings_s")  # wall-clock time never goes into data/prepared
-        write_json(record_path, stored)
+        write_json(record_path, without_timings(
+            replace(record, harmonisation_landmarks=own).to_json())[0])
 
 
 def _log_timings(results: list[dict[str, Any]]) -> None:
