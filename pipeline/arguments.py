@@ -21,7 +21,8 @@ from pipeline.config.kinds import PATH_MODES
 ABOUT = ("vae-anomaly: one subcommand per pipeline stage, plus score for new scans and the "
          "generative commands sample, interpolate, impute and loglik.")
 
-STAGES = ("cohort", "prepare", "train", "calibrate", "evaluate", "generative", "report")
+STAGES = ("cohort", "prepare", "train", "calibrate", "validate", "evaluate", "generative",
+          "report")
 GENERATIVE = ("sample", "interpolate", "impute", "loglik")
 
 

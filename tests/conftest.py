@@ -103,8 +103,8 @@ def with_preset(root: Path, preset: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run cohort → prepare → train (VAE and autoencoder baseline) → calibrate → evaluate →
-    generative → report on a tiny demo cohort."""
+    """Run cohort → prepare → train (VAE and autoencoder baseline) → calibrate → validate →
+    evaluate → generative → report on a tiny demo cohort."""
     from pipeline.cli import main
 
     root = tmp_path_factory.mktemp("project")
@@ -115,7 +115,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["VAE_ANOMALY_ROOT"] = str(root)
     try:
         for stage in ("cohort", "prepare", "train", "train --autoencoder", "calibrate",
-                      "evaluate", "generative", "report"):
+                      "validate", "evaluate", "generative", "report"):
             assert main([*stage.split(), "--params", str(params_file)]) == 0, stage
     finally:
         os.chdir(old_cwd)

@@ -8,7 +8,7 @@ constrain and every refusal says which key to fix.
 Example:
     >>> from pipeline.config.scoring_schema import CalibrateParams, DomainParams
     >>> for problem in violations(CalibrateParams(voxel_fpr=0.0, scan_fpr=0.05,
-    ...                           domain=DomainParams(0.0, 0.02)), "calibrate."):
+    ...                           domain=DomainParams(0.0, 0.02, 0, 2.0)), "calibrate."):
     ...     print(problem)
     calibrate.voxel_fpr must be in (0, 1), got 0.0
     calibrate.domain.tolerance must be > 0, got 0.0

@@ -52,12 +52,24 @@ class SiteParams:
     gamma: Annotated[list[float], each(above(0), length=2)]
     bias_field: Annotated[float, at_least(0)]
     rim_erosion_vox: Annotated[int, at_least(0)]
+    sharpen_alpha: Annotated[list[float], each(at_least(0), length=2)]
 
 
 @dataclass(frozen=True)
 class DenoiseParams:
     std: Annotated[float, at_least(0)]
     cell_vox: Annotated[int, at_least(1)]
+
+
+@dataclass(frozen=True)
+class AnomalyParams:
+    probability: Annotated[float, between(0.0, 1.0)]
+    per_patch: Annotated[list[int], each(at_least(1), length=2)]
+    diameter_vox: Annotated[list[float], each(above(0), length=2)]
+    level: Annotated[list[float], each(between(-0.5, 2.0), length=2)]
+    strength: Annotated[list[float], each(between(0.0, 1.0), length=2)]
+    texture: Annotated[float, at_least(0)]
+    border_vox: Annotated[float, above(0)]
 
 
 @dataclass(frozen=True)
@@ -91,3 +103,4 @@ class TrainParams:
     augment: AugmentParams
     site: SiteParams
     denoise: DenoiseParams
+    anomalies: AnomalyParams

@@ -37,6 +37,7 @@ from pipeline.config.scoring_schema import (
     EvaluateParams,
     ScoringParams,
 )
+from pipeline.config.validation_schema import ValidationParams
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Params:
     train: TrainParams
     scoring: ScoringParams
     calibrate: CalibrateParams
+    validation: ValidationParams
     evaluate: EvaluateParams
     mlflow: MlflowParams
     report: ReportParams

@@ -42,6 +42,8 @@ class ScoringParams:
 class DomainParams:
     tolerance: Annotated[float, above(0)]
     min_spread_fraction: Annotated[float, at_least(0)]
+    site_versions: Annotated[int, at_least(0)]
+    error_ratio: Annotated[float, at_least(1)]
 
 
 @dataclass(frozen=True)

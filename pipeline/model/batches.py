@@ -1,5 +1,6 @@
 """Training batches: scans in a seeded order, augmented whole, cut into random patches,
-optionally with coarse noise on the input (denoising).
+optionally with lesion-like blobs (:mod:`pipeline.model.anomalies`) and coarse noise on
+the input (denoising): the target stays the clean patch.
 
 Every random number comes from the one generator of the run (restored on resume), so a run
 draws the same batches however often it is interrupted. A scan is augmented as a whole crop
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config.model_schema import DenoiseParams, TrainParams
+from pipeline.model.anomalies import corrupt
 from pipeline.model.augment import augment
 from pipeline.model.distributed import SINGLE_PROCESS, World
 from pipeline.model.sites import SiteSimulator
@@ -92,5 +94,6 @@ def batches(data: torch.Tensor, brain: torch.Tensor, tp: TrainParams, steps: int
             x = torch.stack([x[i, :, a:a + size, b:b + size, c:c + size]
                              for i, (a, b, c) in enumerate(origins)])
         x = site(x, gen)
-        inputs = x + coarse_noise(x, tp.denoise, gen) if tp.denoise.std > 0 else x
+        inputs = corrupt(x, tp.anomalies, gen)
+        inputs = inputs + coarse_noise(x, tp.denoise, gen) if tp.denoise.std > 0 else inputs
         yield Batch(target=x, inputs=inputs, origins=origins)

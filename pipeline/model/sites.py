@@ -10,6 +10,8 @@ inside the brain only, so the background stays exactly 0:
 - ``RandGaussianSmooth`` (sigma ``blur_sigma_vox``), ``RandGaussianNoise`` (``noise_std``),
 - ``RandAdjustContrast`` (gamma ``gamma``), ``RandBiasField`` (coefficients up to
   ``bias_field``),
+- ``RandGaussianSharpen`` (unsharp masking of strength ``sharpen_alpha``): the crisper
+  grey-white boundaries of a finer or differently reconstructed acquisition,
 - the brain's rim zeroed by 0..``rim_erosion_vox`` voxels (a tighter brain mask).
 
 Every draw is seeded from the run's ``torch.Generator`` (one seed per patch), so a run and a
@@ -19,7 +21,8 @@ Example:
     >>> import torch
     >>> from pipeline.config.model_schema import SiteParams
     >>> sp = SiteParams(probability=1.0, low_resolution=[0.5, 1.0], blur_sigma_vox=[0.3, 1.0],
-    ...     noise_std=0.03, gamma=[0.7, 1.4], bias_field=0.15, rim_erosion_vox=2)
+    ...     noise_std=0.03, gamma=[0.7, 1.4], bias_field=0.15, rim_erosion_vox=2,
+    ...     sharpen_alpha=[0.5, 2.0])
     >>> x = torch.zeros(2, 1, 16, 16, 16); x[:, :, 3:13, 3:13, 3:13] = 0.5
     >>> y = SiteSimulator(sp)(x, torch.Generator().manual_seed(0))
     >>> tuple(y.shape), bool((y[x == 0] == 0).all()), bool((y != x).any())
@@ -36,6 +39,8 @@ import torch.nn.functional as F
 from pipeline.config.model_schema import SiteParams
 
 SEED_RANGE = 2**31 - 1
+SHARPEN_SIGMA_VOX = (0.3, 0.5)  # RandGaussianSharpen: the first, nearly no blur
+UNSHARP_SIGMA_VOX = 1.0         # and the blur whose difference is added back (x alpha)
 
 
 def _transforms(sp: SiteParams) -> Any:
@@ -54,6 +59,11 @@ def _transforms(sp: SiteParams) -> Any:
         steps.append(mt.RandAdjustContrast(prob=p, gamma=(sp.gamma[0], sp.gamma[1])))
     if sp.bias_field > 0:
         steps.append(mt.RandBiasField(prob=p, coeff_range=(0.0, sp.bias_field)))
+    if sp.sharpen_alpha[1] > 0:
+        s1, s2 = SHARPEN_SIGMA_VOX, UNSHARP_SIGMA_VOX
+        steps.append(mt.RandGaussianSharpen(
+            prob=p, sigma1_x=s1, sigma1_y=s1, sigma1_z=s1, sigma2_x=s2, sigma2_y=s2,
+            sigma2_z=s2, alpha=(sp.sharpen_alpha[0], sp.sharpen_alpha[1])))
     if sp.noise_std > 0:
         steps.append(mt.RandGaussianNoise(prob=p, std=sp.noise_std))
     return mt.Compose(steps)

@@ -1,19 +1,20 @@
 """Model folder formats: the version a folder declares, and the one step that migrates it.
 
-``model.json`` names its format. Folders of the current format (:data:`FORMAT`, 3) store
-only the parameter sections a model keeps (:class:`~pipeline.config.schema.ModelConfig`)
-and are read strictly: every key must be there, and anything missing or unknown refuses the
+``model.json`` names its format. Folders of the current format (:data:`FORMAT`, 4) store
+only the parameter sections a model keeps (:class:`~pipeline.config.schema.ModelConfig`) and
+are read strictly: every key must be there, and anything missing or unknown refuses the
 model with the key named; nothing is filled in. Older folders are migrated here, and only
-here: format 2 (the whole experiment's parameters) keeps its model sections, completed with
-the keys added since (:data:`ADDED_TO_V2`); format 1 (``vae-anomaly/1``, and folders
-without a ``format``) is completed with the values those models were built and trained
-with, and its calibration's threshold names and layout are brought to the current ones.
+here: format 3 is completed with the keys added since (:data:`ADDED_TO_V3`); format 2 (the
+whole experiment's parameters) keeps its model sections, completed with the keys added since
+(:data:`ADDED_TO_V2`); format 1 (``vae-anomaly/1``, and folders without a ``format``) is
+completed with the values those models were built and trained with, and its calibration's
+threshold names and layout are brought to the current ones.
 
 Example:
     >>> old = {"format": "vae-anomaly/1", "params": {"train": {"augment_flip": True}}}
     >>> meta = migrate_meta(old)
     >>> meta["format"], source_format(meta), meta["params"]["train"]["augment"]["flip"]
-    ('vae-anomaly/3', 'vae-anomaly/1', True)
+    ('vae-anomaly/4', 'vae-anomaly/1', True)
     >>> "evaluate" in meta["params"]
     False
     >>> migrate_thresholds("vae-anomaly/1", {"voxel": 3.0, "scan": 4.0})
@@ -28,10 +29,11 @@ from pipeline.config.params import deep_merge
 from pipeline.config.schema import MODEL_SECTIONS
 from pipeline.modelstore.types import ModelError
 
-FORMAT = "vae-anomaly/3"
+FORMAT = "vae-anomaly/4"
+MODEL_SECTIONS_FORMAT = "vae-anomaly/3"  # the model sections, before train.anomalies
 WHOLE_PARAMS_FORMAT = "vae-anomaly/2"  # stored every section of the experiment's parameters
 LEGACY_FORMAT = "vae-anomaly/1"
-FORMATS = (FORMAT, WHOLE_PARAMS_FORMAT, LEGACY_FORMAT)
+FORMATS = (FORMAT, MODEL_SECTIONS_FORMAT, WHOLE_PARAMS_FORMAT, LEGACY_FORMAT)
 
 # Keys added after model folders of format 1 were written, with the values that reproduce
 # how those models were built and trained, so older model folders stay loadable.
@@ -73,6 +75,14 @@ ADDED_TO_V2: dict[str, Any] = {
                        "blur_sigma_vox": [0.0, 0.0], "noise_std": 0.0, "gamma": [1.0, 1.0],
                        "bias_field": 0.0, "rim_erosion_vox": 0}},
 }
+# Keys added after format 3: their values reproduce how those models were trained (no
+# synthetic anomalies on the input, no sharpening among the simulated sites).
+ADDED_TO_V3: dict[str, Any] = {
+    "train": {"anomalies": {"probability": 0.0, "per_patch": [1, 1], "diameter_vox": [1.0, 1.0],
+                            "level": [0.0, 0.0], "strength": [0.0, 0.0], "texture": 0.0,
+                            "border_vox": 1.0},
+              "site": {"sharpen_alpha": [0.0, 0.0]}},
+}
 _LEGACY_RENAMED = {"augment_flip": "flip", "augment_intensity": "intensity_scale"}
 
 
@@ -110,9 +120,13 @@ def migrate_meta(meta: dict[str, Any]) -> dict[str, Any]:
     fmt, params = folder_format(meta), dict(meta.get("params", {}))
     if fmt == FORMAT:
         return meta
-    whole = deep_merge(ADDED_TO_V2, params) if fmt == WHOLE_PARAMS_FORMAT else \
-        _v1_params(params)
-    return {**meta, "format": FORMAT, "migrated_from": fmt, "params": _model_sections(whole)}
+    if fmt == MODEL_SECTIONS_FORMAT:
+        whole = params
+    else:
+        whole = deep_merge(ADDED_TO_V2, params) if fmt == WHOLE_PARAMS_FORMAT else \
+            _v1_params(params)
+    return {**meta, "format": FORMAT, "migrated_from": fmt,
+            "params": deep_merge(ADDED_TO_V3, _model_sections(whole))}
 
 
 def source_format(meta: dict[str, Any]) -> str:

@@ -3,8 +3,16 @@
 Example:
     >>> rows = [CaseRow("sub-01", "test_healthy", 1.2, "normal", 0.0, 0, 0.0, "cases/sub-01.html")]
     >>> page = render_index({"voxel_auprc": 0.5, "score": "nll"}, rows, {"modality": "T1w"},
-    ...                     {"roc": None, "pr": None}, [], {}, Markup(""))
+    ...                     {"roc": None, "pr": None}, [], {}, Markup(""), {})
     >>> "href='cases/sub-01.html'" in page and "1 scans listed, 0 called abnormal" in page
+    True
+    >>> validation = {"primary": "nll", "n_scans": 2, "kinds": ["ms", "atrophy"], "maps": {
+    ...     "nll": {"lesions": {"voxel_auprc": 0.41, "best_dice": 0.45,
+    ...                         "dice_at_calibrated_threshold": 0.3,
+    ...                         "ci95": {"voxel_auprc": [0.3, 0.5]}},
+    ...             "ms": {"voxel_auprc": 0.02}, "atrophy": {"flagged_ml_mean": 0.4}}}}
+    >>> page = render_index({"score": "nll"}, rows, {}, {}, [], {}, Markup(""), validation)
+    >>> "Realistic validation lesions" in page and "0.410 (0.30-0.50)" in page
     True
 """
 
@@ -128,13 +136,19 @@ def _comparison(metrics: dict[str, Any]) -> Table | None:
     return table
 
 
+def _domain_values(values: dict[str, float]) -> str:
+    """A case's domain statistics in one cell ("grey white contrast 0.504; ...")."""
+    return "; ".join(f"{k.replace('_', ' ')} {float(v):.3f}" for k, v in values.items())
+
+
 def _extra(metrics: dict[str, Any], links: dict[str, str]) -> Table | None:
     cases = metrics.get("extra_cases", {})
     if not cases:
         return None
     primary = metrics.get("score", "")
     table = Table(["case", "lesion mL", "voxel AUROC", "voxel AUPRC", "best Dice", "Dice@calib",
-                   "lesions found", "flagged mL", "outside lesions mL", "verdict"])
+                   "lesions found", "flagged mL", "outside lesions mL", "verdict",
+                   "domain statistics"])
     for name, m in cases.items():
         p = m.get(primary, {})
         table.rows.append([Cell(name, cls="name", link=links.get(name)),
@@ -142,7 +156,33 @@ def _extra(metrics: dict[str, Any], links: dict[str, str]) -> Table | None:
                                f"{float(p.get(k, float('nan'))):.3f}" for k in EXTRA_COLUMNS),
                                   p.get("flagged_volume_ml"),
                                   m.get("flagged_outside_lesions_ml", ""),
-                                  m.get("verdict", ""))])
+                                  m.get("verdict", ""), _domain_values(m.get("domain", {})))])
+    return table
+
+
+def _interval(row: dict[str, Any], key: str) -> str:
+    """``row[key]`` with its 95 % interval, if any ("0.512 (0.40-0.63)")."""
+    ci = row.get("ci95", {}).get(key)
+    text = f"{float(row.get(key, float('nan'))):.3f}"
+    return text + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+
+
+def _validation(validation: dict[str, Any]) -> Table | None:
+    """The realistic validation set (``reports/validation.json``): one row per map."""
+    maps = validation.get("maps", {})
+    if not maps:
+        return None
+    kinds = [k for k in validation.get("kinds", []) if k != "atrophy"]
+    table = Table(["map", "AUPRC (95 % CI)", "best Dice (95 % CI)", "Dice@calib",
+                   *(f"{k} AUPRC" for k in kinds), "atrophy: flagged mL"], sortable=True)
+    for name, row in maps.items():
+        pooled = row.get("lesions", {})
+        label = f"{name} (primary)" if name == validation.get("primary") else name
+        table.rows.append([Cell(label, cls="name"), *cells(
+            _interval(pooled, "voxel_auprc"), _interval(pooled, "best_dice"),
+            f"{float(pooled.get('dice_at_calibrated_threshold', float('nan'))):.3f}",
+            *(f"{float(row.get(k, {}).get('voxel_auprc', float('nan'))):.3f}" for k in kinds),
+            row.get("atrophy", {}).get("flagged_ml_mean", ""))])
     return table
 
 
@@ -185,11 +225,12 @@ def _cases(rows: Sequence[CaseRow]) -> Table:
 
 def render_index(metrics: dict[str, Any], rows: Sequence[CaseRow], trained: dict[str, Any],
                  curves: dict[str, tuple[list[float], list[float]] | None],
-                 gallery: Sequence[Tile], extra_links: dict[str, str], generative: Markup
-                 ) -> str:
+                 gallery: Sequence[Tile], extra_links: dict[str, str], generative: Markup,
+                 validation: dict[str, Any]) -> str:
     """The cohort page as one self-contained HTML string (``generative``: its closing
     sections, e.g. :func:`pipeline.reporting.reconstruction.reconstruction_section` and
-    :func:`pipeline.reporting.generative_section.generative_section`)."""
+    :func:`pipeline.reporting.generative_section.generative_section`; ``validation``: the
+    ``validate`` stage's result)."""
     charts = []
     roc, pr = curves.get("roc"), curves.get("pr")
     if roc is not None:
@@ -202,5 +243,6 @@ def render_index(metrics: dict[str, Any], rows: Sequence[CaseRow], trained: dict
         "cohort.html.j2", title="vae-anomaly cohort report", metrics=metrics, model=model,
         trained=trained, n_rows=len(rows), n_abnormal=sum(r.verdict == ABNORMAL for r in rows),
         metrics_rows=_metrics_rows(metrics), charts=charts, comparison=_comparison(metrics),
-        extra=_extra(metrics, extra_links), sites=_sites(metrics), cases=_cases(rows),
+        extra=_extra(metrics, extra_links), validation=_validation(validation),
+        n_validation=validation.get("n_scans", 0), sites=_sites(metrics), cases=_cases(rows),
         gallery=list(gallery), generative=generative)

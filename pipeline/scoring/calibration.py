@@ -8,6 +8,10 @@ z-maps (each scan normalised by the statistics of the others) so they are not fi
 very scans they are measured on: the voxel threshold is the ``1 - voxel_fpr`` quantile of
 healthy brain voxels, the scan threshold the ``1 - scan_fpr`` quantile of healthy scan
 scores. One threshold pair is fitted per map: the primary combination and each compared type.
+The domain check's healthy ranges (:mod:`pipeline.scoring.domain`) are fitted on the
+calibration scans and on ``calibrate.domain.site_versions`` versions of each with another
+site's look (:func:`simulated_site_domains`): a scan from another scanner is judged, not
+dismissed.
 
 Example:
     >>> from pipeline.config.scoring_schema import (CalibrateParams, DomainParams,
@@ -20,7 +24,7 @@ Example:
     ...     median_filter_vox=0, min_component_voxels=5, scan_statistic="top_voxels",
     ...     scan_top_voxels=10, precision="auto")
     >>> cp = CalibrateParams(voxel_fpr=0.001, scan_fpr=0.05, domain=DomainParams(tolerance=5.0,
-    ...     min_spread_fraction=0.02))
+    ...     min_spread_fraction=0.02, site_versions=0, error_ratio=2.0))
     >>> rng = np.random.default_rng(0)
     >>> region = np.ones((8, 8, 8), bool)
     >>> scans = [RawScores(maps={"nll": rng.random((8, 8, 8)).astype(np.float32),
@@ -33,9 +37,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from pipeline.config.kinds import KINDS
@@ -94,10 +100,11 @@ def voxel_statistics(raws: list[np.ndarray], regions: list[np.ndarray], sp: Scor
     return NormativeSums(raws, regions).statistics(sp)
 
 
-def fit_calibration(scans: list[RawScores], sp: ScoringParams, cp: CalibrateParams
-                    ) -> Calibration:
+def fit_calibration(scans: list[RawScores], sp: ScoringParams, cp: CalibrateParams,
+                    other_sites: Sequence[dict[str, float]] = ()) -> Calibration:
     """Statistics on all ``scans``; thresholds of the primary map and of each type of
-    ``sp.compare`` (that the scans have maps of) on leave-one-out z-maps."""
+    ``sp.compare`` (that the scans have maps of) on leave-one-out z-maps; the domain ranges
+    on the scans' domain statistics and those of their simulated ``other_sites``."""
     if len(scans) < MIN_SCANS:
         raise ValueError(f"calibration needs at least {MIN_SCANS} healthy scans, got {len(scans)}")
     compared = [n for n in sp.compare if n in scans[0].maps]
@@ -121,11 +128,12 @@ def fit_calibration(scans: list[RawScores], sp: ScoringParams, cp: CalibratePara
                                                                  1.0 - cp.scan_fpr)),
                                 healthy_scan_scores=[round(v, 4) for v in scan_scores[m]])
                   for m in maps}
-    healthy_domain = [s.domain for s in scans]
+    healthy_domain = [s.domain for s in scans] + list(other_sites)
     ranges = domain.fit_ranges(healthy_domain, cp.domain) \
         if all(set(domain.STATISTICS) <= set(d) for d in healthy_domain) else {}
     info = {"voxel_fpr": cp.voxel_fpr, "scan_fpr": cp.scan_fpr, "n_scans": len(scans),
             "domain_tolerance": cp.domain.tolerance,
+            "domain_site_versions": len(other_sites),
             "domain_healthy": [{k: round(v, domain.DECIMALS) for k, v in d.items()}
                                for d in healthy_domain],
             "score_types": {t: KINDS[t].description for t in types},
@@ -143,4 +151,25 @@ def healthy_raw_scores(loaded: LoadedModel, images: Iterable[tuple[np.ndarray, n
         raw = template_scores(loaded, image, brain, kinds)
         out.append(RawScores(maps=raw.maps, region=raw.region,
                              negative_elbo=raw.negative_elbo, domain=raw.domain))
+    return out
+
+
+def simulated_site_domains(loaded: LoadedModel, images: Iterable[tuple[np.ndarray, np.ndarray]],
+                           versions: int, seed: int) -> list[dict[str, float]]:
+    """Domain statistics of ``versions`` looks of another site per healthy template-space
+    (image, brain) pair: the model's own training site simulation
+    (:class:`~pipeline.model.sites.SiteSimulator`, ``train.site``) with every transform
+    applied, seeded."""
+    if versions <= 0:
+        return []
+    from pipeline.model.sites import SiteSimulator  # MONAI: calibration only, never scoring
+
+    simulate = SiteSimulator(dataclasses.replace(loaded.params.train.site, probability=1.0))
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for image, brain in images:
+        x = torch.from_numpy(np.where(brain, image, 0.0).astype(np.float32))[None, None]
+        for _ in range(versions):
+            other = simulate(x, gen)[0, 0].numpy()
+            out.append(template_scores(loaded, other, brain, {"residual"}).domain)
     return out

@@ -33,7 +33,11 @@ from pipeline.modelstore.folder import (
 )
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import Calibration
-from pipeline.scoring.calibration import fit_calibration, healthy_raw_scores
+from pipeline.scoring.calibration import (
+    fit_calibration,
+    healthy_raw_scores,
+    simulated_site_domains,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,9 @@ def run(params: Params) -> None:
     manifest = load_manifest(params)
     sp = params.scoring
     raws = healthy_raw_scores(loaded, healthy_images(params, manifest), {*sp.score, *sp.compare})
-    calib = fit_calibration(raws, sp, params.calibrate)
+    other_sites = simulated_site_domains(loaded, healthy_images(params, manifest),
+                                         params.calibrate.domain.site_versions, params.seed)
+    calib = fit_calibration(raws, sp, params.calibrate, other_sites)
     calib.info["cases"] = [c.id for c in manifest[Part.CALIBRATION]]
     calib.info["precision"] = dtype_name(score_dtype(sp.precision,
                                                      next(loaded.vae.parameters()).device))

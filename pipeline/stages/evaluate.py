@@ -6,7 +6,8 @@ native brain mask are pooled over scans. Each calibrated map of ``scoring.compar
 plain-autoencoder baseline (calibrated here on the same healthy calibration scans) gets the
 same metrics. Real lesioned scans of ``evaluate.extra_cases`` are prepared and scored on
 their own. Writes ``reports/metrics.json`` (the primary score's metrics at the top level,
-``score_types`` with every map, ``extra_cases``), ``reports/score_comparison.csv``, the ROC /
+``extra_cases`` first, the real lesion cases, then ``score_types`` with every map),
+``reports/score_comparison.csv``, the ROC /
 PR plot data ``reports/plots/{roc,pr}.csv`` and the per-case outputs in
 ``data/evaluation/`` for the ``report`` stage.
 """
@@ -79,15 +80,15 @@ def run(params: Params) -> dict[str, Any]:
     extra = {c.name: found for c in ev.extra_cases
              if (found := tests.extra_case(c)) is not None}
     primary = tests.pooled[calib.primary]
-    result = {
-        **table[calib.primary], "score": calib.primary,
+    result = {  # real pathology first: what the synthetic-lesion figures stand in for
+        "extra_cases": extra, **table[calib.primary], "score": calib.primary,
         "best_dice_n_thresholds": ev.n_thresholds, "threshold": calib.threshold,
         "voxel_fpr_target": params.calibrate.voxel_fpr,
         "n_test_healthy": len(manifest[Part.TEST_HEALTHY]),
         "n_test_lesion": len(manifest[Part.TEST_LESION]),
         "lesion_voxel_fraction": float(np.concatenate(primary.labels).mean()),
         "model": loaded.meta.get("mlflow", {}), "cohort": params.cohort.name,
-        "score_types": table, "extra_cases": extra,
+        "score_types": table,
         "out_of_distribution": tests.out_of_distribution,
         "rim_mm": ev.rim_mm,
         "sites": evaluate_sites(tests.scorer, params, manifest),

@@ -137,10 +137,11 @@ def run(params: Params) -> None:
             caption = f"{case.id}: {summary.flagged_volume_ml:.2f} mL"
             gallery.append(gallery_tile(canonical, summary.threshold, rp, caption, link))
     metrics = json.loads((reports / "metrics.json").read_text())
+    validation = json.loads((reports / "validation.json").read_text())
     curves = {"roc": read_curve(reports / "plots" / "roc.csv", "fpr", "tpr"),
               "pr": read_curve(reports / "plots" / "pr.csv", "recall", "precision")}
     sections = _reconstructions(params, manifest, loaded) + _generative(params, metrics)
     write_text(reports / "index.html",
                render_index(metrics, rows, loaded.trained_on(), curves, gallery, extra_links,
-                            sections))
+                            sections, validation))
     log.info("wrote %d case reports and reports/index.html", len(rows))

@@ -36,9 +36,9 @@ def test_a_scan_of_another_contrast_is_out_of_distribution(in_project: Path, tmp
     assert healthy["verdict"] in ("normal", "abnormal")
     ood = json.loads((out / "other_T2.json").read_text())
     assert ood["verdict"] == "out of distribution" and not ood["domain"]["in_distribution"]
-    assert "tissue_contrast" in ood["domain"]["outside"]
-    low = ood["domain"]["statistics"]["tissue_contrast"]["healthy_range"][0]
-    assert ood["domain"]["statistics"]["tissue_contrast"]["value"] < low
+    assert "grey_white_contrast" in ood["domain"]["outside"]
+    low = ood["domain"]["statistics"]["grey_white_contrast"]["healthy_range"][0]
+    assert ood["domain"]["statistics"]["grey_white_contrast"]["value"] < low
     assert any(w.startswith("out of distribution") for w in ood["warnings"])
     assert "Out of distribution." in (out / "other_T2.html").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
@@ -63,7 +63,7 @@ def test_the_standard_scale_is_learned_on_training_scans_and_kept_with_the_model
     record = json.loads((prepared / "cases" / f"{case}.json").read_text())
     assert len(record["harmonisation_landmarks"]) == len(scale["quantiles"])
     calib = json.loads((tiny_project / "models" / "vae" / "calibration.json").read_text())
-    assert set(calib["domain"]) == {"tissue_contrast", "reconstruction_error"}
+    assert set(calib["domain"]) == {"grey_white_contrast", "reconstruction_error"}
 
 
 def test_evaluate_reports_every_simulated_site(tiny_project: Path) -> None:

@@ -57,6 +57,29 @@ def test_evaluate_compares_every_score_type_with_the_baselines(tiny_project: Pat
     assert ae["mlflow"]["registered_model"] == "vae-anomaly-test-autoencoder"
 
 
+def test_validate_scores_every_map_on_realistic_lesions_in_calibration_scans(
+        tiny_project: Path) -> None:
+    result = json.loads((tiny_project / "reports" / "validation.json").read_text())
+    split = json.loads((tiny_project / "data" / "prepared" / "split.json").read_text())
+    calibration = {c["id"] for c in split["calibration"]}
+    assert {c["case"] for c in result["cases"]} <= calibration  # never a test scan
+    assert result["primary"] in result["maps"]
+    maps = result["maps"][result["primary"]]
+    assert "lesions" in maps and "atrophy" in maps
+    pooled = maps["lesions"]
+    assert 0.0 <= pooled["voxel_auroc"] <= 1.0 and pooled["n_lesions"] >= 1
+    assert maps["atrophy"]["flagged_ml_mean"] >= 0.0
+    assert maps["atrophy"]["n_scans"] == result["n_scans"]
+    rows = (tiny_project / "reports" / "validation.csv").read_text().splitlines()
+    assert rows[0].startswith("map,kind,voxel_auroc")
+    assert len(rows) == 1 + sum(len(k) for k in result["maps"].values())
+
+
+def test_real_pathology_comes_first_in_metrics(tiny_project: Path) -> None:
+    metrics = json.loads((tiny_project / "reports" / "metrics.json").read_text())
+    assert next(iter(metrics)) == "extra_cases"
+
+
 def test_extra_lesion_case_is_prepared_and_scored(project_copy: Path) -> None:
     import dataclasses
 
@@ -317,7 +340,7 @@ def test_folders_of_format_1_are_migrated_and_new_ones_refused_when_malformed(
     assert new is not None
     stats = new.stats["nll"]
     meta = json.loads((folder / MODEL_JSON).read_text())
-    assert meta["format"] == "vae-anomaly/3"
+    assert meta["format"] == "vae-anomaly/4"
     # only what the model keeps: no evaluation paths, no tracking or cohort settings
     assert set(meta["params"]) == {"seed", "template", "prepare", "model", "train", "scoring",
                                    "report", "generative"}

@@ -84,27 +84,42 @@ def test_erosion_removes_the_rim() -> None:
 
 def test_domain_ranges_are_one_sided_and_judge_names_what_is_outside() -> None:
     dp = load_params().calibrate.domain
-    healthy = [{"tissue_contrast": 0.85 + 0.01 * i, "reconstruction_error": 0.04 + 0.001 * i}
+    healthy = [{"grey_white_contrast": 0.5 + 0.01 * i, "reconstruction_error": 0.04 + 0.001 * i}
                for i in range(-3, 4)]
     ranges = domain.fit_ranges(healthy, dp)
-    assert ranges["tissue_contrast"][1] is None and ranges["reconstruction_error"][0] is None
-    better = {"tissue_contrast": 0.99, "reconstruction_error": 0.001}   # never out of range
+    assert ranges["grey_white_contrast"][1] is None and ranges["reconstruction_error"][0] is None
+    better = {"grey_white_contrast": 0.9, "reconstruction_error": 0.001}   # never out of range
     assert domain.judge(better, ranges).in_distribution
-    bad = domain.judge({"tissue_contrast": 0.3, "reconstruction_error": 0.04}, ranges)
-    assert bad.outside == ["tissue_contrast"]
-    assert "tissue contrast 0.300" in bad.describe()
+    bad = domain.judge({"grey_white_contrast": 0.0, "reconstruction_error": 0.04}, ranges)
+    assert bad.outside == ["grey_white_contrast"]
+    assert "grey white contrast 0.000" in bad.describe()
     assert bad.to_json()["in_distribution"] is False
     assert domain.judge(bad.values, {}).in_distribution       # uncalibrated: no verdict
 
 
-def test_tissue_contrast_separates_an_inverted_contrast() -> None:
-    image, brain = _brains(1)[0]
-    reference = _brains(2)[1][0]
-    same = domain.statistics(image, brain, reference, None)["tissue_contrast"]
-    inverted = np.where(brain, 1.0 - image, 0.0)
-    other = domain.statistics(inverted, brain, reference, reference)
-    assert same > 0.5 and other["tissue_contrast"] < 0
-    assert other["reconstruction_error"] > 0
+def _tissues(shape: tuple[int, int, int] = (32, 32, 32)) -> tuple[np.ndarray, np.ndarray]:
+    """A brain of nested tissues (reference intensities): CSF core 0.2, grey shell 0.5,
+    white matter 0.9 in between, and its mask."""
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    r = np.sqrt(sum((g - (n - 1) / 2) ** 2 for g, n in zip(grids, shape, strict=True)))
+    brain = r < 14
+    image = np.select([r < 8, r < 11.5, brain], [0.2, 0.9, 0.5], 0.0).astype(np.float32)
+    return image, brain
+
+
+def test_grey_white_contrast_keeps_any_t1_and_refuses_a_flair_like_contrast() -> None:
+    reference, brain = _tissues()
+    rng = np.random.default_rng(0)
+    t1 = domain.statistics(reference + rng.normal(0, 0.05, reference.shape) * brain, brain,
+                           reference, None)["grey_white_contrast"]
+    gamma = domain.statistics(np.where(brain, reference ** 1.4, 0.0), brain, reference,
+                              None)["grey_white_contrast"]
+    flair = np.select([reference == 0.2, reference == 0.9, brain], [0.1, 0.5, 0.7], 0.0)
+    other = domain.statistics(flair, brain, reference, reference)
+    assert 0.5 < t1 < 0.65 and 0.55 < gamma < 0.75
+    assert other["grey_white_contrast"] < 0 and other["reconstruction_error"] > 0
+    flat = domain.statistics(np.where(brain, 0.5, 0.0), brain, reference, None)
+    assert flat["grey_white_contrast"] == 0.0
 
 
 def _native() -> SiteScan:

@@ -154,7 +154,8 @@ def _index_page(tmp_path: Path) -> Path:
     gallery = [gallery_tile(c, 4.0, REPORT, "b-scan: 0.00 mL", "case.html"),
                gallery_tile(c, 4.0, REPORT, "c'<img src=x onerror=alert(1)>", None)]
     page = tmp_path / "index.html"
-    text = render_index(metrics, rows, {"modality": "T1w"}, curves, gallery, {}, Markup(""))
+    text = render_index(metrics, rows, {"modality": "T1w"}, curves, gallery, {}, Markup(""),
+                        {})
     assert "<img src=x" not in text and "href='cases/sub%231%20%27q%27.html'" in text
     page.write_text(text)
     return page
