@@ -178,3 +178,16 @@ def test_a_loose_mask_grows_by_a_voxel_at_least_on_coarse_grids() -> None:
     img = nib.Nifti1Image(np.ones(mask.shape, np.float32), np.diag([2.5, 2.2, 2.4, 1.0]))
     grown = make_variant("loose_mask", SiteScan(img, mask, None), sp).mask
     assert grown.sum() == 1000 + 6 * 100 and np.all(grown[mask])
+
+
+def test_the_reconstruction_error_bound_is_at_least_a_multiple_of_the_healthy_median() -> None:
+    dp = load_params().calibrate.domain
+    same_site = [{"grey_white_contrast": 0.5, "reconstruction_error": 0.046 + 0.0001 * i}
+                 for i in range(-3, 4)]                     # one site: a very narrow spread
+    high = domain.fit_ranges(same_site, dp)["reconstruction_error"][1]
+    assert high == round(dp.error_ratio * 0.046, domain.DECIMALS)
+    ranges = domain.fit_ranges(same_site, dp)
+    other_scanner = {"grey_white_contrast": 0.51, "reconstruction_error": 0.077}
+    other_modality = {"grey_white_contrast": 0.5, "reconstruction_error": 0.125}
+    assert domain.judge(other_scanner, ranges).in_distribution
+    assert domain.judge(other_modality, ranges).outside == ["reconstruction_error"]
