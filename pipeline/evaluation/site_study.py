@@ -30,7 +30,7 @@ from pipeline.io.errors import ScanError, one_line
 from pipeline.io.nifti import load_mask, load_scan
 from pipeline.scoring.domain import ABNORMAL, OUT_OF_DISTRIBUTION
 from pipeline.scoring.result import ScanResult
-from pipeline.space.grid import voxel_volume_mm3
+from pipeline.space.grid import voxel_volume_ml
 
 log = logging.getLogger(__name__)
 UNMODIFIED = "unmodified"
@@ -47,7 +47,7 @@ def score_native(scorer: Scorer, scan: SiteScan) -> tuple[ScanResult, np.ndarray
 def outcome(result: ScanResult, brain: np.ndarray, img: nib.Nifti1Image,
             truth: np.ndarray | None, rim_mm: float) -> dict[str, Any]:
     """Flagged volume (all, outside the lesions, in the outer rim) and the verdict."""
-    voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
+    voxel_ml = voxel_volume_ml(img.affine)
     zooms = [float(z) for z in img.header.get_zooms()[:3]]
     rim = brain & (ndimage.distance_transform_edt(brain, sampling=zooms) <= rim_mm)
     flagged = result.mask > 0

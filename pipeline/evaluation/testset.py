@@ -36,7 +36,7 @@ from pipeline.preprocess.record import PreparedScan
 from pipeline.scoring.calibration import fit_calibration, healthy_raw_scores
 from pipeline.scoring.outputs import extra_stem, scan_outputs
 from pipeline.scoring.result import ScanResult
-from pipeline.space.grid import voxel_volume_mm3
+from pipeline.space.grid import voxel_volume_ml
 
 log = logging.getLogger(__name__)
 AUTOENCODER = "autoencoder"  # row name of the β = 0 baseline (its residual map)
@@ -158,7 +158,7 @@ class HeldOutSet:
         primary, maps, brain, _ = self._maps(
             image, Prepared(img, prepared, {}), extra_stem(case.name), stored=case.image,
             case=case.name, split="extra", truth=case.lesion_mask)  # paths as given
-        voxel_ml = voxel_volume_mm3(img.affine) / 1000.0
+        voxel_ml = voxel_volume_ml(img.affine)
         shift = outcome(primary, brain, img, truth, ev.rim_mm)
         return {"image": case.image, "registration_ok": prepared.record.registration_ok,
                 "lesion_volume_ml": round(float(truth.sum()) * voxel_ml, 2),

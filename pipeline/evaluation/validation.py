@@ -36,12 +36,12 @@ from pipeline.scoring.maps import (
     threshold_mask,
 )
 from pipeline.scoring.raw import scored_region
+from pipeline.space.grid import voxel_volume_ml
 
 log = logging.getLogger(__name__)
 
 LESIONS = "lesions"     # the pool of every lesion kind
 NEGATIVE = "atrophy"    # the kind without lesions: flagged volume only
-ML_PER_MM3 = 1e-3
 
 
 def realistic_cases(params: Params, manifest: Manifest
@@ -69,6 +69,13 @@ class ValidationSet:
     pooled: dict[tuple[str, str], metrics.Pooled] = field(default_factory=dict)
     flagged_ml: dict[str, list[float]] = field(default_factory=dict)
     described: list[dict[str, Any]] = field(default_factory=list)
+    compare: list[str] = field(init=False)    # the calibrated maps besides the primary one
+    voxel_ml: float = field(init=False)       # one template voxel's volume
+
+    def __post_init__(self) -> None:
+        thresholds = self.loaded.calibrated().thresholds
+        self.compare = [c for c in self.params.scoring.compare if c in thresholds]
+        self.voxel_ml = voxel_volume_ml(self.loaded.template.affine)
 
     def add(self, case_id: str, rc: RealisticCase, brain: np.ndarray) -> None:
         """Score one realistic case with every calibrated map and pool it (a lesion kind
@@ -78,17 +85,15 @@ class ValidationSet:
             log.warning("%s: its %s lesions lie outside the scored brain: left out", case_id,
                         rc.kind)
             return
-        compare = [c for c in self.params.scoring.compare if c in calib.thresholds]
-        raw = template_scores(self.loaded, rc.image, brain, {*calib.score, *compare})
+        raw = template_scores(self.loaded, rc.image, brain, {*calib.score, *self.compare})
         region = raw.region
-        voxel_ml = self.params.template.resolution_mm ** 3 * ML_PER_MM3
-        for name, z in calibrated_maps(raw, calib, sp, compare).items():
+        for name, z in calibrated_maps(raw, calib, sp, self.compare).items():
             mask = threshold_mask(z, calib.thresholds[name].threshold, sp.min_component_voxels)
             score = scan_score(z, raw, sp, name == calib.primary)
             pools = [self.pooled.setdefault((k, name), metrics.Pooled())
                      for k in (rc.kind, LESIONS)]
             if rc.kind == NEGATIVE:
-                self.flagged_ml.setdefault(name, []).append(float(mask.sum()) * voxel_ml)
+                self.flagged_ml.setdefault(name, []).append(float(mask.sum()) * self.voxel_ml)
                 for pool in pools:
                     pool.add_healthy(mask[region] > 0, score)
                 continue

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import hashlib
 import json
@@ -125,6 +126,17 @@ def copy_file(src: str | Path, target: str | Path) -> Path:
 def write_json(target: str | Path, data: Any) -> Path:
     text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
     return atomic_write(target, lambda p: p.write_text(text))
+
+
+def write_csv(target: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """``rows`` as a CSV table, the first row's keys its header."""
+    def writer(p: Path) -> None:
+        with p.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["x"])
+            w.writeheader()
+            w.writerows(rows)
+
+    return atomic_write(target, writer)
 
 
 def write_text(target: str | Path, text: str) -> Path:

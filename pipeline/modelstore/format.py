@@ -120,13 +120,12 @@ def migrate_meta(meta: dict[str, Any]) -> dict[str, Any]:
     fmt, params = folder_format(meta), dict(meta.get("params", {}))
     if fmt == FORMAT:
         return meta
-    if fmt == MODEL_SECTIONS_FORMAT:
-        whole = params
-    else:
-        whole = deep_merge(ADDED_TO_V2, params) if fmt == WHOLE_PARAMS_FORMAT else \
-            _v1_params(params)
+    if fmt == WHOLE_PARAMS_FORMAT:
+        params = deep_merge(ADDED_TO_V2, params)
+    elif fmt == LEGACY_FORMAT:
+        params = _v1_params(params)
     return {**meta, "format": FORMAT, "migrated_from": fmt,
-            "params": deep_merge(ADDED_TO_V3, _model_sections(whole))}
+            "params": deep_merge(ADDED_TO_V3, _model_sections(params))}
 
 
 def source_format(meta: dict[str, Any]) -> str:

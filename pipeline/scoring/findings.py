@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.space.geometry import affine_transform_from_json, transform_matrix_ras
-from pipeline.space.grid import voxel_volume_mm3
+from pipeline.space.grid import voxel_volume_ml
 
 _TISSUE_FILES = {"grey matter": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
                  "white matter": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
@@ -120,7 +120,7 @@ def _described(heat: np.ndarray, coords: np.ndarray, affine: np.ndarray) -> Find
     values = heat[tuple(coords.T)]
     centroid = coords.mean(0)
     world = affine[:3, :3] @ centroid + affine[:3, 3]
-    return Finding(volume_ml=round(float(len(coords)) * voxel_volume_mm3(affine) / 1000.0, 3),
+    return Finding(volume_ml=round(float(len(coords)) * voxel_volume_ml(affine), 3),
                    voxels=len(coords), peak=round(float(values.max()), 2),
                    mean=round(float(values.mean()), 2),
                    centroid_voxel=[round(float(v), 1) for v in centroid],

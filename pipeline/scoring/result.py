@@ -34,7 +34,7 @@ from pipeline.modelstore.types import LoadedModel
 from pipeline.preprocess.record import ScanRecord
 from pipeline.scoring.domain import ABNORMAL, NORMAL, OUT_OF_DISTRIBUTION, DomainVerdict
 from pipeline.scoring.findings import Finding, find_located
-from pipeline.space.grid import voxel_volume_mm3
+from pipeline.space.grid import voxel_volume_ml
 
 SCORE_DECIMALS = 5   # scan score and thresholds in the JSON
 TIMING_DECIMALS = 3
@@ -140,7 +140,7 @@ def summarise(source: str | Path, result: ScanResult, loaded: LoadedModel, recor
               timings: dict[str, float], warnings: list[str]) -> ScanSummary:
     """The summary of a scored scan: verdict, findings, model, registration, timings."""
     native_affine = np.asarray(record.native_affine)
-    voxel_ml = voxel_volume_mm3(native_affine) / 1000.0
+    voxel_ml = voxel_volume_ml(native_affine)
     flagged = int(result.mask.sum())
     return ScanSummary(
         input=str(source), scan_score=result.scan_score, scan_threshold=result.scan_threshold,

@@ -35,6 +35,14 @@ def voxel_volume_mm3(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
 
 
+MM3_PER_ML = 1000.0
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume of one voxel (mL) of a grid with this affine."""
+    return voxel_volume_mm3(affine) / MM3_PER_ML
+
+
 def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reorient to the closest RAS layout; return ``(data, affine, orientation)``."""
     ornt = nib.io_orientation(affine)

@@ -49,9 +49,10 @@ def run(params: Params) -> None:
     loaded.params = dataclasses.replace(loaded.params, scoring=params.scoring)
     manifest = load_manifest(params)
     sp = params.scoring
-    raws = healthy_raw_scores(loaded, healthy_images(params, manifest), {*sp.score, *sp.compare})
-    other_sites = simulated_site_domains(loaded, healthy_images(params, manifest),
-                                         params.calibrate.domain.site_versions, params.seed)
+    images = list(healthy_images(params, manifest))  # read once: maps and simulated sites
+    raws = healthy_raw_scores(loaded, images, {*sp.score, *sp.compare})
+    other_sites = simulated_site_domains(loaded, images, params.calibrate.domain.site_versions,
+                                         params.seed)
     calib = fit_calibration(raws, sp, params.calibrate, other_sites)
     calib.info["cases"] = [c.id for c in manifest[Part.CALIBRATION]]
     calib.info["precision"] = dtype_name(score_dtype(sp.precision,

@@ -5,18 +5,15 @@ Healthy test scans and their lesioned copies are scored exactly as the ``score``
 native brain mask are pooled over scans. Each calibrated map of ``scoring.compare`` and the
 plain-autoencoder baseline (calibrated here on the same healthy calibration scans) gets the
 same metrics. Real lesioned scans of ``evaluate.extra_cases`` are prepared and scored on
-their own. Writes ``reports/metrics.json`` (the primary score's metrics at the top level,
-``extra_cases`` first, the real lesion cases, then ``score_types`` with every map),
-``reports/score_comparison.csv``, the ROC /
-PR plot data ``reports/plots/{roc,pr}.csv`` and the per-case outputs in
-``data/evaluation/`` for the ``report`` stage.
+their own. Writes ``reports/metrics.json`` (``extra_cases`` first, the real lesion cases,
+then the primary score's metrics at the top level and ``score_types`` with every map),
+``reports/score_comparison.csv``, the ROC / PR plot data ``reports/plots/{roc,pr}.csv`` and
+the per-case outputs in ``data/evaluation/`` for the ``report`` stage.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +24,7 @@ from pipeline.config.schema import Params
 from pipeline.evaluation import metrics
 from pipeline.evaluation.site_study import evaluate_domain_cases, evaluate_sites
 from pipeline.evaluation.testset import HeldOutSet, autoencoder_baseline
-from pipeline.io.atomic import atomic_write, write_json
+from pipeline.io.atomic import write_csv, write_json
 from pipeline.modelstore import tracking
 from pipeline.modelstore.loading import load_model
 from pipeline.modelstore.types import LoadedModel
@@ -35,28 +32,18 @@ from pipeline.modelstore.types import LoadedModel
 log = logging.getLogger(__name__)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    def writer(p: Path) -> None:
-        with p.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["x"])
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_write(path, writer)
-
-
 def _write_reports(params: Params, result: dict[str, Any], table: dict[str, dict[str, Any]],
                    primary: metrics.Pooled) -> None:
     reports = paths.reports_dir(params.root)
     write_json(reports / "metrics.json", result)
-    _write_csv(reports / "score_comparison.csv", [
+    write_csv(reports / "score_comparison.csv", [
         {"score": name, **{k: v for k, v in row.items() if k not in ("best_dice_threshold",
                                                                      "ci95")},
          **{f"{k}_ci95_{end}": v[i] for k, v in row.get("ci95", {}).items()
             for i, end in enumerate(("low", "high"))}}
         for name, row in table.items()])
-    _write_csv(reports / "plots" / "roc.csv", primary.roc)
-    _write_csv(reports / "plots" / "pr.csv", primary.pr)
+    write_csv(reports / "plots" / "roc.csv", primary.roc)
+    write_csv(reports / "plots" / "pr.csv", primary.pr)
     log.info("log-likelihood (IWAE, K=%d): %s", params.generative.iwae_samples,
              result["log_likelihood"])
     for name, row in table.items():

@@ -17,7 +17,7 @@ from pipeline.cohort.store import load_manifest
 from pipeline.config import paths
 from pipeline.config.schema import Params
 from pipeline.evaluation.validation import LESIONS, NEGATIVE, validate
-from pipeline.io.atomic import write_json, write_text
+from pipeline.io.atomic import write_csv, write_json
 from pipeline.modelstore.loading import load_model
 
 log = logging.getLogger(__name__)
@@ -26,16 +26,16 @@ CSV_KEYS = ("voxel_auroc", "voxel_auprc", "best_dice", "dice_at_calibrated_thres
 DECIMALS = 4
 
 
-def _csv(result: dict[str, Any]) -> str:
+FLAGGED_KEYS = ("flagged_ml_mean", "flagged_ml_max")  # the atrophy negatives' own columns
+
+
+def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per map and kind (the atrophy negatives: flagged mL in their own columns)."""
-    rows = ["map,kind," + ",".join(CSV_KEYS) + ",flagged_ml_mean,flagged_ml_max"]
-    for name, kinds in result["maps"].items():
-        for kind, row in kinds.items():
-            values = ["" if kind == NEGATIVE else f"{float(row[k]):.{DECIMALS}f}"
-                      for k in CSV_KEYS]
-            flagged = [str(row.get("flagged_ml_mean", "")), str(row.get("flagged_ml_max", ""))]
-            rows.append(",".join([name, kind, *values, *flagged]))
-    return "\n".join(rows) + "\n"
+    return [{"map": name, "kind": kind,
+             **{k: "" if kind == NEGATIVE else f"{float(row[k]):.{DECIMALS}f}"
+                for k in CSV_KEYS},
+             **{k: row.get(k, "") for k in FLAGGED_KEYS}}
+            for name, kinds in result["maps"].items() for kind, row in kinds.items()]
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def run(params: Params) -> dict[str, Any]:
     result = validate(loaded, params, load_manifest(params))
     reports = paths.reports_dir(params.root)
     write_json(reports / "validation.json", result)
-    write_text(reports / "validation.csv", _csv(result))
+    write_csv(reports / "validation.csv", _rows(result))
     for name, kinds in result["maps"].items():
         pooled, quiet = kinds.get(LESIONS, {}), kinds.get(NEGATIVE, {})
         log.info("%-28s AUPRC %.3f  best Dice %.3f  Dice@calib %.3f  atrophy flagged %.1f mL",
